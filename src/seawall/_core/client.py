@@ -1,0 +1,188 @@
+"""
+Client identity: who is asking, as every layer sees it.
+
+Theory of operation:
+
+1. With no trusted proxy (the default) the client is the socket peer and no
+   forwarding header is read: nothing a client sends can change its key.
+2. When the peer is a trusted proxy, the forwarding chain is read right to
+   left (RFC 7239 ``Forwarded: for=`` if present, else every
+   ``X-Forwarded-For`` line joined), trusted hops are skipped, and the first
+   untrusted address is the client. A malformed element fails closed to the
+   peer. ``X-Real-IP`` is never read.
+3. IPv4-mapped IPv6 addresses are IPv4; an IPv6 client is keyed by its /64
+   (configurable), since one host usually owns the whole /64.
+4. A request with no peer address (a unix socket, a test client) is keyed
+   ``"unknown"`` and still runs through every layer; list ``"unix"`` in the
+   trusted proxies to read forwarding headers on such sockets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+from seawall.exceptions import ConfigurationError
+
+__all__ = ["UNKNOWN_CLIENT", "ClientResolver", "normalize_address"]
+
+UNKNOWN_CLIENT = "unknown"
+
+_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse(value: str) -> _IPAddress | None:
+    value = value.strip()
+    if not value:
+        return None
+    if value.startswith("["):  # [v6]:port or [v6]
+        end = value.find("]")
+        if end < 0:
+            return None
+        value = value[1:end]
+    elif value.count(":") == 1:  # v4:port
+        value = value.split(":", 1)[0]
+    if "%" in value:  # zone index never identifies a client
+        value = value.split("%", 1)[0]
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+@lru_cache(maxsize=8192)
+def normalize_address(value: str) -> str | None:
+    """Return the canonical text of an IP address (mapped IPv6 to IPv4), or ``None``."""
+    addr = _parse(value)
+    return None if addr is None else str(addr)
+
+
+class ClientResolver:
+    """
+    Resolve the client address and rate-limit key of a request.
+
+    Args:
+        trusted_proxies: CIDRs (``"10.0.0.0/8"``) or addresses whose forwarding
+            headers are believed; ``"unix"`` trusts peers with no address.
+        trusted_hops: if given, also trust this many right-most hops of the
+            chain whatever their address (a fixed proxy depth).
+        ipv6_prefix: IPv6 clients are keyed by this network prefix length.
+    """
+
+    __slots__ = ("_cache", "_hops", "_nets", "_trust_unix", "ipv6_prefix", "trusted_proxies")
+
+    def __init__(
+        self,
+        trusted_proxies: Sequence[str] = (),
+        *,
+        trusted_hops: int | None = None,
+        ipv6_prefix: int = 64,
+    ) -> None:
+        if isinstance(trusted_proxies, str):
+            trusted_proxies = [p for p in trusted_proxies.replace(",", " ").split() if p]
+        nets: list[_Network] = []
+        trust_unix = False
+        for entry in trusted_proxies:
+            if entry == "unix":
+                trust_unix = True
+                continue
+            try:
+                nets.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                msg = f"trusted_proxies: {entry!r} is not an IP address or CIDR (e.g. '10.0.0.0/8')"
+                raise ConfigurationError(msg) from None
+        if not 0 <= ipv6_prefix <= 128:
+            msg = f"ipv6_prefix: expected 0..128, got {ipv6_prefix!r}"
+            raise ConfigurationError(msg)
+        if trusted_hops is not None and trusted_hops < 0:
+            msg = f"trusted_hops: expected a whole number >= 0, got {trusted_hops!r}"
+            raise ConfigurationError(msg)
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.ipv6_prefix = ipv6_prefix
+        self._nets = tuple(nets)
+        self._trust_unix = trust_unix
+        self._hops = trusted_hops
+        self._cache: dict[str, str] = {}
+
+    @property
+    def trusts_any(self) -> bool:
+        """Whether any forwarding header can ever be read."""
+        return bool(self._nets) or self._trust_unix or bool(self._hops)
+
+    def _trusted(self, addr: _IPAddress) -> bool:
+        return any(addr.version == net.version and addr in net for net in self._nets)
+
+    def key_for(self, address: str) -> str:
+        """Return the bucket key of a normalised *address* (IPv6 grouped by prefix)."""
+        if ":" not in address:
+            return address
+        key = self._cache.get(address)
+        if key is None:
+            net = ipaddress.ip_network(f"{address}/{self.ipv6_prefix}", strict=False)
+            key = str(net)
+            if len(self._cache) > 8192:
+                self._cache.clear()
+            self._cache[address] = key
+        return key
+
+    def resolve(self, peer: str | None, header: Callable[[str], list[str]]) -> str:
+        """
+        Return the client address for a request from *peer*.
+
+        *header* returns every value of a request header (lower-case name).
+        """
+        if peer is None:
+            if not self._trust_unix:
+                return UNKNOWN_CLIENT
+            peer_addr: _IPAddress | None = None
+        else:
+            peer_norm = normalize_address(peer)
+            if peer_norm is None:
+                return UNKNOWN_CLIENT
+            if not self.trusts_any:
+                return peer_norm
+            peer_addr = ipaddress.ip_address(peer_norm)
+            if not self._hops and not self._trusted(peer_addr):
+                return peer_norm
+        fallback = UNKNOWN_CLIENT if peer_addr is None else str(peer_addr)
+        chain = self._chain(header)
+        if chain is None:
+            return fallback
+        hops_left = self._hops or 0
+        client = fallback
+        for raw in reversed(chain):
+            addr = _parse(raw)
+            if addr is None:
+                return fallback  # malformed: fail closed to the peer
+            client = str(addr)
+            if hops_left > 0:
+                hops_left -= 1
+                continue
+            if not self._trusted(addr):
+                return client
+        return client
+
+    @staticmethod
+    def _chain(header: Callable[[str], list[str]]) -> list[str] | None:
+        forwarded = header("forwarded")
+        if forwarded:
+            out: list[str] = []
+            for element in ",".join(forwarded).split(","):
+                found = None
+                for pair in element.split(";"):
+                    name, sep, value = pair.strip().partition("=")
+                    if sep and name.strip().lower() == "for":
+                        found = value.strip().strip('"')
+                if found is None:
+                    return None  # an element without for= cannot be trusted
+                out.append(found)
+            return out
+        xff = header("x-forwarded-for")
+        if xff:
+            return [part for part in ",".join(xff).split(",")]
+        return None

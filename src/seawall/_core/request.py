@@ -1,0 +1,328 @@
+"""
+RequestView: what a layer knows about a request.
+
+Built once per request by the driver, from an ASGI scope or a WSGI environ.
+Its request attributes are read-only; headers are decoded only when a layer
+asks for one. Two per-request mutable parts are deliberate: :attr:`state`
+(a scratch dict where a layer keeps what its later hooks need, keyed by the
+layer itself, since layers must hold no per-request state) and
+:attr:`response_headers` (headers a layer wants on whatever response goes
+out, the app's or a rejection).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import weakref
+from collections.abc import Mapping
+from itertools import count
+from typing import Any, Literal
+
+from seawall._core.client import UNKNOWN_CLIENT, ClientResolver
+
+__all__ = ["RequestIds", "RequestView"]
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
+
+
+class RequestIds:
+    """
+    Accept a well-formed incoming request id or generate one.
+
+    An incoming id is accepted when it is 1-128 characters of
+    ``A-Z a-z 0-9 . _ : @ + = / -``; anything else is replaced, so a hostile
+    value never reaches logs or response headers. Generated ids are a random
+    per-process prefix plus a counter (re-seeded in a forked child): unique
+    across workers and cheap per request.
+    """
+
+    __slots__ = ("__weakref__", "_counter", "_prefix", "header")
+
+    def __init__(self, header: str = "x-request-id") -> None:
+        self.header = header.lower()
+        self._reseed()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+
+            def reseed_child() -> None:
+                ids = ref()
+                if ids is not None:
+                    ids._reseed()
+
+            os.register_at_fork(after_in_child=reseed_child)
+
+    def _reseed(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._counter = count(1)
+
+    def accept(self, incoming: str | None) -> str:
+        """Return *incoming* if it is a safe id, else a fresh one."""
+        if incoming is not None and _SAFE_ID.fullmatch(incoming):
+            return incoming
+        return f"{self._prefix}{next(self._counter):08x}"
+
+    def new(self) -> str:
+        """Return a fresh id, unique across processes."""
+        return f"{self._prefix}{next(self._counter):08x}"
+
+
+class RequestView:
+    """
+    A read-only view of one request, shared by every layer.
+
+    Attributes are those of the request line and connection, plus
+    ``request_id``, ``started`` (``perf_counter()`` on arrival), ``admitted``
+    (when the layers let it through to the app), ``route`` (the route
+    template when an adapter knows it before the app runs) and ``body`` (the
+    request body, once a layer has read it). Headers are
+    read with :meth:`header`/:meth:`header_list`/:attr:`headers`. The client
+    identity (:attr:`client`, :attr:`client_key`) is resolved once, lazily,
+    with the trusted-proxy rules of the stack.
+    """
+
+    __slots__ = (
+        "_client",
+        "_headers",
+        "_raw_headers",
+        "_resolver",
+        "_wsgi",
+        "admitted",
+        "body",
+        "interface",
+        "method",
+        "path",
+        "peer",
+        "query_string",
+        "raw",
+        "request_id",
+        "response_headers",
+        "root_path",
+        "route",
+        "scheme",
+        "started",
+        "state",
+    )
+
+    method: str
+    path: str
+    query_string: str
+    scheme: str
+    root_path: str
+    peer: str | None
+    request_id: str
+    interface: Literal["asgi", "wsgi"]
+    started: float
+    route: str | None
+    raw: Mapping[str, Any]
+    state: dict[Any, Any]
+    response_headers: list[tuple[str, str]]
+    body: bytes | None
+    admitted: float
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        path: str,
+        query_string: str = "",
+        scheme: str = "http",
+        root_path: str = "",
+        peer: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        environ: Mapping[str, Any] | None = None,
+        resolver: ClientResolver | None = None,
+        request_id: str = "",
+        interface: Literal["asgi", "wsgi"] = "asgi",
+        started: float = 0.0,
+        route: str | None = None,
+        raw: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.scheme = scheme
+        self.root_path = root_path
+        self.peer = peer
+        self._raw_headers = headers
+        self._wsgi = environ
+        self._headers: dict[str, list[str]] | None = None
+        self._resolver = resolver
+        self._client: str | None = None
+        self.request_id = request_id
+        self.interface = interface
+        self.started = started
+        self.route = route
+        self.raw = raw if raw is not None else (environ or {})
+        self.state = {}
+        self.response_headers = []
+        self.body = None
+        self.admitted = started
+
+    # -- construction ---------------------------------------------------------
+
+    @classmethod
+    def from_asgi(
+        cls,
+        scope: Mapping[str, Any],
+        *,
+        resolver: ClientResolver | None = None,
+        started: float = 0.0,
+    ) -> RequestView:
+        """Build a view from an ASGI HTTP or websocket *scope*."""
+        # Slots are filled directly: this runs once per request, and a
+        # 15-keyword __init__ call costs more than everything else here.
+        self = object.__new__(cls)
+        self.method = scope.get("method", "GET")
+        self.path = scope.get("path", "/")
+        self.query_string = scope.get("query_string", b"").decode("latin-1")
+        self.scheme = scope.get("scheme", "http")
+        self.root_path = scope.get("root_path", "")
+        client = scope.get("client")
+        self.peer = client[0] if client else None
+        self._raw_headers = scope.get("headers") or []
+        self._wsgi = None
+        self._headers = None
+        self._resolver = resolver
+        self._client = None
+        self.request_id = ""
+        self.interface = "asgi"
+        self.started = started
+        self.admitted = started
+        self.route = None
+        self.raw = scope
+        self.state = {}
+        self.response_headers = []
+        self.body = None
+        return self
+
+    @classmethod
+    def from_wsgi(
+        cls,
+        environ: Mapping[str, Any],
+        *,
+        resolver: ClientResolver | None = None,
+        started: float = 0.0,
+    ) -> RequestView:
+        """Build a view from a WSGI *environ* (PEP 3333 latin-1 strings)."""
+        script = environ.get("SCRIPT_NAME", "")
+        path = script + environ.get("PATH_INFO", "")
+        if not path.isascii():
+            try:
+                path = path.encode("latin-1").decode("utf-8")
+            except (UnicodeEncodeError, UnicodeDecodeError):
+                pass  # keep the latin-1 text rather than refuse the request
+        self = object.__new__(cls)
+        self.method = environ.get("REQUEST_METHOD", "GET")
+        self.path = path or "/"
+        self.query_string = environ.get("QUERY_STRING", "")
+        self.scheme = environ.get("wsgi.url_scheme", "http")
+        self.root_path = script
+        self.peer = environ.get("REMOTE_ADDR") or None
+        self._raw_headers = None
+        self._wsgi = environ
+        self._headers = None
+        self._resolver = resolver
+        self._client = None
+        self.request_id = ""
+        self.interface = "wsgi"
+        self.started = started
+        self.admitted = started
+        self.route = None
+        self.raw = environ
+        self.state = {}
+        self.response_headers = []
+        self.body = None
+        return self
+
+    # -- headers --------------------------------------------------------------
+
+    def _header_map(self) -> dict[str, list[str]]:
+        headers = self._headers
+        if headers is None:
+            headers = {}
+            if self._raw_headers is not None:
+                for name, value in self._raw_headers:
+                    headers.setdefault(name.decode("latin-1").lower(), []).append(
+                        value.decode("latin-1")
+                    )
+            elif self._wsgi is not None:
+                for key, value in self._wsgi.items():
+                    if key.startswith("HTTP_"):
+                        name = key[5:].replace("_", "-").lower()
+                    elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                        if not value:
+                            continue
+                        name = key.replace("_", "-").lower()
+                    else:
+                        continue
+                    # WSGI servers join repeated lines with ", " already.
+                    headers.setdefault(name, []).append(value)
+            self._headers = headers
+        return headers
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """Return the first value of header *name* (case-insensitive), or *default*."""
+        values = self._header_map().get(name.lower())
+        return values[0] if values else default
+
+    def header_list(self, name: str) -> list[str]:
+        """Return every value of header *name*, one per header line."""
+        return list(self._header_map().get(name.lower(), ()))
+
+    @property
+    def headers(self) -> Mapping[str, list[str]]:
+        """All headers: lower-case name to the list of its values."""
+        return self._header_map()
+
+    @property
+    def header_count(self) -> int:
+        """How many header lines the request has."""
+        if self._raw_headers is not None:
+            return len(self._raw_headers)
+        return sum(len(v) for v in self._header_map().values())
+
+    # -- identity -------------------------------------------------------------
+
+    @property
+    def client(self) -> str:
+        """The client's IP address after the trusted-proxy rules (or ``"unknown"``)."""
+        client = self._client
+        if client is None:
+            resolver = self._resolver
+            if resolver is None:
+                client = self.peer or UNKNOWN_CLIENT
+            else:
+                client = resolver.resolve(self.peer, self._header_list_lower)
+            self._client = client
+        return client
+
+    @property
+    def client_key(self) -> str:
+        """The client as a rate-limit key: the address, or its /64 for IPv6."""
+        client = self.client
+        if ":" not in client:
+            return client
+        resolver = self._resolver or _DEFAULT_RESOLVER
+        return resolver.key_for(client)
+
+    def _header_list_lower(self, name: str) -> list[str]:
+        return self._header_map().get(name, [])
+
+    # -- convenience ----------------------------------------------------------
+
+    @property
+    def target(self) -> str:
+        """Path and query string, as the client sent them (for URL length checks)."""
+        return f"{self.path}?{self.query_string}" if self.query_string else self.path
+
+    def route_or_path(self) -> str:
+        """The route template when known, else the raw path."""
+        return self.route or self.path
+
+    def __repr__(self) -> str:
+        return f"<RequestView {self.method} {self.path} id={self.request_id}>"
+
+
+_DEFAULT_RESOLVER = ClientResolver()
+

@@ -1,0 +1,120 @@
+"""
+Run the layers' request phase: the only place sync and async differ.
+
+``run_flow``/``arun_flow`` drive one layer flow, running each effect it
+yields with the sync or async client and sending the result back in (a
+:class:`~seawall.exceptions.StorageError` is thrown in instead, so the layer
+applies its failure policy). Effects that touch the request itself
+(:class:`ReadBody`, :class:`ReplaceBody`) go to the driver's *body_io*.
+
+``run_request``/``arun_request`` run every layer's ``on_request`` in order and
+return ``(respond, depth)``: the response to send (``None``: call the app) and
+the index of the layer that answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import GeneratorType
+from typing import Any
+
+from seawall._core.decisions import CONTINUE, ReadBody, ReplaceBody, Respond
+from seawall._core.request import RequestView
+from seawall._core.stack import Stack
+from seawall.exceptions import Rejected
+
+__all__ = ["arun_flow", "arun_request", "run_flow", "run_request"]
+
+BodyIO = Callable[[Any], Any]
+AsyncBodyIO = Callable[[Any], Awaitable[Any]]
+
+_BODY_EFFECTS = (ReadBody, ReplaceBody)
+
+
+def _no_body_io(effect: Any) -> Any:
+    msg = f"this driver cannot run {type(effect).__name__}"
+    raise RuntimeError(msg)
+
+
+async def _no_abody_io(effect: Any) -> Any:
+    return _no_body_io(effect)
+
+
+def run_flow(flow: Any, body_io: BodyIO = _no_body_io) -> Any:
+    """Drive *flow* to its decision, running its effects synchronously."""
+    try:
+        effect = next(flow)
+        while True:
+            try:
+                if isinstance(effect, _BODY_EFFECTS):
+                    result = body_io(effect)
+                else:
+                    result = effect.run()
+            except Exception as exc:
+                effect = flow.throw(exc)
+            else:
+                effect = flow.send(result)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def arun_flow(flow: Any, body_io: AsyncBodyIO = _no_abody_io) -> Any:
+    """Drive *flow* to its decision, awaiting its effects on the event loop."""
+    try:
+        effect = next(flow)
+        while True:
+            try:
+                if isinstance(effect, _BODY_EFFECTS):
+                    result = await body_io(effect)
+                else:
+                    result = await effect.arun()
+            except Exception as exc:
+                effect = flow.throw(exc)
+            else:
+                effect = flow.send(result)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _render(exc: Rejected, request: RequestView) -> Respond:
+    return Respond.from_rejection(exc, instance=request.path, request_id=request.request_id)
+
+
+def run_request(
+    stack: Stack, request: RequestView, body_io: BodyIO = _no_body_io
+) -> tuple[Respond | None, int]:
+    """Run every ``on_request`` hook (sync effects); return ``(respond, depth)``."""
+    for index, hook in stack.request_hooks:
+        try:
+            decision = hook(request)
+            if decision is None or decision is CONTINUE:
+                continue
+            if type(decision) is GeneratorType:
+                decision = run_flow(decision, body_io)
+            if isinstance(decision, Respond):
+                return decision, index
+        except Rejected as exc:
+            return _render(exc, request), index
+        except Exception as exc:
+            stack.layer_failed(index, "on_request", exc)
+    return None, stack.all_depth
+
+
+async def arun_request(
+    stack: Stack, request: RequestView, body_io: AsyncBodyIO = _no_abody_io
+) -> tuple[Respond | None, int]:
+    """Run every ``on_request`` hook (async effects); return ``(respond, depth)``."""
+    for index, hook in stack.request_hooks:
+        try:
+            decision = hook(request)
+            if decision is None or decision is CONTINUE:
+                continue
+            if type(decision) is GeneratorType:
+                decision = await arun_flow(decision, body_io)
+            if isinstance(decision, Respond):
+                return decision, index
+        except Rejected as exc:
+            return _render(exc, request), index
+        except Exception as exc:
+            stack.layer_failed(index, "on_request", exc)
+    return None, stack.all_depth

@@ -1,0 +1,410 @@
+"""
+The pure-ASGI driver.
+
+Theory of operation:
+
+1. Only ``http`` and ``websocket`` scopes are touched; ``lifespan`` and
+   anything else pass straight through. Websockets see only the layers that
+   declare ``websocket = True`` (identity, rate limit on connect).
+2. The response is never buffered: each ``send`` is forwarded as it comes,
+   with the layers' header edits applied to ``http.response.start``. The one
+   exception is a 500 start, held until the app returns so that an
+   exception's problem response can replace the framework's own 500 (Starlette's
+   ``ServerErrorMiddleware`` sends one, then re-raises).
+3. After ``http.response.start`` has gone out no second one is ever sent: an
+   exception then is logged (ErrorCapture) and re-raised so the server closes
+   the connection instead of passing off a truncated body as complete.
+4. The request body is read only when a layer yields :class:`ReadBody`; the
+   messages read are replayed to the app unchanged, then ``receive`` resumes.
+5. ``on_complete`` runs after the app returns, so background tasks have run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from time import perf_counter
+from typing import Any
+
+from seawall._app import Seawall
+from seawall._core.decisions import ReadBody, ReplaceBody, Respond
+from seawall._core.layer import Outcome, ResponseHead
+from seawall._core.request import RequestView
+from seawall._log import bind_request, unbind_request
+from seawall._run import arun_request
+from seawall.exceptions import Rejected
+
+__all__ = ["ASGIApp", "ASGIMiddleware", "Receive", "Scope", "Send", "route_of"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_ENDPOINT_ROUTES: dict[int, str | None] = {}
+
+
+def route_of(scope: Scope) -> str | None:
+    """
+    The route template the app matched (``/items/{id}``), if it says.
+
+    Read after the app ran: FastAPI puts the route in ``scope["route"]``,
+    Starlette the endpoint (looked up in its router once per endpoint), the
+    framework adapters put it in ``scope["seawall.route"]``.
+    """
+    route = scope.get("seawall.route")
+    if route is not None:
+        return str(route)
+    matched = scope.get("route")
+    if matched is not None:
+        path = getattr(matched, "path_format", None) or getattr(matched, "path", None)
+        if path:
+            return str(path)
+    endpoint = scope.get("endpoint")
+    router = scope.get("router")
+    if endpoint is not None and router is not None:
+        key = id(endpoint)
+        if key in _ENDPOINT_ROUTES:
+            return _ENDPOINT_ROUTES[key]
+        found: str | None = None
+        for candidate in getattr(router, "routes", ()):
+            if getattr(candidate, "endpoint", None) is endpoint:
+                found = getattr(candidate, "path_format", None) or getattr(candidate, "path", None)
+                break
+        if len(_ENDPOINT_ROUTES) < 10_000:
+            _ENDPOINT_ROUTES[key] = found
+        return found
+    return None
+
+
+def _get_header(items: list[tuple[bytes, bytes]], lname: str) -> str | None:
+    key = lname.encode("latin-1")
+    for name, value in items:
+        if name.lower() == key:
+            return value.decode("latin-1")
+    return None
+
+
+def _apply(items: list[tuple[bytes, bytes]], head: ResponseHead) -> list[tuple[bytes, bytes]]:
+    if head.removed:
+        removed = {n.encode("latin-1") for n in head.removed}
+        out = [(k, v) for k, v in items if k.lower() not in removed]
+    else:
+        out = list(items)
+    for name, value in head.added:
+        out.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    return out
+
+
+class _Body:
+    """What a layer read of the request body, replayed to the app."""
+
+    __slots__ = ("complete", "messages", "replaced", "size")
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.size = 0
+        self.complete = False
+        self.replaced = False
+
+
+class _Cycle:
+    """One HTTP request/response cycle: the state the driver keeps per request."""
+
+    __slots__ = (
+        "body",
+        "depth",
+        "ended",
+        "exception",
+        "held",
+        "receive",
+        "responded_by",
+        "rid",
+        "scope",
+        "send_",
+        "started_response",
+        "status",
+        "ttfb",
+        "view",
+        "wall",
+    )
+
+    def __init__(
+        self,
+        wall: ASGIMiddleware,
+        view: RequestView,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rid: str,
+    ) -> None:
+        self.wall = wall
+        self.view = view
+        self.scope = scope
+        self.receive = receive
+        self.send_ = send
+        self.rid = rid
+        self.body: _Body | None = None
+        self.depth = 0
+        self.status: int | None = None
+        self.ttfb: float | None = None
+        self.ended: float | None = None
+        self.started_response = False
+        self.held: list[Message] | None = None
+        self.exception: BaseException | None = None
+        self.responded_by: str | None = None
+
+    async def body_io(self, effect: Any) -> Any:
+        """Run :class:`ReadBody`/:class:`ReplaceBody` for the layers."""
+        if self.body is None:
+            self.body = _Body()
+        if isinstance(effect, ReadBody):
+            return await ASGIMiddleware._read_body(self.body, self.receive, effect.limit, self.view)
+        if isinstance(effect, ReplaceBody):
+            ASGIMiddleware._replace_body(self.body, self.scope, effect)
+            self.view.body = effect.body
+            return None
+        raise TypeError(type(effect).__name__)  # pragma: no cover
+
+    def head_items(self, status: int, items: Any) -> list[tuple[bytes, bytes]]:
+        """The response headers after the layers' edits, with the request id echoed."""
+        wall = self.wall
+        view = self.view
+        if view.response_headers or wall.stack.has_response_hooks:
+            head = ResponseHead(status, items, _get_header)
+            if view.response_headers:
+                head.extend(view.response_headers)
+            wall.stack.on_response(view, head, self.depth)
+            out = _apply(items, head)
+        else:
+            out = list(items)
+        key = wall._rid_key
+        for name, _ in out:
+            if name == key:
+                break
+        else:
+            out.append((key, self.rid.encode("latin-1")))
+        return out
+
+    async def send(self, message: Message) -> None:
+        """The ``send`` the app gets: edits the start, never buffers the body."""
+        kind = message["type"]
+        if kind == "http.response.start":
+            status = message["status"]
+            self.status = status
+            self.ttfb = perf_counter()
+            message["headers"] = self.head_items(status, message.get("headers") or ())
+            if status == 500:
+                # Held until the app returns: if an exception follows, our
+                # problem response replaces the framework's plain 500.
+                self.held = [message]
+                return
+            self.started_response = True
+        elif self.held is not None:
+            if kind == "http.response.body" and not message.get("more_body", False):
+                self.ended = perf_counter()
+            self.held.append(message)
+            return
+        elif kind == "http.response.body":
+            if not message.get("more_body", False):
+                self.ended = perf_counter()
+        elif kind == "http.response.pathsend":
+            self.ended = perf_counter()
+        await self.send_(message)
+
+    async def send_own(self, respond: Respond) -> None:
+        """Send a response of ours (a rejection or a 500), if none has started."""
+        self.held = None
+        self.status = respond.status
+        self.ttfb = perf_counter()
+        headers = [
+            (b"content-type", respond.content_type.encode("latin-1")),
+            (b"content-length", str(len(respond.body)).encode("latin-1")),
+        ]
+        for name, value in respond.headers:
+            headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        self.started_response = True
+        await self.send_(
+            {
+                "type": "http.response.start",
+                "status": respond.status,
+                "headers": self.head_items(respond.status, headers),
+            }
+        )
+        await self.send_({"type": "http.response.body", "body": respond.body, "more_body": False})
+        self.ended = perf_counter()
+
+    def replay(self) -> Receive:
+        """The ``receive`` the app gets after a layer read (or replaced) the body."""
+        body = self.body
+        if body is None or not (body.messages or body.replaced):
+            return self.receive
+        pending = list(body.messages)
+        receive = self.receive
+
+        async def replay() -> Message:
+            if pending:
+                return pending.pop(0)
+            return await receive()
+
+        return replay
+
+
+class ASGIMiddleware(Seawall):
+    """
+    Seawall as pure ASGI middleware (never ``BaseHTTPMiddleware``).
+
+    Build it with :class:`~seawall.Seawall` (which picks this class for ASGI
+    apps) or directly, with the same arguments.
+    """
+
+    interface = "asgi"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] != "http":
+            if scope["type"] == "websocket" and self.stack.websocket_hooks:
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+
+        started = perf_counter()
+        stack = self.stack
+        view = RequestView.from_asgi(scope, resolver=self.resolver, started=started)
+        incoming = None
+        rid_key = self._rid_key
+        for name, value in view._raw_headers:  # type: ignore[union-attr]
+            if name == rid_key:
+                incoming = value.decode("latin-1")
+                break
+        rid = self.ids.accept(incoming)
+        view.request_id = rid
+        scope["seawall.request_id"] = rid
+        scope["seawall.request"] = view
+        tokens = bind_request(rid)
+        cycle = _Cycle(self, view, scope, receive, send, rid)
+        try:
+            if stack.request_hooks:
+                respond, cycle.depth = await arun_request(stack, view, cycle.body_io)
+                if respond is not None:
+                    cycle.responded_by = stack.names[cycle.depth]
+                    await cycle.send_own(respond)
+                    return
+            else:
+                cycle.depth = stack.all_depth
+            view.admitted = perf_counter()
+            try:
+                await self.app(scope, cycle.replay(), cycle.send)
+            except Rejected as exc:
+                cycle.exception = exc
+                if cycle.started_response:
+                    raise
+                await cycle.send_own(
+                    Respond.from_rejection(exc, instance=view.path, request_id=rid)
+                )
+                return
+            except Exception as exc:
+                cycle.exception = exc
+                answer = stack.on_exception(view, exc, cycle.depth)
+                if answer is None or cycle.started_response:
+                    raise
+                await cycle.send_own(answer)
+                return
+            if cycle.held is not None:
+                held, cycle.held = cycle.held, None
+                cycle.started_response = True
+                for message in held:
+                    await send(message)
+        finally:
+            if stack.has_complete_hooks:
+                template = view.route or route_of(scope)
+                end = cycle.ended
+                outcome = Outcome(
+                    cycle.status,
+                    cycle.exception,
+                    (end or perf_counter()) - started,
+                    None if cycle.ttfb is None else cycle.ttfb - started,
+                    template or view.path,
+                    cycle.responded_by,
+                    cycle.started_response and end is None and cycle.exception is None,
+                    False,
+                    template is not None,
+                )
+                stack.on_complete(view, outcome, cycle.depth)
+            # Break the scope <-> view cycle so both are freed by refcount.
+            scope.pop("seawall.request", None)
+            unbind_request(tokens)
+
+    @staticmethod
+    async def _read_body(body: _Body, receive: Receive, limit: int, view: RequestView) -> Any:
+        while not body.complete and body.size <= limit:
+            message = await receive()
+            body.messages.append(message)
+            if message["type"] != "http.request":
+                body.complete = True  # http.disconnect: replayed to the app as is
+                break
+            body.size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                body.complete = True
+        if body.size > limit:
+            return None
+        data = b"".join(m.get("body", b"") for m in body.messages if m["type"] == "http.request")
+        view.body = data
+        return data
+
+    @staticmethod
+    def _replace_body(body: _Body, scope: Scope, effect: ReplaceBody) -> None:
+        body.messages = [{"type": "http.request", "body": effect.body, "more_body": False}]
+        body.replaced = True
+        headers = [
+            (k, v)
+            for k, v in scope.get("headers", [])
+            if k not in (b"content-length", b"transfer-encoding")
+            and not (effect.content_type and k == b"content-type")
+        ]
+        headers.append((b"content-length", str(len(effect.body)).encode("latin-1")))
+        if effect.content_type:
+            headers.append((b"content-type", effect.content_type.encode("latin-1")))
+        scope["headers"] = headers
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        view = RequestView.from_asgi(scope, resolver=self.resolver, started=perf_counter())
+        view.request_id = self.ids.new()
+        scope["seawall.request_id"] = view.request_id
+        respond: Respond | None = None
+        for index, hook in self.stack.websocket_hooks:
+            try:
+                from seawall._run import arun_flow
+
+                decision = hook(view)
+                if decision is not None and not isinstance(decision, Respond):
+                    if hasattr(decision, "send"):
+                        decision = await arun_flow(decision)
+                if isinstance(decision, Respond):
+                    respond = decision
+                    break
+            except Rejected as exc:
+                respond = Respond.from_rejection(exc, instance=view.path)
+                break
+            except Exception as exc:
+                self.stack.layer_failed(index, "on_request", exc)
+        if respond is None:
+            await self.app(scope, receive, send)
+            return
+        if "websocket.http.response" in scope.get("extensions", {}):
+            headers = [
+                (b"content-type", respond.content_type.encode("latin-1")),
+                *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in respond.headers),
+            ]
+            await send(
+                {"type": "websocket.http.response.start", "status": respond.status,
+                 "headers": headers}
+            )
+            await send({"type": "websocket.http.response.body", "body": respond.body})
+            return
+        # Without the denial-response extension, refuse the handshake with a
+        # policy-violation close (the server answers 403).
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.close", "code": 1008, "reason": "rejected"})
