@@ -17,20 +17,23 @@ lines only, never from :func:`request_id`.
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-__all__ = ["bind_request", "logger", "request_id", "unbind_request"]
+if TYPE_CHECKING:
+    from seawall._core.request import RequestView
+
+__all__ = ["bind_request", "current_request", "logger", "request_id", "unbind_request"]
 
 logger: Any = structlog.get_logger("seawall")
 
-_request_id: ContextVar[str | None] = ContextVar("seawall_request_id", default=None)
+_current: ContextVar[RequestView | None] = ContextVar("seawall_request", default=None)
 # The name must start with structlog's STRUCTLOG_KEY_PREFIX; Ellipsis is
 # structlog's "unset" marker, skipped by merge_contextvars.
 _structlog_request_id: ContextVar[Any] = ContextVar("structlog_request_id", default=...)
 
-Tokens = tuple[Token[str | None], Token[Any]]
+Tokens = tuple["Token[RequestView | None]", Token[Any]]
 
 
 def request_id() -> str | None:
@@ -39,21 +42,34 @@ def request_id() -> str | None:
 
     Works in sync and async handlers, and in code they call.
     """
-    return _request_id.get()
+    view = _current.get()
+    return None if view is None else view.request_id
 
 
-def bind_request(rid: str) -> Tokens:
-    """Make *rid* the current request id; return what :func:`unbind_request` needs."""
-    return _request_id.set(rid), _structlog_request_id.set(rid)
+def current_request() -> RequestView | None:
+    """
+    Return the :class:`~seawall.RequestView` of the request being handled.
+
+    Handler decorators (``seawall.limit``, ``seawall.validate``, ...) use it
+    to see the request as the layers did (client identity, request id)
+    without a framework-specific request argument. ``None`` outside a request
+    or when the app is not wrapped by :class:`~seawall.Seawall`.
+    """
+    return _current.get()
+
+
+def bind_request(view: RequestView) -> Tokens:
+    """Make *view* the current request; return what :func:`unbind_request` needs."""
+    return _current.set(view), _structlog_request_id.set(view.request_id)
 
 
 def unbind_request(tokens: Tokens) -> None:
     """Undo :func:`bind_request` (tolerates being called from another context)."""
     try:
-        _request_id.reset(tokens[0])
+        _current.reset(tokens[0])
         _structlog_request_id.reset(tokens[1])
     except ValueError:
         # A WSGI server may call close() from another context: forget the id
         # rather than fail the response.
-        _request_id.set(None)
+        _current.set(None)
         _structlog_request_id.set(...)

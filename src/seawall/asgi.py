@@ -282,7 +282,7 @@ class ASGIMiddleware(Seawall):
         view.request_id = rid
         scope["seawall.request_id"] = rid
         scope["seawall.request"] = view
-        tokens = bind_request(rid)
+        tokens = bind_request(view)
         cycle = _Cycle(self, view, scope, receive, send, rid)
         try:
             if stack.request_hooks:

@@ -148,7 +148,7 @@ class WSGIMiddleware(Seawall):
         view.request_id = rid
         environ["seawall.request_id"] = rid
         environ["seawall.request"] = view
-        state = _Request(view, bind_request(rid))
+        state = _Request(view, bind_request(view))
         rid_header = self._rid_header
 
         def body_io(effect: Any) -> Any:

@@ -1,18 +1,67 @@
-"""The layers: one module per concern, pure policy (no I/O, no asyncio, no framework)."""
+"""
+The layers: one module per concern, pure policy (no I/O, no asyncio, no framework).
+
+Names are imported on first use, so ``import seawall`` loads only what an
+app uses.
+"""
 
 from __future__ import annotations
 
-from seawall.layers.errors import ErrorCapture
-from seawall.layers.timing import Timing
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ErrorCapture", "Timing", "recommended_layers"]
+if TYPE_CHECKING:
+    from seawall.layers.errors import ErrorCapture
+    from seawall.layers.timing import Timing
+
+__all__ = [
+    "CircuitBreaker",
+    "ConcurrencyLimit",
+    "Dashboard",
+    "ErrorCapture",
+    "Health",
+    "LoadShedding",
+    "Metrics",
+    "RateLimit",
+    "Timeout",
+    "Timing",
+    "Validation",
+    "recommended_layers",
+]
+
+#: Public layer name -> defining module.
+LAYER_MODULES: dict[str, str] = {
+    "Timing": "seawall.layers.timing",
+    "ErrorCapture": "seawall.layers.errors",
+    "Health": "seawall.layers.health",
+    "Metrics": "seawall.layers.metrics",
+    "Dashboard": "seawall.layers.dashboard",
+    "LoadShedding": "seawall.layers.shedding",
+    "ConcurrencyLimit": "seawall.layers.concurrency",
+    "RateLimit": "seawall.layers.ratelimit",
+    "Validation": "seawall.layers.validation",
+    "CircuitBreaker": "seawall.layers.breaker",
+    "Timeout": "seawall.layers.timeout",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = LAYER_MODULES.get(name)
+    if module is None:
+        msg = f"module 'seawall.layers' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def recommended_layers() -> list[object]:
     """
     The stack ``Seawall(app)`` uses when no layers are given, on in-memory defaults.
 
-    Timing and ErrorCapture today; each later layer joins here as it lands
-    (see docs/architecture.md for the current list).
+    See docs/architecture.md for what it contains and why.
     """
+    from seawall.layers.errors import ErrorCapture
+    from seawall.layers.timing import Timing
+
     return [Timing(), ErrorCapture()]

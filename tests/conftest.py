@@ -1,0 +1,99 @@
+"""Shared fixtures: both drivers, the real Redis server, captured logs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+
+from tests.apps import client_for, wrap
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+def redis_available() -> bool:
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def require_redis() -> None:
+    """Skip (or fail, under SEAWALL_REQUIRE_REDIS) when Redis is not there."""
+    if redis_available():
+        return
+    if os.environ.get("SEAWALL_REQUIRE_REDIS"):
+        pytest.fail(f"SEAWALL_REQUIRE_REDIS is set but no Redis answers at {REDIS_URL}")
+    pytest.skip(f"no Redis server at {REDIS_URL} (set SEAWALL_REQUIRE_REDIS to make this fail)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("redis") is not None:
+            item.add_marker(pytest.mark.usefixtures("_redis_required"))
+
+
+@pytest.fixture
+def _redis_required() -> None:
+    require_redis()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The real Redis server's URL (skips or fails when absent, see require_redis)."""
+    require_redis()
+    return REDIS_URL
+
+
+@pytest.fixture
+def key_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix unique to this test; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"seawall-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def interface(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs once per driver."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_client(interface: str) -> Callable[..., httpx.Client]:
+    """``make_client(layers, **seawall_kwargs)``: the twin app for this driver, wrapped."""
+    clients: list[httpx.Client] = []
+
+    def factory(layers: list[Any], *, raise_server_exceptions: bool = True, **kw: Any) -> Any:
+        client = client_for(wrap(interface, layers, **kw),
+                            raise_server_exceptions=raise_server_exceptions)
+        clients.append(client)
+        return client
+
+    yield factory  # type: ignore[misc]
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    """Every structlog event logged during the test, as dicts (structlog.testing)."""
+    with structlog.testing.capture_logs() as captured:
+        yield captured
