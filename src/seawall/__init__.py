@@ -1,5 +1,4 @@
-"""
-seawall: a wall of composable protection layers around any ASGI or WSGI app.
+"""seawall: a wall of composable protection layers around any ASGI or WSGI app.
 
 ::
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from seawall._core.client import ClientResolver
@@ -21,8 +20,7 @@ Interface = Literal["auto", "asgi", "wsgi"]
 
 
 def detect_interface(app: Any) -> Literal["asgi", "wsgi"]:
-    """
-    Tell an ASGI app from a WSGI app.
+    """Tell an ASGI app from a WSGI app.
 
     ASGI apps are coroutine functions or objects whose ``__call__`` is one
     (Starlette, FastAPI, Django's ASGIHandler, Litestar, Quart); everything
@@ -32,7 +30,7 @@ def detect_interface(app: Any) -> Literal["asgi", "wsgi"]:
     """
     if inspect.iscoroutinefunction(app):
         return "asgi"
-    call = getattr(type(app), "__call__", None)
+    call = type(app).__dict__.get("__call__") or getattr(type(app), "__call__", None)  # noqa: B004
     if call is not None and inspect.iscoroutinefunction(call):
         return "asgi"
     if getattr(app, "_is_coroutine", None) is not None:  # asgiref's markcoroutinefunction
@@ -44,8 +42,7 @@ def detect_interface(app: Any) -> Literal["asgi", "wsgi"]:
 
 
 class Seawall:
-    """
-    Wrap *app* (ASGI or WSGI) in a stack of protection layers.
+    """Wrap *app* (ASGI or WSGI) in a stack of protection layers.
 
     ``Seawall(app, layers=[...])`` returns an
     :class:`~seawall.asgi.ASGIMiddleware` or a
@@ -68,7 +65,7 @@ class Seawall:
 
     interface: Literal["asgi", "wsgi"]
 
-    def __new__(cls, app: Any, *args: Any, **kwargs: Any) -> Seawall:  # noqa: D102
+    def __new__(cls, app: Any, *args: Any, **kwargs: Any) -> Seawall:
         if cls is Seawall:
             interface = kwargs.get("interface", "auto")
             if interface not in ("auto", "asgi", "wsgi"):
@@ -109,6 +106,10 @@ class Seawall:
             trusted_proxies, trusted_hops=trusted_hops, ipv6_prefix=ipv6_prefix
         )
         self.ids = RequestIds(request_id_header)
+        #: Requests being handled now (ASGI; the WSGI server owns its threads).
+        self.in_flight = 0
+        #: True once ASGI lifespan shutdown began: readiness fails, shedding may refuse.
+        self.draining = False
         self._rid_header = request_id_header
         self._rid_key = request_id_header.lower().encode("latin-1")
         self._rid_environ = "HTTP_" + request_id_header.upper().replace("-", "_")
@@ -126,8 +127,7 @@ class Seawall:
         env: Mapping[str, str] | None = None,
         **overrides: Any,
     ) -> Seawall:
-        """
-        Build from settings: a dict, a TOML file path, and ``SEAWALL_*`` variables.
+        """Build from settings: a dict, a TOML file path, and ``SEAWALL_*`` variables.
 
         Environment variables (``env``, default ``os.environ``) override the
         file or dict; keyword *overrides* win over both. Unknown or ill-typed
@@ -153,11 +153,9 @@ class Seawall:
         """``(position, name, repr)`` for each layer, outermost first."""
         return [
             (i, name, repr(layer))
-            for i, (name, layer) in enumerate(zip(self.stack.names, self.stack.layers))
+            for i, (name, layer) in enumerate(zip(self.stack.names, self.stack.layers, strict=True))
         ]
 
     def __repr__(self) -> str:
         names = ", ".join(self.stack.names)
         return f"<{type(self).__name__} [{names}] around {self.app!r}>"
-
-

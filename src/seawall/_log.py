@@ -1,5 +1,4 @@
-"""
-seawall's logger and the request-id context.
+"""seawall's logger and the request-id context.
 
 seawall logs through structlog and never configures it (nor stdlib logging)
 unless :func:`seawall.configure_logging` is called.
@@ -37,8 +36,7 @@ Tokens = tuple["Token[RequestView | None]", Token[Any]]
 
 
 def request_id() -> str | None:
-    """
-    Return the id of the request being handled, or ``None`` outside a request.
+    """Return the id of the request being handled, or ``None`` outside a request.
 
     Works in sync and async handlers, and in code they call.
     """
@@ -47,8 +45,7 @@ def request_id() -> str | None:
 
 
 def current_request() -> RequestView | None:
-    """
-    Return the :class:`~seawall.RequestView` of the request being handled.
+    """Return the :class:`~seawall.RequestView` of the request being handled.
 
     Handler decorators (``seawall.limit``, ``seawall.validate``, ...) use it
     to see the request as the layers did (client identity, request id)

@@ -1,5 +1,4 @@
-"""
-Run the layers' request phase: the only place sync and async differ.
+"""Run the layers' request phase: the only place sync and async differ.
 
 ``run_flow``/``arun_flow`` drive one layer flow, running each effect it
 yields with the sync or async client and sending the result back in (a

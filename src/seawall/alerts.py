@@ -1,5 +1,4 @@
-"""
-Alert sinks for captured errors, and the background dispatcher that feeds them.
+"""Alert sinks for captured errors, and the background dispatcher that feeds them.
 
 A sink is any callable taking an :class:`ErrorEvent`. Sinks run on one
 daemon thread, off the request path: the request only puts the event on a
@@ -72,8 +71,7 @@ class LogSink:
 
 
 class WebhookSink:
-    """
-    POST each alert as JSON to *url*.
+    """POST each alert as JSON to *url*.
 
     ``format="slack"`` sends a Slack-compatible ``{"text": ..., "attachments": ...}``
     payload (works with Slack, Mattermost and Rocket.Chat incoming webhooks);
@@ -84,7 +82,7 @@ class WebhookSink:
         self,
         url: str,
         *,
-        format: str = "slack",  # noqa: A002
+        format: str = "slack",
         timeout: float = 3.0,
         headers: Mapping[str, str] | None = None,
         service: str = "seawall",
@@ -133,13 +131,13 @@ class WebhookSink:
     def __call__(self, event: ErrorEvent) -> None:
         """Send *event*; raises on a non-2xx answer (the dispatcher logs it)."""
         data = json.dumps(self.payload(event)).encode()
-        req = urllib.request.Request(  # noqa: S310 - URL scheme checked in __init__
+        req = urllib.request.Request(
             self.url,
             data=data,
             headers={"Content-Type": "application/json", **self.headers},
             method="POST",
         )
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             if resp.status >= 300:
                 msg = f"webhook answered {resp.status}"
                 raise OSError(msg)

@@ -1,5 +1,4 @@
-"""
-The pure-ASGI driver.
+"""The pure-ASGI driver.
 
 Theory of operation:
 
@@ -21,6 +20,8 @@ Theory of operation:
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
@@ -31,7 +32,7 @@ from seawall._core.layer import Outcome, ResponseHead
 from seawall._core.request import RequestView
 from seawall._log import bind_request, unbind_request
 from seawall._run import arun_request
-from seawall.exceptions import Rejected
+from seawall.exceptions import Rejected, RequestTimeout, ValidationFailed
 
 __all__ = ["ASGIApp", "ASGIMiddleware", "Receive", "Scope", "Send", "route_of"]
 
@@ -45,8 +46,7 @@ _ENDPOINT_ROUTES: dict[int, str | None] = {}
 
 
 def route_of(scope: Scope) -> str | None:
-    """
-    The route template the app matched (``/items/{id}``), if it says.
+    """The route template the app matched (``/items/{id}``), if it says.
 
     Read after the app ran: FastAPI puts the route in ``scope["route"]``,
     Starlette the endpoint (looked up in its router once per endpoint), the
@@ -96,6 +96,43 @@ def _apply(items: list[tuple[bytes, bytes]], head: ResponseHead) -> list[tuple[b
     return out
 
 
+class BodyTooLarge(ValidationFailed):
+    """The request body grew past ``request.max_body`` while the app read it (413)."""
+
+    problem_type = "body-too-large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"The request body is larger than {limit} bytes.",
+            status=413,
+            title="Content Too Large",
+            extensions={"max_body": limit},
+        )
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return counted
+
+
+async def _with_deadline(call: Awaitable[None], seconds: float) -> None:
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            await call
+    else:  # pragma: no cover
+        await asyncio.wait_for(call, seconds)
+
+
 class _Body:
     """What a layer read of the request body, replayed to the app."""
 
@@ -124,6 +161,7 @@ class _Cycle:
         "send_",
         "started_response",
         "status",
+        "timed_out",
         "ttfb",
         "view",
         "wall",
@@ -153,6 +191,7 @@ class _Cycle:
         self.held: list[Message] | None = None
         self.exception: BaseException | None = None
         self.responded_by: str | None = None
+        self.timed_out = False
 
     async def body_io(self, effect: Any) -> Any:
         """Run :class:`ReadBody`/:class:`ReplaceBody` for the layers."""
@@ -234,25 +273,30 @@ class _Cycle:
         await self.send_({"type": "http.response.body", "body": respond.body, "more_body": False})
         self.ended = perf_counter()
 
-    def replay(self) -> Receive:
-        """The ``receive`` the app gets after a layer read (or replaced) the body."""
+    def app_receive(self) -> Receive:
+        """The ``receive`` the app gets: replays what a layer read, counts if asked."""
         body = self.body
-        if body is None or not (body.messages or body.replaced):
-            return self.receive
-        pending = list(body.messages)
         receive = self.receive
+        if body is not None and (body.messages or body.replaced):
+            pending = list(body.messages)
+            original = receive
 
-        async def replay() -> Message:
-            if pending:
-                return pending.pop(0)
-            return await receive()
+            async def replay() -> Message:
+                if pending:
+                    return pending.pop(0)
+                return await original()
 
-        return replay
+            receive = replay
+            if body.complete:
+                return receive
+        limit = self.view.max_body
+        if limit is not None:
+            return _counting(receive, limit)
+        return receive
 
 
 class ASGIMiddleware(Seawall):
-    """
-    Seawall as pure ASGI middleware (never ``BaseHTTPMiddleware``).
+    """Seawall as pure ASGI middleware (never ``BaseHTTPMiddleware``).
 
     Build it with :class:`~seawall.Seawall` (which picks this class for ASGI
     apps) or directly, with the same arguments.
@@ -265,10 +309,41 @@ class ASGIMiddleware(Seawall):
         if scope["type"] != "http":
             if scope["type"] == "websocket" and self.stack.websocket_hooks:
                 await self._websocket(scope, receive, send)
+            elif scope["type"] == "lifespan" and self.stack.lifespan_hooks:
+                await self.app(scope, self._lifespan_receive(receive), send)
             else:
                 await self.app(scope, receive, send)
             return
 
+        self.in_flight += 1
+        try:
+            await self._http(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.stack.on_startup()
+            elif message["type"] == "lifespan.shutdown":
+                await self.drain(self.stack.on_shutdown())
+            return message
+
+        return lifespan_receive
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop admitting (``draining``) and wait up to *timeout* s for in-flight requests.
+
+        Returns whether every request finished in time.
+        """
+        self.draining = True
+        deadline = perf_counter() + timeout
+        while self.in_flight > 0 and perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        return self.in_flight == 0
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
         stack = self.stack
         view = RequestView.from_asgi(scope, resolver=self.resolver, started=started)
@@ -295,7 +370,30 @@ class ASGIMiddleware(Seawall):
                 cycle.depth = stack.all_depth
             view.admitted = perf_counter()
             try:
-                await self.app(scope, cycle.replay(), cycle.send)
+                if view.deadline is None:
+                    await self.app(scope, cycle.app_receive(), cycle.send)
+                else:
+                    await _with_deadline(
+                        self.app(scope, cycle.app_receive(), cycle.send), view.deadline
+                    )
+            except (asyncio.TimeoutError, TimeoutError) as exc:
+                if view.deadline is None:
+                    raise
+                cycle.timed_out = True
+                cycle.exception = exc
+                if cycle.started_response:
+                    raise
+                await cycle.send_own(
+                    Respond.from_rejection(
+                        RequestTimeout(
+                            f"The request took longer than {view.deadline:g} s.",
+                            extensions={"timeout": view.deadline},
+                        ),
+                        instance=view.path,
+                        request_id=rid,
+                    )
+                )
+                return
             except Rejected as exc:
                 cycle.exception = exc
                 if cycle.started_response:
@@ -328,7 +426,7 @@ class ASGIMiddleware(Seawall):
                     template or view.path,
                     cycle.responded_by,
                     cycle.started_response and end is None and cycle.exception is None,
-                    False,
+                    cycle.timed_out,
                     template is not None,
                 )
                 stack.on_complete(view, outcome, cycle.depth)
@@ -378,9 +476,12 @@ class ASGIMiddleware(Seawall):
                 from seawall._run import arun_flow
 
                 decision = hook(view)
-                if decision is not None and not isinstance(decision, Respond):
-                    if hasattr(decision, "send"):
-                        decision = await arun_flow(decision)
+                if (
+                    decision is not None
+                    and not isinstance(decision, Respond)
+                    and hasattr(decision, "send")
+                ):
+                    decision = await arun_flow(decision)
                 if isinstance(decision, Respond):
                     respond = decision
                     break
@@ -398,8 +499,11 @@ class ASGIMiddleware(Seawall):
                 *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in respond.headers),
             ]
             await send(
-                {"type": "websocket.http.response.start", "status": respond.status,
-                 "headers": headers}
+                {
+                    "type": "websocket.http.response.start",
+                    "status": respond.status,
+                    "headers": headers,
+                }
             )
             await send({"type": "websocket.http.response.body", "body": respond.body})
             return

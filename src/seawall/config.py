@@ -1,5 +1,4 @@
-"""
-Settings from a dict, a TOML file or ``SEAWALL_*`` environment variables.
+"""Settings from a dict, a TOML file or ``SEAWALL_*`` environment variables.
 
 One schema for all three: top-level keys are the :class:`~seawall.Seawall`
 keyword arguments (``trusted_proxies``, ``order``, ...) and one table per
@@ -46,7 +45,7 @@ from seawall.exceptions import ConfigurationError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = ["LAYER_KEYS", "ConfigSource", "build_layer", "load_config", "register_layer"]
 
@@ -160,8 +159,7 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 def load_config(
     source: ConfigSource = None, *, env: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """
-    Read settings and return the keyword arguments for :class:`~seawall.Seawall`.
+    """Read settings and return the keyword arguments for :class:`~seawall.Seawall`.
 
     *source* is a dict, a path to a TOML file (a ``seawall`` table in it, or
     ``[tool.seawall]`` in ``pyproject.toml``), or ``None``. Environment
@@ -316,7 +314,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         raise ConfigurationError(msg) from None
 
 
-def _coerce(value: Any, hint: Any) -> Any:  # noqa: C901, PLR0911, PLR0912
+def _coerce(value: Any, hint: Any) -> Any:
     if hint is Any or hint is object:
         return value
     origin = get_origin(hint)

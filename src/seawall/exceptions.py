@@ -1,5 +1,4 @@
-"""
-The exceptions seawall raises.
+"""The exceptions seawall raises.
 
 ::
 
@@ -40,8 +39,7 @@ class SeawallError(Exception):
 
 
 class ConfigurationError(SeawallError, ValueError):
-    """
-    A setting is unknown, ill-typed or out of range.
+    """A setting is unknown, ill-typed or out of range.
 
     The message names the key and the expected form, so a typo in a settings
     file fails at startup rather than silently doing nothing.
@@ -49,8 +47,7 @@ class ConfigurationError(SeawallError, ValueError):
 
 
 class StorageError(SeawallError):
-    """
-    A storage operation failed or took longer than its timeout.
+    """A storage operation failed or took longer than its timeout.
 
     Wraps the underlying ``redis``/``limits`` error (``raise ... from exc``).
     Layers catch it and apply their ``on_storage_error`` policy.
@@ -58,8 +55,7 @@ class StorageError(SeawallError):
 
 
 class Rejected(SeawallError):
-    """
-    A layer refused the request; rendered as ``application/problem+json``.
+    """A layer refused the request; rendered as ``application/problem+json``.
 
     Abstract: raise one of the subclasses. Carries everything a renderer
     needs: :attr:`status_hint`, a problem :attr:`problem_type` slug, a
@@ -184,8 +180,7 @@ class RequestTimeout(Rejected):
 
 
 class ValidationFailed(Rejected):
-    """
-    The request is malformed, too large or not allowed.
+    """The request is malformed, too large or not allowed.
 
     *status* picks the precise code (400, 403, 405, 413, 414, 415, 422, 431);
     *errors* is a list of ``{"loc", "msg", "type"}`` dicts that never echo

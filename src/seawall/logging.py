@@ -12,8 +12,7 @@ __all__ = ["configure_logging"]
 
 
 def configure_logging(*, json: bool = False, level: int | str = logging.INFO) -> None:
-    """
-    Configure structlog (and route stdlib logging through it) for seawall's events.
+    """Configure structlog (and route stdlib logging through it) for seawall's events.
 
     Adds the request id (from ``structlog.contextvars``), a log level, an
     ISO timestamp, and renders as JSON (*json*) or for a console. Call it

@@ -10,8 +10,7 @@ __all__ = ["find_seawall", "stats"]
 
 
 def find_seawall(app: Any) -> Seawall:
-    """
-    Find the :class:`~seawall.Seawall` in *app*.
+    """Find the :class:`~seawall.Seawall` in *app*.
 
     *app* may be the wall itself, or an app that carries one: a Flask app
     (``app.extensions["seawall"]``), a Starlette/FastAPI app (its middleware

@@ -1,5 +1,4 @@
-"""
-Helpers for testing seawall, and apps that use it, with pytest or unittest.
+"""Helpers for testing seawall, and apps that use it, with pytest or unittest.
 
 - :class:`ManualClock`: a clock that moves only when told, for any ``clock=``.
 - :func:`reset`: forget every layer's state and statistics between tests.
@@ -14,8 +13,7 @@ __all__ = ["ManualClock", "reset"]
 
 
 class ManualClock:
-    """
-    A clock that stands still until :meth:`advance` (thread-safe).
+    """A clock that stands still until :meth:`advance` (thread-safe).
 
     Pass it as ``clock=`` to any layer; call it like ``time.monotonic``.
     """
@@ -46,8 +44,7 @@ class ManualClock:
 
 
 def reset(app: Any) -> None:
-    """
-    Reset every layer of a wrapped *app* that can be reset (state and stats).
+    """Reset every layer of a wrapped *app* that can be reset (state and stats).
 
     *app* is what ``Seawall(...)`` returned, or a framework app carrying one.
     """

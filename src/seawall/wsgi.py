@@ -1,5 +1,4 @@
-"""
-The WSGI driver (PEP 3333).
+"""The WSGI driver (PEP 3333).
 
 Theory of operation:
 
@@ -35,10 +34,11 @@ from seawall._core.layer import Outcome, ResponseHead
 from seawall._core.request import RequestView
 from seawall._log import bind_request, unbind_request
 from seawall._run import run_request
+from seawall.asgi import BodyTooLarge
 from seawall.exceptions import Rejected
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 __all__ = ["WSGIMiddleware"]
 
@@ -84,10 +84,46 @@ class _Input:
 
     def readline(self, size: int | None = -1) -> bytes:
         line = self._head.readline(-1 if size is None else size)
-        if line.endswith(b"\n") or self._rest is None or (size is not None and 0 <= size <= len(line)):
+        if (
+            line.endswith(b"\n")
+            or self._rest is None
+            or (size is not None and 0 <= size <= len(line))
+        ):
             return line
         more = self._rest.readline(-1 if size is None or size < 0 else size - len(line))
         return line + bytes(more)
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+
+class _CountingInput:
+    """``wsgi.input`` that stops the app with a 413 past *limit* bytes, without buffering."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._seen = 0
+
+    def _count(self, data: bytes) -> bytes:
+        self._seen += len(data)
+        if self._seen > self._limit:
+            raise BodyTooLarge(self._limit)
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            # Never read an unbounded body whole: one byte past the limit decides.
+            return self._count(self._stream.read(self._limit - self._seen + 1))
+        return self._count(self._stream.read(size))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._limit - self._seen + 1
+        return self._count(self._stream.readline(size))
 
     def readlines(self, hint: int = -1) -> list[bytes]:
         return list(iter(self.readline, b""))
@@ -128,8 +164,7 @@ class _Request:
 
 
 class WSGIMiddleware(Seawall):
-    """
-    Seawall as WSGI middleware.
+    """Seawall as WSGI middleware.
 
     Build it with :class:`~seawall.Seawall` (which picks this class for WSGI
     apps) or directly, with the same arguments.
@@ -137,9 +172,7 @@ class WSGIMiddleware(Seawall):
 
     interface = "wsgi"
 
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request."""
         started = perf_counter()
         stack = self.stack
@@ -175,6 +208,8 @@ class WSGIMiddleware(Seawall):
             return self._own_response(state, respond, start_response, None)
 
         view.admitted = perf_counter()
+        if view.max_body is not None and view.body is None and "wsgi.input" in environ:
+            environ["wsgi.input"] = _CountingInput(environ["wsgi.input"], view.max_body)
 
         def wrapped_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -194,8 +229,8 @@ class WSGIMiddleware(Seawall):
             result = self.app(environ, wrapped_start_response)
         except Rejected as exc:
             state.exception = exc
-            answer = Respond.from_rejection(exc, instance=view.path, request_id=rid)
-            return self._own_response(state, answer, start_response, self._exc_info(state))
+            rendered = Respond.from_rejection(exc, instance=view.path, request_id=rid)
+            return self._own_response(state, rendered, start_response, self._exc_info(state))
         except Exception as exc:
             state.exception = exc
             answer = stack.on_exception(view, exc, depth)
@@ -224,7 +259,7 @@ class WSGIMiddleware(Seawall):
             except (AttributeError, TypeError):
                 pass
             else:
-                return result
+                return result  # type: ignore[return-value]
         return _ClosingIterator(self, state, result, start_response)
 
     @staticmethod
@@ -273,6 +308,8 @@ class WSGIMiddleware(Seawall):
             route=str(template or view.path),
             responded_by=state.responded_by,
             disconnected=state.ended is None and state.exception is None,
+            timed_out=view.deadline is not None
+            and (state.ended or now) - view.admitted > view.deadline,
             templated=template is not None,
         )
         try:
@@ -350,10 +387,10 @@ class _ClosingIterator:
             state.exception = exc
             if state.sent_body:
                 raise
-            answer = Respond.from_rejection(
+            rendered = Respond.from_rejection(
                 exc, instance=state.view.path, request_id=state.view.request_id
             )
-            return self._replace(answer)
+            return self._replace(rendered)
         except Exception as exc:
             state.exception = exc
             answer = self._driver.stack.on_exception(state.view, exc, state.depth)

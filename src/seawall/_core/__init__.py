@@ -1,5 +1,4 @@
-"""
-The sans-IO core of seawall.
+"""The sans-IO core of seawall.
 
 Invariant (keep it true, every layer relies on it): nothing in ``_core/`` or
 ``layers/`` awaits, sleeps, does I/O or knows ASGI from WSGI; time is injected.

@@ -1,5 +1,4 @@
-"""
-Client identity: who is asking, as every layer sees it.
+"""Client identity: who is asking, as every layer sees it.
 
 Theory of operation:
 
@@ -63,8 +62,7 @@ def normalize_address(value: str) -> str | None:
 
 
 class ClientResolver:
-    """
-    Resolve the client address and rate-limit key of a request.
+    """Resolve the client address and rate-limit key of a request.
 
     Args:
         trusted_proxies: CIDRs (``"10.0.0.0/8"``) or addresses whose forwarding
@@ -131,8 +129,7 @@ class ClientResolver:
         return key
 
     def resolve(self, peer: str | None, header: Callable[[str], list[str]]) -> str:
-        """
-        Return the client address for a request from *peer*.
+        """Return the client address for a request from *peer*.
 
         *header* returns every value of a request header (lower-case name).
         """

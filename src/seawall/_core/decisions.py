@@ -1,5 +1,4 @@
-"""
-What a layer answers: carry on, respond, or ask the driver for an effect.
+"""What a layer answers: carry on, respond, or ask the driver for an effect.
 
 A layer's ``on_request`` returns ``None``/:data:`CONTINUE` (carry on), a
 :class:`Respond` (answer now; the app is not called), or a generator (a
@@ -47,8 +46,7 @@ CONTINUE: Final = Continue()
 
 @dataclass(frozen=True, slots=True)
 class Respond:
-    """
-    Answer the request now with this response; the app is not called.
+    """Answer the request now with this response; the app is not called.
 
     Build one with :meth:`problem` or :meth:`from_rejection`; the body of every
     rejection seawall writes is RFC 9457 ``application/problem+json``.
@@ -92,8 +90,7 @@ Decision: TypeAlias = "Continue | Respond | None"
 
 @runtime_checkable
 class Effect(Protocol):
-    """
-    I/O a layer asks the driver to run, the way tenacity yields ``DoSleep``.
+    """I/O a layer asks the driver to run, the way tenacity yields ``DoSleep``.
 
     An effect knows how to run itself with the sync client (:meth:`run`, on a
     WSGI thread) and the async one (:meth:`arun`, on the event loop); it must
@@ -112,8 +109,7 @@ class Effect(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ReadBody:
-    """
-    Ask the driver for the request body, at most *limit* bytes.
+    """Ask the driver for the request body, at most *limit* bytes.
 
     The driver answers with the body ``bytes`` and replays them to the app
     byte-identical. If the body is longer than *limit* the driver stops

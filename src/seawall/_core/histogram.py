@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-
-_frexp = math.frexp
 from collections.abc import Callable
 
 __all__ = ["LogHistogram", "SlidingCounter"]
 
+_frexp = math.frexp
+
 
 class LogHistogram:
-    """
-    Durations in log-linear buckets: bounded memory, percentiles within ~5%.
+    """Durations in log-linear buckets: bounded memory, percentiles within ~5%.
 
     Each power of two is split in 8 buckets (``math.frexp`` finds it in one C
     call, cheaper than a logarithm); values below ~7.6 µs share the first
@@ -71,8 +70,7 @@ class LogHistogram:
 
 
 class SlidingCounter:
-    """
-    Events in the last *window* seconds, in *buckets* time slices.
+    """Events in the last *window* seconds, in *buckets* time slices.
 
     Old slices are cleared lazily as time moves on: O(slices passed) per call,
     never a scan of past events.

@@ -1,5 +1,4 @@
-"""
-The layer protocol, the response head layers may edit, and the outcome they learn.
+"""The layer protocol, the response head layers may edit, and the outcome they learn.
 
 A layer is any object with some of these hooks (all optional, looked up once
 when the stack is built)::
@@ -18,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from seawall._core.decisions import Continue, Flow, Respond
@@ -46,15 +45,14 @@ ORDER: dict[str, int] = {
 
 @runtime_checkable
 class Layer(Protocol):
-    """
-    What the stack needs of a layer: a ``name``; every hook is optional.
+    """What the stack needs of a layer: a ``name``; every hook is optional.
 
     Hooks must not block, sleep or do I/O: yield an effect instead (see
     :mod:`seawall._core.decisions`). Per-request data goes in
     ``request.state[self]``, never on the layer.
     """
 
-    name: ClassVar[str] | str
+    name: str
 
 
 class RequestHook(Protocol):
@@ -66,8 +64,7 @@ class RequestHook(Protocol):
 
 @dataclass(slots=True)
 class Outcome:
-    """
-    How a request ended, given to ``on_complete`` after the last byte.
+    """How a request ended, given to ``on_complete`` after the last byte.
 
     Attributes:
         status: the status sent, or ``None`` if no response started.
@@ -102,8 +99,7 @@ class Outcome:
 
 
 class ResponseHead:
-    """
-    The status and headers of a response about to start; layers may add headers.
+    """The status and headers of a response about to start; layers may add headers.
 
     Edits are collected and applied by the driver in its own header format,
     so reading the original headers costs nothing unless a layer asks.

@@ -21,8 +21,7 @@ _OWN_BASE = "urn:seawall:problem:"
 
 
 def problem_type_uri(slug: str) -> str:
-    """
-    Return the ``type`` URI for a problem *slug* (``"quota-exceeded"``).
+    """Return the ``type`` URI for a problem *slug* (``"quota-exceeded"``).
 
     A slug that already looks like a URI (``about:blank``, ``https://...``)
     is returned unchanged.
@@ -49,8 +48,7 @@ def problem_body(
     instance: str | None = None,
     extensions: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """
-    Serialise a problem details object to compact UTF-8 JSON bytes.
+    """Serialise a problem details object to compact UTF-8 JSON bytes.
 
     Extension members never override the standard members. Callers must pass
     only safe text in *detail* and *extensions*: this function does not know

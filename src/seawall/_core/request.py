@@ -1,5 +1,4 @@
-"""
-RequestView: what a layer knows about a request.
+"""RequestView: what a layer knows about a request.
 
 Built once per request by the driver, from an ASGI scope or a WSGI environ.
 Its request attributes are read-only; headers are decoded only when a layer
@@ -12,6 +11,7 @@ out, the app's or a rejection).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import weakref
@@ -27,8 +27,7 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
 
 
 class RequestIds:
-    """
-    Accept a well-formed incoming request id or generate one.
+    """Accept a well-formed incoming request id or generate one.
 
     An incoming id is accepted when it is 1-128 characters of
     ``A-Z a-z 0-9 . _ : @ + = / -``; anything else is replaced, so a hostile
@@ -68,14 +67,17 @@ class RequestIds:
 
 
 class RequestView:
-    """
-    A read-only view of one request, shared by every layer.
+    """A read-only view of one request, shared by every layer.
 
     Attributes are those of the request line and connection, plus
     ``request_id``, ``started`` (``perf_counter()`` on arrival), ``admitted``
     (when the layers let it through to the app), ``route`` (the route
     template when an adapter knows it before the app runs) and ``body`` (the
-    request body, once a layer has read it). Headers are
+    request body, once a layer has read it). Two are requests layers make of
+    the driver: ``deadline`` (seconds the app may take: ASGI cancels it and
+    answers 504, WSGI marks the outcome ``timed_out``) and ``max_body`` (the
+    driver counts the body as the app reads it and stops it with a 413 past
+    this many bytes, without buffering). Headers are
     read with :meth:`header`/:meth:`header_list`/:attr:`headers`. The client
     identity (:attr:`client`, :attr:`client_key`) is resolved once, lazily,
     with the trusted-proxy rules of the stack.
@@ -89,7 +91,9 @@ class RequestView:
         "_wsgi",
         "admitted",
         "body",
+        "deadline",
         "interface",
+        "max_body",
         "method",
         "path",
         "peer",
@@ -119,6 +123,8 @@ class RequestView:
     response_headers: list[tuple[str, str]]
     body: bytes | None
     admitted: float
+    deadline: float | None
+    max_body: int | None
 
     def __init__(
         self,
@@ -158,6 +164,8 @@ class RequestView:
         self.response_headers = []
         self.body = None
         self.admitted = started
+        self.deadline = None
+        self.max_body = None
 
     # -- construction ---------------------------------------------------------
 
@@ -194,6 +202,8 @@ class RequestView:
         self.state = {}
         self.response_headers = []
         self.body = None
+        self.deadline = None
+        self.max_body = None
         return self
 
     @classmethod
@@ -208,10 +218,9 @@ class RequestView:
         script = environ.get("SCRIPT_NAME", "")
         path = script + environ.get("PATH_INFO", "")
         if not path.isascii():
-            try:
+            # Keep the latin-1 text rather than refuse a request that is not UTF-8.
+            with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
                 path = path.encode("latin-1").decode("utf-8")
-            except (UnicodeEncodeError, UnicodeDecodeError):
-                pass  # keep the latin-1 text rather than refuse the request
         self = object.__new__(cls)
         self.method = environ.get("REQUEST_METHOD", "GET")
         self.path = path or "/"
@@ -233,6 +242,8 @@ class RequestView:
         self.state = {}
         self.response_headers = []
         self.body = None
+        self.deadline = None
+        self.max_body = None
         return self
 
     # -- headers --------------------------------------------------------------
@@ -242,9 +253,9 @@ class RequestView:
         if headers is None:
             headers = {}
             if self._raw_headers is not None:
-                for name, value in self._raw_headers:
-                    headers.setdefault(name.decode("latin-1").lower(), []).append(
-                        value.decode("latin-1")
+                for raw_name, raw_value in self._raw_headers:
+                    headers.setdefault(raw_name.decode("latin-1").lower(), []).append(
+                        raw_value.decode("latin-1")
                     )
             elif self._wsgi is not None:
                 for key, value in self._wsgi.items():
@@ -325,4 +336,3 @@ class RequestView:
 
 
 _DEFAULT_RESOLVER = ClientResolver()
-

@@ -1,5 +1,4 @@
-"""
-Scrub secrets out of what seawall logs or sends, never out of what the app sees.
+"""Scrub secrets out of what seawall logs or sends, never out of what the app sees.
 
 Every function returns a new value; inputs are never mutated.
 """
@@ -54,8 +53,7 @@ def _luhn(digits: str) -> bool:
 
 
 class Scrubber:
-    """
-    Replace secrets with ``"[scrubbed]"``.
+    """Replace secrets with ``"[scrubbed]"``.
 
     Args:
         headers: header names whose values are always secret (lower-case);

@@ -1,5 +1,4 @@
-"""
-The stack: layers in order, and the hooks each of them implements.
+"""The stack: layers in order, and the hooks each of them implements.
 
 Theory of operation:
 
@@ -45,8 +44,7 @@ def _name(layer: object) -> str:
 
 
 class Stack:
-    """
-    An ordered set of layers and their pre-looked-up hooks.
+    """An ordered set of layers and their pre-looked-up hooks.
 
     Args:
         layers: layer objects (see :class:`seawall.typing.Layer`).
@@ -58,6 +56,8 @@ class Stack:
         "_complete",
         "_exception",
         "_response",
+        "_shutdown",
+        "_startup",
         "layers",
         "names",
         "on_layer_error",
@@ -81,7 +81,9 @@ class Stack:
         items = list(layers)
         for layer in items:
             if isinstance(layer, type):
-                msg = f"layers: got the class {layer.__name__}, pass an instance: {layer.__name__}()"
+                msg = (
+                    f"layers: got the class {layer.__name__}, pass an instance: {layer.__name__}()"
+                )
                 raise ConfigurationError(msg)
         if order == "canonical":
             items.sort(key=layer_order)
@@ -103,6 +105,8 @@ class Stack:
         self._response = tuple(reversed(hooks("on_response")))
         self._exception = tuple(reversed(hooks("on_exception")))
         self._complete = tuple(reversed(hooks("on_complete")))
+        self._startup = hooks("on_startup")
+        self._shutdown = hooks("on_shutdown")
 
     @property
     def all_depth(self) -> int:
@@ -145,9 +149,7 @@ class Stack:
                 except Exception as exc:
                     self.layer_failed(index, "on_response", exc)
 
-    def on_exception(
-        self, request: RequestView, exc: BaseException, depth: int
-    ) -> Respond | None:
+    def on_exception(self, request: RequestView, exc: BaseException, depth: int) -> Respond | None:
         """Ask the layers (ErrorCapture) for the response to an unhandled exception."""
         answer: Respond | None = None
         for index, hook in self._exception:
@@ -167,10 +169,40 @@ class Stack:
                 except Exception as exc:
                     self.layer_failed(index, "on_complete", exc)
 
+    @property
+    def lifespan_hooks(self) -> bool:
+        """Whether some layer wants to hear of ASGI lifespan startup or shutdown."""
+        return bool(self._startup or self._shutdown)
+
+    def on_startup(self) -> None:
+        """Tell the layers the app is starting (ASGI lifespan)."""
+        for index, hook in self._startup:
+            try:
+                hook()
+            except Exception as exc:
+                self.layer_failed(index, "on_startup", exc)
+
+    def on_shutdown(self) -> float:
+        """Tell the layers the app is stopping; return how long to drain in-flight requests.
+
+        Each ``on_shutdown()`` may return the seconds it wants in-flight
+        requests to be given; the longest wins.
+        """
+        wait = 0.0
+        for index, hook in self._shutdown:
+            try:
+                asked = hook()
+            except Exception as exc:
+                self.layer_failed(index, "on_shutdown", exc)
+                continue
+            if isinstance(asked, (int, float)) and asked > wait:
+                wait = float(asked)
+        return wait
+
     def stats(self) -> dict[str, Any]:
         """A snapshot of every layer's ``stats()``, keyed by layer name."""
         out: dict[str, Any] = {}
-        for name, layer in zip(self.names, self.layers):
+        for name, layer in zip(self.names, self.layers, strict=True):
             fn = getattr(layer, "stats", None)
             if callable(fn):
                 key = name

@@ -1,5 +1,4 @@
-"""
-The layers: one module per concern, pure policy (no I/O, no asyncio, no framework).
+"""The layers: one module per concern, pure policy (no I/O, no asyncio, no framework).
 
 Names are imported on first use, so ``import seawall`` loads only what an
 app uses.
@@ -56,8 +55,7 @@ def __getattr__(name: str) -> Any:
 
 
 def recommended_layers() -> list[object]:
-    """
-    The stack ``Seawall(app)`` uses when no layers are given, on in-memory defaults.
+    """The stack ``Seawall(app)`` uses when no layers are given, on in-memory defaults.
 
     See docs/architecture.md for what it contains and why.
     """

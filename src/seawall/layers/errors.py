@@ -1,5 +1,4 @@
-"""
-ErrorCapture: unhandled exceptions become a safe 500, logged once with context.
+"""ErrorCapture: unhandled exceptions become a safe 500, logged once with context.
 
 The driver catches what the app raises and asks this layer for the answer;
 the layer logs the exception once (``seawall.error.captured``) with the
@@ -61,8 +60,7 @@ def _user_frame(exc: BaseException) -> traceback.FrameSummary | None:
 
 
 def fingerprint(exc: BaseException) -> tuple[str, str]:
-    """
-    Group key of an exception: ``(hash, "Type at module:function")``.
+    """Group key of an exception: ``(hash, "Type at module:function")``.
 
     The type's qualified name plus the innermost frame in user code (not the
     standard library, site-packages or seawall), without line numbers, so the
@@ -80,7 +78,16 @@ def fingerprint(exc: BaseException) -> tuple[str, str]:
 
 
 class _Group:
-    __slots__ = ("count", "first_seen", "last_alert", "last_seen", "location", "recent", "suppressed", "type")
+    __slots__ = (
+        "count",
+        "first_seen",
+        "last_alert",
+        "last_seen",
+        "location",
+        "recent",
+        "suppressed",
+        "type",
+    )
 
     def __init__(self, kind: str, location: str, now: float, clock: Callable[[], float]) -> None:
         self.type = kind
@@ -94,8 +101,7 @@ class _Group:
 
 
 class ErrorCapture:
-    """
-    Turn unhandled exceptions into a 500 problem response, logged once.
+    """Turn unhandled exceptions into a 500 problem response, logged once.
 
     Args:
         debug: put the exception type, message and traceback in the response
@@ -273,7 +279,7 @@ class ErrorCapture:
     def _forward_to_sentry(self, exc: BaseException) -> None:
         if self.sentry is False:
             return
-        sentry_sdk = sys.modules.get("sentry_sdk")
+        sentry_sdk: Any = sys.modules.get("sentry_sdk")
         if sentry_sdk is None:
             if not self.sentry:
                 return

@@ -1,5 +1,4 @@
-"""
-Timing: ``Server-Timing``, response time, slow-request warnings, per-route latency.
+"""Timing: ``Server-Timing``, response time, slow-request warnings, per-route latency.
 
 ``Server-Timing`` goes out with the response start, so it reports time up to
 the first byte: ``total`` (arrival to response start) and ``seawall`` (time
@@ -38,8 +37,7 @@ class _RouteStats:
 
 
 class Timing:
-    """
-    Measure each request and say how long it took.
+    """Measure each request and say how long it took.
 
     Args:
         server_timing: add a ``Server-Timing`` header (``total`` and ``seawall``).
@@ -98,7 +96,9 @@ class Timing:
         total = (now - request.started) * 1000.0
         if self.server_timing:
             ours = (request.admitted - request.started) * 1000.0
-            response.added.append(("server-timing", f"total;dur={total:.3f}, seawall;dur={ours:.3f}"))
+            response.added.append(
+                ("server-timing", f"total;dur={total:.3f}, seawall;dur={ours:.3f}")
+            )
         if self.response_time_header:
             response.added.append((self.response_time_header, f"{total:.3f}ms"))
 
