@@ -11,9 +11,9 @@ Theory of operation:
    peer. ``X-Real-IP`` is never read.
 3. IPv4-mapped IPv6 addresses are IPv4; an IPv6 client is keyed by its /64
    (configurable), since one host usually owns the whole /64.
-4. A request with no peer address (a unix socket, a test client) is keyed
+4. A request with no IP peer (a unix socket, a test client) is keyed
    ``"unknown"`` and still runs through every layer; list ``"unix"`` in the
-   trusted proxies to read forwarding headers on such sockets.
+   trusted proxies to read forwarding headers on such connections.
 """
 
 from __future__ import annotations
@@ -133,14 +133,13 @@ class ClientResolver:
 
         *header* returns every value of a request header (lower-case name).
         """
-        if peer is None:
+        peer_norm = None if peer is None else normalize_address(peer)
+        if peer_norm is None:
+            # No IP peer: a unix socket (some servers give its path) or a test client.
             if not self._trust_unix:
                 return UNKNOWN_CLIENT
             peer_addr: _IPAddress | None = None
         else:
-            peer_norm = normalize_address(peer)
-            if peer_norm is None:
-                return UNKNOWN_CLIENT
             if not self.trusts_any:
                 return peer_norm
             peer_addr = ipaddress.ip_address(peer_norm)

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import pytest
+
+from seawall import ConfigurationError
+from seawall._core.client import ClientResolver
+from seawall._core.request import RequestView
+
+
+def headers(**kw: str | list[str]):
+    out = {}
+    for name, value in kw.items():
+        out[name.replace("_", "-")] = value if isinstance(value, list) else [value]
+    return lambda n: out.get(n, [])
+
+
+class TestClientResolver:
+    def test_no_trusted_proxy_ignores_forwarding_headers(self) -> None:
+        """With no trusted proxy, nothing a client sends changes its identity."""
+        r = ClientResolver()
+        h = headers(x_forwarded_for="1.2.3.4", forwarded="for=5.6.7.8")
+        assert r.resolve("203.0.113.9", h) == "203.0.113.9"
+
+    def test_untrusted_peer_headers_ignored(self) -> None:
+        r = ClientResolver(["10.0.0.0/8"])
+        assert r.resolve("203.0.113.9", headers(x_forwarded_for="1.2.3.4")) == "203.0.113.9"
+
+    @pytest.mark.parametrize(
+        ("xff", "expected"),
+        [
+            pytest.param(["1.2.3.4"], "1.2.3.4", id="one hop"),
+            pytest.param(["9.9.9.9, 1.2.3.4, 10.0.0.2"], "1.2.3.4", id="skip trusted hops"),
+            pytest.param(["9.9.9.9", "1.2.3.4"], "1.2.3.4", id="repeated header lines joined"),
+            pytest.param(["garbage, 1.2.3.4"], "1.2.3.4", id="rightmost untrusted wins"),
+            pytest.param(["1.2.3.4, garbage"], "10.0.0.1", id="malformed fails closed to peer"),
+            pytest.param(["::ffff:1.2.3.4"], "1.2.3.4", id="ipv4-mapped normalised"),
+            pytest.param(["[2001:db8::1]:443"], "2001:db8::1", id="bracketed v6 with port"),
+            pytest.param(["1.2.3.4:5678"], "1.2.3.4", id="v4 with port"),
+            pytest.param(["10.0.0.3, 10.0.0.2"], "10.0.0.3", id="all trusted: leftmost"),
+        ],
+    )
+    def test_x_forwarded_for(self, xff: list[str], expected: str) -> None:
+        r = ClientResolver(["10.0.0.0/8"])
+        assert r.resolve("10.0.0.1", headers(x_forwarded_for=xff)) == expected
+
+    @pytest.mark.parametrize(
+        ("fwd", "expected"),
+        [
+            pytest.param('for=192.0.2.60;proto=http;by=203.0.113.43', "192.0.2.60", id="simple"),
+            pytest.param('for="[2001:db8:cafe::17]:4711"', "2001:db8:cafe::17", id="quoted v6"),
+            pytest.param("for=1.1.1.1, for=2.2.2.2", "2.2.2.2", id="rightmost"),
+            pytest.param("for=_hidden", "10.0.0.1", id="obfuscated fails closed"),
+            pytest.param("proto=https", "10.0.0.1", id="element without for fails closed"),
+        ],
+    )
+    def test_forwarded_rfc7239(self, fwd: str, expected: str) -> None:
+        r = ClientResolver(["10.0.0.0/8"])
+        h = headers(forwarded=fwd, x_forwarded_for="7.7.7.7")
+        assert r.resolve("10.0.0.1", h) == expected
+
+    def test_trusted_hops_counts_from_the_right(self) -> None:
+        r = ClientResolver(trusted_hops=1)
+        assert r.resolve("203.0.113.1", headers(x_forwarded_for="6.6.6.6, 1.2.3.4")) == "6.6.6.6"
+
+    def test_no_peer_is_unknown_but_not_skipped(self) -> None:
+        assert ClientResolver().resolve(None, headers()) == "unknown"
+
+    def test_unix_socket_proxy(self) -> None:
+        r = ClientResolver(["unix"])
+        assert r.resolve(None, headers(x_forwarded_for="1.2.3.4")) == "1.2.3.4"
+
+    def test_ipv6_key_is_the_64(self) -> None:
+        r = ClientResolver()
+        assert r.key_for("2001:db8:1:2:aaaa::1") == r.key_for("2001:db8:1:2:bbbb::9")
+        assert r.key_for("2001:db8:1:2::1") != r.key_for("2001:db8:1:3::1")
+        assert r.key_for("1.2.3.4") == "1.2.3.4"
+
+    def test_bad_cidr_is_a_configuration_error(self) -> None:
+        with pytest.raises(ConfigurationError, match="trusted_proxies"):
+            ClientResolver(["10.0.0.0/33"])
+
+
+class TestRequestView:
+    def test_from_asgi_headers_are_lazy_and_case_insensitive(self) -> None:
+        scope = {
+            "type": "http", "method": "POST", "path": "/a", "query_string": b"x=1",
+            "headers": [(b"x-one", b"1"), (b"X-Two", b"2"), (b"x-one", b"3")],
+            "client": ("::ffff:1.2.3.4", 5),
+        }
+        view = RequestView.from_asgi(scope, resolver=ClientResolver())
+        assert view.header("X-ONE") == "1"
+        assert view.header_list("x-one") == ["1", "3"]
+        assert view.header("missing", "d") == "d"
+        assert view.header_count == 3
+        assert view.client == "1.2.3.4"
+        assert view.target == "/a?x=1"
+
+    def test_from_wsgi(self) -> None:
+        environ = {
+            "REQUEST_METHOD": "GET", "SCRIPT_NAME": "/app", "PATH_INFO": "/caf\xc3\xa9",
+            "QUERY_STRING": "a=b", "HTTP_X_THING": "v", "CONTENT_TYPE": "", "REMOTE_ADDR": "2001:db8::5",
+        }
+        view = RequestView.from_wsgi(environ)
+        assert view.path == "/app/café"
+        assert view.header("x-thing") == "v"
+        assert "content-type" not in view.headers
+        assert view.client_key == "2001:db8::/64"

@@ -1,0 +1,271 @@
+"""ASGI driver: streaming, background tasks, lifespan, websockets, errors after start."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.responses import PlainTextResponse, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient
+
+from seawall import ErrorCapture, Respond, Seawall, Timing
+from seawall.asgi import ASGIMiddleware
+
+
+def scope(path: str = "/", **extra: Any) -> dict[str, Any]:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+            "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+            "query_string": b"", "headers": [(b"host", b"t")], "client": ("127.0.0.1", 9),
+            "server": ("127.0.0.1", 80), **extra}
+
+
+async def empty_receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+class TestStreaming:
+    async def _stream_through(self, layers: list[Any]) -> list[str]:
+        """The app waits for the first chunk to reach the client before it goes on."""
+        first_chunk_seen = asyncio.Event()
+        events: list[str] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            # If the middleware buffered, nothing reached the client yet: deadlock -> timeout.
+            await asyncio.wait_for(first_chunk_seen.wait(), 2)
+            events.append("app finished")
+            await send({"type": "http.response.body", "body": b"b", "more_body": False})
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and message["body"] == b"a":
+                events.append("client got chunk a")
+                first_chunk_seen.set()
+
+        await Seawall(app, layers=layers)(scope(), empty_receive, send)
+        return events
+
+    def test_chunks_arrive_before_the_handler_finishes(self) -> None:
+        events = asyncio.run(self._stream_through([Timing(), ErrorCapture()]))
+        assert events == ["client got chunk a", "app finished"]
+
+    def test_starlette_streaming_response(self) -> None:
+        async def numbers():
+            for i in range(3):
+                yield f"{i}\n"
+
+        async def endpoint(request):
+            return StreamingResponse(numbers(), media_type="text/plain")
+
+        app = Seawall(Starlette(routes=[Route("/", endpoint)]), layers=[Timing()])
+        with TestClient(app) as client:
+            r = client.get("/")
+        assert r.text == "0\n1\n2\n" and "server-timing" in r.headers
+
+
+class TestBackgroundAndErrors:
+    def test_background_task_runs(self) -> None:
+        ran: list[str] = []
+
+        async def endpoint(request):
+            return PlainTextResponse("ok", background=BackgroundTask(ran.append, "done"))
+
+        app = Seawall(Starlette(routes=[Route("/", endpoint)]), layers=[Timing(), ErrorCapture()])
+        assert TestClient(app).get("/").status_code == 200
+        assert ran == ["done"]
+
+    def test_no_second_response_start_after_an_error(self) -> None:
+        starts: list[int] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+            raise RuntimeError("late failure")
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                starts.append(message["status"])
+
+        wall = Seawall(app, layers=[ErrorCapture()])
+        with pytest.raises(RuntimeError):
+            asyncio.run(wall(scope(), empty_receive, send))
+        assert starts == [200]
+        assert wall.stats()["errors"]["captured"] == 1
+
+    def test_starlette_500_is_replaced_by_our_problem(self) -> None:
+        async def endpoint(request):
+            raise KeyError("x")
+
+        app = Seawall(Starlette(routes=[Route("/", endpoint)]), layers=[ErrorCapture()])
+        r = TestClient(app).get("/")
+        assert r.status_code == 500
+        assert r.headers["content-type"] == "application/problem+json"
+
+    def test_app_own_500_passes_when_no_exception(self) -> None:
+        async def endpoint(request):
+            return PlainTextResponse("mine", status_code=500)
+
+        app = Seawall(Starlette(routes=[Route("/", endpoint)]), layers=[ErrorCapture()])
+        r = TestClient(app).get("/")
+        assert r.status_code == 500 and r.text == "mine"
+
+    def test_route_template_reaches_the_stats(self) -> None:
+        async def endpoint(request):
+            return PlainTextResponse("ok")
+
+        app = Seawall(Starlette(routes=[Route("/items/{id}", endpoint)]), layers=[Timing()])
+        client = TestClient(app)
+        for i in range(3):
+            client.get(f"/items/{i}")
+        client.get("/nowhere/1")
+        routes = app.stats()["timing"]["routes"]
+        assert routes["/items/{id}"]["count"] == 3
+        assert "<unmatched>" in routes and "/items/1" not in routes
+
+
+class TestLifespanAndWebsockets:
+    def test_lifespan_passes_through(self) -> None:
+        started: list[str] = []
+
+        from contextlib import asynccontextmanager
+
+        @asynccontextmanager
+        async def lifespan(app):
+            started.append("up")
+            yield
+            started.append("down")
+
+        app = Seawall(Starlette(lifespan=lifespan), layers=[Timing()])
+        with TestClient(app):
+            assert started == ["up"]
+        assert started == ["up", "down"]
+
+    def test_websocket_passes_through(self) -> None:
+        async def ws(websocket):
+            await websocket.accept()
+            await websocket.send_text("hi")
+            await websocket.close()
+
+        app = Seawall(Starlette(routes=[WebSocketRoute("/ws", ws)]), layers=[Timing()])
+        with TestClient(app).websocket_connect("/ws") as conn:
+            assert conn.receive_text() == "hi"
+
+    def test_websocket_layer_can_refuse_the_handshake(self) -> None:
+        from starlette.websockets import WebSocketDisconnect
+
+        class NoSockets:
+            name = "nosockets"
+            websocket = True
+
+            def on_request(self, request):
+                return Respond.problem(403, "forbidden", "Forbidden")
+
+        async def ws(websocket):  # pragma: no cover - never reached
+            await websocket.accept()
+
+        app = Seawall(Starlette(routes=[WebSocketRoute("/ws", ws)]), layers=[NoSockets()])
+        with pytest.raises(WebSocketDisconnect), TestClient(app).websocket_connect("/ws") as c:
+            c.receive_text()
+
+    def test_drain_waits_for_in_flight_requests(self) -> None:
+        class Drainer:
+            name = "drainer"
+
+            def on_shutdown(self) -> float:
+                return 2.0
+
+        release = asyncio.Event()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                while True:
+                    msg = await receive()
+                    if msg["type"] == "lifespan.shutdown":
+                        await send({"type": "lifespan.shutdown.complete"})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        async def main() -> tuple[bool, float]:
+            wall = Seawall(app, layers=[Drainer()])
+            assert isinstance(wall, ASGIMiddleware)
+
+            async def sink(message: Any) -> None:
+                pass
+
+            request = asyncio.create_task(wall(scope(), empty_receive, sink))
+            await asyncio.sleep(0.05)
+            assert wall.in_flight == 1
+            msgs = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+            async def lifespan_receive() -> Any:
+                return next(msgs)
+
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.2, release.set)
+            t0 = loop.time()
+            await wall({"type": "lifespan"}, lifespan_receive, sink)
+            await request
+            return wall.draining, loop.time() - t0
+
+        draining, took = asyncio.run(main())
+        assert draining and 0.15 < took < 1.5
+
+
+class TestDeadlinesAndBodyCap:
+    def test_deadline_answers_504(self) -> None:
+        class Deadline:
+            name = "deadline"
+
+            def on_request(self, request):
+                request.deadline = 0.05
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await asyncio.sleep(5)
+
+        client = TestClient(Seawall(app, layers=[Deadline()]))
+        r = client.get("/")
+        assert r.status_code == 504 and r.json()["timeout"] == 0.05
+
+    def test_body_cap_stops_a_streamed_body(self) -> None:
+        read: list[int] = []
+
+        class Cap:
+            name = "cap"
+
+            def on_request(self, request):
+                request.max_body = 1000
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            total = 0
+            while True:
+                msg = await receive()
+                total += len(msg.get("body", b""))
+                read.append(total)
+                if not msg.get("more_body"):
+                    break
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        pulled = 0
+
+        async def receive() -> dict[str, Any]:
+            nonlocal pulled
+            pulled += 1
+            return {"type": "http.request", "body": b"x" * 100, "more_body": pulled < 100}
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        asyncio.run(Seawall(app, layers=[Cap()])(scope(method="POST"), receive, send))
+        assert sent[0]["status"] == 413
+        assert read and max(read) <= 1000
+        assert pulled == 11  # stopped one chunk past the cap, not at the end of the body
