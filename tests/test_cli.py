@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_runs_and_reports_every_layer() -> None:
+    out = subprocess.run([sys.executable, "-m", "seawall.cli", "demo"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "what seawall did" in out.stdout
+    assert "internal-error" in out.stdout  # the exception became a problem response
+    assert "What each layer saw" in out.stdout and "1 slow" in out.stdout
+
+
+def test_check_prints_the_stack(tmp_path: Path) -> None:
+    f = tmp_path / "s.toml"
+    f.write_text("[seawall.error_capture]\n[seawall.timing]\nslow = 1.0\n")
+    out = subprocess.run([sys.executable, "-m", "seawall.cli", "check", str(f)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "1. timing" in lines[1] and "2. errors" in lines[2]
+
+
+def test_check_names_a_bad_key(tmp_path: Path) -> None:
+    f = tmp_path / "s.toml"
+    f.write_text("[seawall.timing]\nslw = 1.0\n")
+    out = subprocess.run([sys.executable, "-m", "seawall.cli", "check", str(f)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "timing.slw" in out.stderr

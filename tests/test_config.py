@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from seawall import ConfigurationError, ErrorCapture, Seawall, Timing
+from seawall.config import load_config
+
+
+def app(environ, start_response):  # a WSGI app
+    start_response("200 OK", [])
+    return [b""]
+
+
+class TestSources:
+    def test_dict(self) -> None:
+        kw = load_config({"trusted_proxies": ["10.0.0.0/8"], "timing": {"slow": 2}}, env={})
+        assert kw["trusted_proxies"] == ["10.0.0.0/8"]
+        (timing,) = kw["layers"]
+        assert isinstance(timing, Timing) and timing.slow == 2.0
+
+    def test_toml_file_and_pyproject(self, tmp_path: Path) -> None:
+        f = tmp_path / "seawall.toml"
+        f.write_text('[seawall]\norder = "as given"\n[seawall.timing]\nslow = 0.5\n')
+        assert load_config(f, env={})["order"] == "as given"
+        py = tmp_path / "pyproject.toml"
+        py.write_text('[tool.seawall.error_capture]\ndebug = true\n')
+        (layer,) = load_config(py, env={})["layers"]
+        assert isinstance(layer, ErrorCapture) and layer.debug is True
+
+    def test_environment_overrides_file(self, tmp_path: Path) -> None:
+        f = tmp_path / "s.toml"
+        f.write_text("[timing]\nslow = 0.5\n")
+        env = {"SEAWALL_TIMING__SLOW": "3", "SEAWALL_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.0.0/16",
+               "SEAWALL_REQUIRE_REDIS": "1", "OTHER": "x"}
+        kw = load_config(f, env=env)
+        assert kw["layers"][0].slow == 3.0
+        assert kw["trusted_proxies"] == ["10.0.0.0/8", "192.168.0.0/16"]
+
+    def test_env_can_disable_a_layer(self) -> None:
+        kw = load_config({"timing": {}, "error_capture": {}}, env={"SEAWALL_TIMING": "false"})
+        assert [type(x) for x in kw["layers"]] == [ErrorCapture]
+
+    def test_same_settings_three_ways(self, tmp_path: Path) -> None:
+        f = tmp_path / "s.toml"
+        f.write_text("[timing]\nslow = 0.25\nmax_routes = 10\n")
+        from_dict = load_config({"timing": {"slow": 0.25, "max_routes": 10}}, env={})
+        from_file = load_config(f, env={})
+        from_env = load_config(None, env={"SEAWALL_TIMING__SLOW": "0.25",
+                                          "SEAWALL_TIMING__MAX_ROUTES": "10"})
+        for kw in (from_dict, from_file, from_env):
+            (t,) = kw["layers"]
+            assert (t.slow, t.max_routes) == (0.25, 10)
+
+    def test_from_config_builds_the_wall(self) -> None:
+        wall = Seawall.from_config(app, {"timing": True}, env={})
+        assert wall.interface == "wsgi" and [type(x) for x in wall.layers] == [Timing]
+
+    def test_no_layer_tables_gives_the_recommended_stack(self) -> None:
+        wall = Seawall.from_config(app, {}, env={})
+        assert [type(x) for x in wall.layers] == [Timing, ErrorCapture]
+
+
+class TestErrorsNameTheKey:
+    @pytest.mark.parametrize(
+        ("settings", "message"),
+        [
+            pytest.param({"timng": {}}, "unknown setting 'timng'", id="unknown top-level"),
+            pytest.param({"timing": {"slw": 1}}, "unknown setting 'timing.slw'", id="unknown layer key"),
+            pytest.param({"timing": {"slow": "fast"}}, "timing.slow: expected a number", id="ill-typed"),
+            pytest.param({"timing": {"server_timing": "yes"}}, "timing.server_timing: expected true or false", id="bool"),
+            pytest.param({"order": "random"}, "order: expected 'canonical' or 'as given'", id="literal"),
+            pytest.param({"trusted_proxies": ["300.0.0.0/8"]}, "trusted_proxies", id="bad cidr"),
+            pytest.param({"timing": {"slow": -1}}, "timing: slow", id="out of range"),
+        ],
+    )
+    def test_message(self, settings: dict, message: str) -> None:
+        with pytest.raises(ConfigurationError, match=message.replace("(", r"\(")):
+            Seawall.from_config(app, settings, env={})
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigurationError, match="does not exist"):
+            load_config(tmp_path / "nope.toml", env={})
+
+    def test_bad_toml(self, tmp_path: Path) -> None:
+        f = tmp_path / "bad.toml"
+        f.write_text("[timing\n")
+        with pytest.raises(ConfigurationError, match="not valid TOML"):
+            load_config(f, env={})
+
+    def test_callable_from_import_string(self) -> None:
+        kw = load_config({"error_capture": {"sinks": []}}, env={})
+        assert isinstance(kw["layers"][0], ErrorCapture)
+
+
+class TestInterface:
+    def test_detection_and_override(self) -> None:
+        async def asgi(scope, receive, send):
+            pass
+
+        assert Seawall(asgi, layers=[]).interface == "asgi"
+        assert Seawall(app, layers=[]).interface == "wsgi"
+        assert Seawall(app, layers=[], interface="asgi").interface == "asgi"
+        with pytest.raises(ConfigurationError):
+            Seawall(app, layers=[], interface="cgi")  # type: ignore[arg-type]
