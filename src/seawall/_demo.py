@@ -1,5 +1,4 @@
-"""
-``seawall demo``: a small WSGI app behind every layer, on in-memory defaults.
+"""``seawall demo``: a small WSGI app behind every layer, on in-memory defaults.
 
 The app is served by the standard library's ``wsgiref`` on 127.0.0.1 (a
 thread per request), so the demo needs nothing but seawall's own
@@ -76,14 +75,12 @@ def build_demo_app(slow: float = 0.2) -> tuple[Any, list[Step]]:
         Step("an unhandled exception", path="/boom"),
         Step("a slow request", path="/slow"),
     ]
-    extra: list[tuple[str, Callable[[], tuple[object, list[Step]]]]] = []
     for module, name, make in _EXTRAS:
         cls = _optional(module, name)
-        if cls is not None:
-            extra.append((name, lambda cls=cls, make=make: make(cls)))
-    for _name, make in extra:
+        if cls is None:
+            continue
         try:
-            layer, more = make()
+            layer, more = make(cls)
         except Exception:  # a layer still being built never breaks the demo
             continue
         layers.append(layer)
@@ -128,7 +125,7 @@ _EXTRAS: list[tuple[str, str, Callable[[Any], tuple[object, list[Step]]]]] = [
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -143,7 +140,12 @@ def _send(host: str, port: int, step: Step) -> tuple[int, dict[str, str], bytes,
         conn.request(step.method, step.path, body=step.body, headers=step.headers)
         resp = conn.getresponse()
         body = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body, time.perf_counter() - started
+        return (
+            resp.status,
+            {k.lower(): v for k, v in resp.getheaders()},
+            body,
+            time.perf_counter() - started,
+        )
     finally:
         conn.close()
 
@@ -187,7 +189,9 @@ def run_demo(*, serve: bool = False, host: str = "127.0.0.1", port: int = 0) -> 
         print(f"  {position + 1}. {name:<12} {text}")
     try:
         if serve:
-            print("\nTry: curl -i http://%s:%d/   (/boom, /slow, /flaky, POST /api/...)" % (host, actual_port))
+            print(
+                f"\nTry: curl -i http://{host}:{actual_port}/   (/boom, /slow, /flaky, POST /api/)"
+            )
             print("Ctrl-C to stop.")
             while True:
                 time.sleep(3600)
@@ -227,7 +231,8 @@ def _print_stats(stats: dict[str, Any]) -> None:
     if errors:
         print(f"  errors: {errors['captured']} captured")
         for group in errors["groups"]:
-            print(f"    {group['fingerprint']}  {group['type']} at {group['location']} x{group['count']}")
+            where = f"{group['type']} at {group['location']}"
+            print(f"    {group['fingerprint']}  {where} x{group['count']}")
     for name, figures in stats.items():
         if name in ("timing", "errors"):
             continue

@@ -146,26 +146,22 @@ class _Body:
 
 
 class _Cycle:
-    """One HTTP request/response cycle: the state the driver keeps per request."""
+    """One HTTP request/response cycle: the state the driver keeps per request.
 
-    __slots__ = (
-        "body",
-        "depth",
-        "ended",
-        "exception",
-        "held",
-        "receive",
-        "responded_by",
-        "rid",
-        "scope",
-        "send_",
-        "started_response",
-        "status",
-        "timed_out",
-        "ttfb",
-        "view",
-        "wall",
-    )
+    Not slotted on purpose: most fields keep their class-level default for
+    most requests, and an instance dict only pays for the ones set.
+    """
+
+    body: _Body | None = None
+    depth = 0
+    status: int | None = None
+    ttfb: float | None = None
+    ended: float | None = None
+    started_response = False
+    held: list[Message] | None = None
+    exception: BaseException | None = None
+    responded_by: str | None = None
+    timed_out = False
 
     def __init__(
         self,
@@ -182,16 +178,6 @@ class _Cycle:
         self.receive = receive
         self.send_ = send
         self.rid = rid
-        self.body: _Body | None = None
-        self.depth = 0
-        self.status: int | None = None
-        self.ttfb: float | None = None
-        self.ended: float | None = None
-        self.started_response = False
-        self.held: list[Message] | None = None
-        self.exception: BaseException | None = None
-        self.responded_by: str | None = None
-        self.timed_out = False
 
     async def body_io(self, effect: Any) -> Any:
         """Run :class:`ReadBody`/:class:`ReplaceBody` for the layers."""
@@ -315,36 +301,9 @@ class ASGIMiddleware(Seawall):
                 await self.app(scope, receive, send)
             return
 
-        self.in_flight += 1
-        try:
-            await self._http(scope, receive, send)
-        finally:
-            self.in_flight -= 1
-
-    def _lifespan_receive(self, receive: Receive) -> Receive:
-        async def lifespan_receive() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.stack.on_startup()
-            elif message["type"] == "lifespan.shutdown":
-                await self.drain(self.stack.on_shutdown())
-            return message
-
-        return lifespan_receive
-
-    async def drain(self, timeout: float) -> bool:
-        """Stop admitting (``draining``) and wait up to *timeout* s for in-flight requests.
-
-        Returns whether every request finished in time.
-        """
-        self.draining = True
-        deadline = perf_counter() + timeout
-        while self.in_flight > 0 and perf_counter() < deadline:
-            await asyncio.sleep(0.01)
-        return self.in_flight == 0
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
+        self.in_flight += 1
+
         stack = self.stack
         view = RequestView.from_asgi(scope, resolver=self.resolver, started=started)
         incoming = None
@@ -433,6 +392,29 @@ class ASGIMiddleware(Seawall):
             # Break the scope <-> view cycle so both are freed by refcount.
             scope.pop("seawall.request", None)
             unbind_request(tokens)
+            self.in_flight -= 1
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.stack.on_startup()
+            elif message["type"] == "lifespan.shutdown":
+                await self.drain(self.stack.on_shutdown())
+            return message
+
+        return lifespan_receive
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop admitting (``draining``) and wait up to *timeout* s for in-flight requests.
+
+        Returns whether every request finished in time.
+        """
+        self.draining = True
+        deadline = perf_counter() + timeout
+        while self.in_flight > 0 and perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        return self.in_flight == 0
 
     @staticmethod
     async def _read_body(body: _Body, receive: Receive, limit: int, view: RequestView) -> Any:

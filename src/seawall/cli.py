@@ -1,5 +1,4 @@
-"""
-The ``seawall`` command.
+"""The ``seawall`` command.
 
 - ``seawall demo``: serve a small app behind every layer on 127.0.0.1, drive a
   scripted burst of traffic at it, print what each layer did, exit 0.

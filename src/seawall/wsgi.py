@@ -133,34 +133,79 @@ class _CountingInput:
 
 
 class _Request:
-    """Per-request bookkeeping shared by ``start_response`` and the closing iterator."""
+    """Per-request bookkeeping shared by ``start_response`` and the closing iterator.
 
-    __slots__ = (
-        "depth",
-        "ended",
-        "exception",
-        "finished",
-        "responded_by",
-        "sent_body",
-        "started_response",
-        "status",
-        "tokens",
-        "ttfb",
-        "view",
-    )
+    Not slotted on purpose: most fields keep their class-level default for
+    most requests, and an instance dict only pays for the ones set.
+    """
 
-    def __init__(self, view: RequestView, tokens: Any) -> None:
+    status: int | None = None
+    ttfb: float | None = None
+    ended: float | None = None
+    exception: BaseException | None = None
+    responded_by: str | None = None
+    depth = 0
+    sent_body = False
+    started_response = False
+    finished = False
+
+    def __init__(
+        self,
+        wall: WSGIMiddleware,
+        view: RequestView,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        tokens: Any,
+    ) -> None:
+        self.wall = wall
         self.view = view
+        self.environ = environ
+        self.server_start_response = start_response
         self.tokens = tokens
-        self.status: int | None = None
-        self.ttfb: float | None = None
-        self.ended: float | None = None
-        self.exception: BaseException | None = None
-        self.responded_by: str | None = None
-        self.depth = 0
-        self.sent_body = False
-        self.started_response = False
-        self.finished = False
+
+    def body_io(self, effect: Any) -> Any:
+        """Run :class:`ReadBody`/:class:`ReplaceBody` for the layers."""
+        environ, view = self.environ, self.view
+        if isinstance(effect, ReadBody):
+            return WSGIMiddleware._read_body(environ, effect.limit, view)
+        if isinstance(effect, ReplaceBody):
+            environ["wsgi.input"] = io.BytesIO(effect.body)
+            environ["CONTENT_LENGTH"] = str(len(effect.body))
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+            if effect.content_type:
+                environ["CONTENT_TYPE"] = effect.content_type
+            view.body = effect.body
+            return None
+        raise TypeError(type(effect).__name__)  # pragma: no cover
+
+    def head(self, status: int, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The response headers after the layers' edits, with the request id echoed."""
+        wall, view = self.wall, self.view
+        if view.response_headers or wall.stack.has_response_hooks:
+            head = ResponseHead(status, headers, _get_header)
+            if view.response_headers:
+                head.extend(view.response_headers)
+            wall.stack.on_response(view, head, self.depth)
+            out = _apply(headers, head)
+        else:
+            out = list(headers)
+        lname = wall._rid_lower
+        for name, _ in out:
+            if name.lower() == lname:
+                break
+        else:
+            out.append((wall._rid_header, view.request_id))
+        return out
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], object]:
+        """The ``start_response`` the app gets: applies the layers' header edits."""
+        code = int(status[:3])
+        self.status = code
+        self.ttfb = perf_counter()
+        self.started_response = True
+        return self.server_start_response(status, self.head(code, headers), exc_info)
 
 
 class WSGIMiddleware(Seawall):
@@ -181,59 +226,33 @@ class WSGIMiddleware(Seawall):
         view.request_id = rid
         environ["seawall.request_id"] = rid
         environ["seawall.request"] = view
-        state = _Request(view, bind_request(view))
-        rid_header = self._rid_header
+        state = _Request(self, view, environ, start_response, bind_request(view))
 
-        def body_io(effect: Any) -> Any:
-            if isinstance(effect, ReadBody):
-                return self._read_body(environ, effect.limit, view)
-            if isinstance(effect, ReplaceBody):
-                environ["wsgi.input"] = io.BytesIO(effect.body)
-                environ["CONTENT_LENGTH"] = str(len(effect.body))
-                environ.pop("HTTP_TRANSFER_ENCODING", None)
-                if effect.content_type:
-                    environ["CONTENT_TYPE"] = effect.content_type
-                view.body = effect.body
-                return None
-            raise TypeError(type(effect).__name__)  # pragma: no cover
-
-        try:
-            respond, depth = run_request(stack, view, body_io)
-        except BaseException:
-            unbind_request(state.tokens)
-            raise
-        state.depth = depth
-        if respond is not None:
-            state.responded_by = stack.names[depth]
-            return self._own_response(state, respond, start_response, None)
+        if stack.request_hooks:
+            try:
+                respond, state.depth = run_request(stack, view, state.body_io)
+            except BaseException:
+                self._finish(state)
+                raise
+            if respond is not None:
+                state.responded_by = stack.names[state.depth]
+                return self._own_response(state, respond, start_response, None)
+        else:
+            state.depth = stack.all_depth
 
         view.admitted = perf_counter()
         if view.max_body is not None and view.body is None and "wsgi.input" in environ:
             environ["wsgi.input"] = _CountingInput(environ["wsgi.input"], view.max_body)
 
-        def wrapped_start_response(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Callable[[bytes], object]:
-            code = int(status[:3])
-            head = ResponseHead(code, headers, _get_header)
-            if view.response_headers:
-                head.extend(view.response_headers)
-            stack.on_response(view, head, depth)
-            head.set(rid_header, rid)
-            state.status = code
-            state.ttfb = perf_counter()
-            state.started_response = True
-            return start_response(status, _apply(headers, head), exc_info)
-
         try:
-            result = self.app(environ, wrapped_start_response)
+            result = self.app(environ, state.start_response)
         except Rejected as exc:
             state.exception = exc
             rendered = Respond.from_rejection(exc, instance=view.path, request_id=rid)
             return self._own_response(state, rendered, start_response, self._exc_info(state))
         except Exception as exc:
             state.exception = exc
-            answer = stack.on_exception(view, exc, depth)
+            answer = stack.on_exception(view, exc, state.depth)
             if answer is None:
                 self._finish(state)
                 raise
@@ -243,7 +262,11 @@ class WSGIMiddleware(Seawall):
             raise
 
         wrapper_cls = environ.get("wsgi.file_wrapper")
-        if isinstance(wrapper_cls, type) and isinstance(result, wrapper_cls):
+        if (
+            wrapper_cls is not None
+            and isinstance(wrapper_cls, type)
+            and isinstance(result, wrapper_cls)
+        ):
             original_close = getattr(result, "close", None)
 
             def close() -> None:
@@ -260,7 +283,7 @@ class WSGIMiddleware(Seawall):
                 pass
             else:
                 return result  # type: ignore[return-value]
-        return _ClosingIterator(self, state, result, start_response)
+        return _ClosingIterator(self, state, result)
 
     @staticmethod
     def _exc_info(state: _Request) -> Any:
@@ -272,49 +295,47 @@ class WSGIMiddleware(Seawall):
     def _own_response(
         self, state: _Request, respond: Respond, start_response: StartResponse, exc_info: Any
     ) -> Iterable[bytes]:
-        view = state.view
-        head = ResponseHead(respond.status, respond.headers, None)
-        head.extend(view.response_headers)
-        self.stack.on_response(view, head, state.depth)
-        head.set(self._rid_header, view.request_id)
         headers = [
             ("Content-Type", respond.content_type),
             ("Content-Length", str(len(respond.body))),
             *respond.headers,
-            *head.added,
         ]
         state.status = respond.status
         state.ttfb = perf_counter()
         state.started_response = True
         try:
-            start_response(_status_line(respond.status), headers, exc_info)
+            start_response(
+                _status_line(respond.status), state.head(respond.status, headers), exc_info
+            )
         except BaseException:
             self._finish(state)
             raise
-        return _ClosingIterator(self, state, [respond.body], start_response)
+        return _ClosingIterator(self, state, [respond.body])
 
     def _finish(self, state: _Request) -> None:
         if state.finished:
             return
         state.finished = True
         view = state.view
-        now = perf_counter()
-        template = view.route or view.raw.get("seawall.route")
-        outcome = Outcome(
-            status=state.status,
-            exception=state.exception,
-            duration=(state.ended or now) - view.started,
-            ttfb=None if state.ttfb is None else state.ttfb - view.started,
-            route=str(template or view.path),
-            responded_by=state.responded_by,
-            disconnected=state.ended is None and state.exception is None,
-            timed_out=view.deadline is not None
-            and (state.ended or now) - view.admitted > view.deadline,
-            templated=template is not None,
-        )
         try:
-            self.stack.on_complete(view, outcome, state.depth)
+            if self.stack.has_complete_hooks:
+                end = state.ended or perf_counter()
+                template = view.route or view.raw.get("seawall.route")
+                outcome = Outcome(
+                    state.status,
+                    state.exception,
+                    end - view.started,
+                    None if state.ttfb is None else state.ttfb - view.started,
+                    str(template or view.path),
+                    state.responded_by,
+                    state.ended is None and state.exception is None,
+                    view.deadline is not None and end - view.admitted > view.deadline,
+                    template is not None,
+                )
+                self.stack.on_complete(view, outcome, state.depth)
         finally:
+            # Break the environ <-> view cycle so both are freed by refcount.
+            state.environ.pop("seawall.request", None)
             unbind_request(state.tokens)
 
     @staticmethod
@@ -354,69 +375,62 @@ class WSGIMiddleware(Seawall):
 
 
 class _ClosingIterator:
-    """Yield the app's chunks as they come; finish the bookkeeping on ``close()``."""
+    """Yield the app's chunks as they come; finish the bookkeeping on ``close()``.
 
-    __slots__ = ("_driver", "_iter", "_result", "_start_response", "_state")
+    ``__iter__`` hands out a generator, so each chunk costs a generator step
+    rather than a Python ``__next__`` call; ``close()`` lives here, not in
+    the generator, because a generator that never started ignores close().
+    """
 
-    def __init__(
-        self,
-        driver: WSGIMiddleware,
-        state: _Request,
-        result: Iterable[bytes],
-        start_response: StartResponse,
-    ) -> None:
+    __slots__ = ("_driver", "_result", "_state")
+
+    def __init__(self, driver: WSGIMiddleware, state: _Request, result: Iterable[bytes]) -> None:
         self._driver = driver
         self._state = state
         self._result = result
-        self._iter: Iterator[bytes] | None = None
-        self._start_response = start_response
 
     def __iter__(self) -> Iterator[bytes]:
-        return self
+        return self._chunks()
 
-    def __next__(self) -> bytes:
+    def _chunks(self) -> Iterator[bytes]:
         state = self._state
-        if self._iter is None:
-            self._iter = iter(self._result)
         try:
-            chunk = next(self._iter)
-        except StopIteration:
-            state.ended = perf_counter()
-            raise
+            for chunk in self._result:
+                if chunk:
+                    state.sent_body = True
+                yield chunk
         except Rejected as exc:
             state.exception = exc
             if state.sent_body:
                 raise
-            rendered = Respond.from_rejection(
-                exc, instance=state.view.path, request_id=state.view.request_id
+            yield self._replace(
+                Respond.from_rejection(
+                    exc, instance=state.view.path, request_id=state.view.request_id
+                )
             )
-            return self._replace(rendered)
+            return
         except Exception as exc:
             state.exception = exc
             answer = self._driver.stack.on_exception(state.view, exc, state.depth)
             if answer is None or state.sent_body:
                 raise
-            return self._replace(answer)
-        if chunk:
-            state.sent_body = True
-        return chunk
+            yield self._replace(answer)
+            return
+        state.ended = perf_counter()
 
     def _replace(self, answer: Respond) -> bytes:
         # Nothing was sent yet: PEP 3333 lets us call start_response again
         # with exc_info, which replaces the headers the app gave.
         state = self._state
-        head = ResponseHead(answer.status, answer.headers, None)
-        head.set(self._driver._rid_header, state.view.request_id)
         headers = [
             ("Content-Type", answer.content_type),
             ("Content-Length", str(len(answer.body))),
             *answer.headers,
-            *head.added,
+            (self._driver._rid_header, state.view.request_id),
         ]
         exc_info = sys.exc_info() if state.started_response else None
-        self._start_response(_status_line(answer.status), headers, exc_info)
+        state.server_start_response(_status_line(answer.status), headers, exc_info)
         state.status = answer.status
-        self._iter = iter(())
         state.sent_body = True
         return answer.body
 

@@ -1,0 +1,94 @@
+"""Shared benchmark harness: in-process ASGI and WSGI calls, interleaved rounds, medians."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+ROUNDS = 9
+
+
+def asgi_scope(path: str = "/", method: str = "GET", headers: list[tuple[bytes, bytes]] | None = None,
+               client: str = "127.0.0.1") -> dict[str, Any]:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+        "query_string": b"", "client": (client, 50000), "server": ("127.0.0.1", 8000),
+        "headers": headers if headers is not None else [
+            (b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench/1.0"), (b"accept", b"*/*"),
+            (b"accept-encoding", b"gzip"), (b"connection", b"keep-alive"),
+        ],
+    }
+
+
+def wsgi_environ(path: str = "/", method: str = "GET") -> dict[str, Any]:
+    import io
+
+    return {
+        "REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000", "HTTP_USER_AGENT": "bench/1.0",
+        "HTTP_ACCEPT": "*/*", "HTTP_ACCEPT_ENCODING": "gzip", "HTTP_CONNECTION": "keep-alive",
+        "wsgi.input": io.BytesIO(b""), "wsgi.errors": io.StringIO(), "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+
+
+def time_asgi(app: Any, n: int, scope_factory: Callable[[], dict[str, Any]] = asgi_scope) -> float:
+    """µs per request for *n* sequential in-process requests."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def loop() -> float:
+        scopes = [scope_factory() for _ in range(n)]
+        t0 = time.perf_counter()
+        for scope in scopes:
+            await app(scope, receive, send)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    return asyncio.run(loop())
+
+
+def time_wsgi(app: Any, n: int, environ_factory: Callable[[], dict[str, Any]] = wsgi_environ) -> float:
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        return None
+
+    environs = [environ_factory() for _ in range(n)]
+    t0 = time.perf_counter()
+    for env in environs:
+        result = app(env, start_response)
+        for _ in result:
+            pass
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def compare(cases: dict[str, Callable[[], float]], rounds: int = ROUNDS) -> dict[str, float]:
+    """Run every case once per round, interleaved (noise hits all alike); return medians."""
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for name, fn in cases.items():  # warm-up
+        fn()
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            gc.collect()
+            samples[name].append(fn())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def report(title: str, medians: dict[str, float], baseline: str) -> None:
+    base = medians[baseline]
+    print(f"\n{title}")
+    print(f"  {'case':<44} {'µs/req':>9} {'added µs':>9} {'ratio':>7}")
+    for name, value in medians.items():
+        print(f"  {name:<44} {value:>9.2f} {value - base:>+9.2f} {value / base:>6.2f}x")

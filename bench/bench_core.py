@@ -1,0 +1,89 @@
+"""
+The engine's cost per request: bare app vs Seawall with no layers, Timing,
+ErrorCapture and both, on ASGI (Starlette) and WSGI (Flask), in one run.
+
+    python bench/bench_core.py [--n 4000] [--rounds 9]
+
+Target (issue 2): the engine with both layers adds at most 12 µs per request
+over the bare app on ASGI and WSGI alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _harness import compare, report, time_asgi, time_wsgi  # noqa: E402
+
+from seawall import ErrorCapture, Seawall, Timing  # noqa: E402
+
+
+def starlette_app():
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hello(request):
+        return PlainTextResponse("hello")
+
+    return Starlette(routes=[Route("/", hello)])
+
+
+def flask_app():
+    from flask import Flask
+
+    app = Flask("bench")
+
+    @app.get("/")
+    def hello():
+        return "hello"
+
+    return app
+
+
+def base_http_passthrough(app):
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    class Passthrough(BaseHTTPMiddleware):
+        async def dispatch(self, request, call_next):
+            return await call_next(request)
+
+    return Passthrough(app)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=9)
+    args = parser.parse_args()
+    n = args.n
+
+    star = starlette_app()
+    asgi_cases = {
+        "bare Starlette": star,
+        "Seawall, no layers": Seawall(star, layers=[]),
+        "Seawall + Timing": Seawall(star, layers=[Timing()]),
+        "Seawall + ErrorCapture": Seawall(star, layers=[ErrorCapture()]),
+        "Seawall + Timing + ErrorCapture": Seawall(star, layers=[Timing(), ErrorCapture()]),
+        "(scale) BaseHTTPMiddleware passthrough": base_http_passthrough(star),
+    }
+    medians = compare({k: (lambda a=a: time_asgi(a, n)) for k, a in asgi_cases.items()}, args.rounds)
+    report(f"ASGI (Starlette), {n} requests x {args.rounds} rounds, medians", medians, "bare Starlette")
+
+    flask = flask_app()
+    wsgi_cases = {
+        "bare Flask": flask,
+        "Seawall, no layers": Seawall(flask, layers=[]),
+        "Seawall + Timing": Seawall(flask, layers=[Timing()]),
+        "Seawall + ErrorCapture": Seawall(flask, layers=[ErrorCapture()]),
+        "Seawall + Timing + ErrorCapture": Seawall(flask, layers=[Timing(), ErrorCapture()]),
+    }
+    medians = compare({k: (lambda a=a: time_wsgi(a, n)) for k, a in wsgi_cases.items()}, args.rounds)
+    report(f"WSGI (Flask), {n} requests x {args.rounds} rounds, medians", medians, "bare Flask")
+
+
+if __name__ == "__main__":
+    main()
