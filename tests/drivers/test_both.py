@@ -124,3 +124,51 @@ class TestIdentity:
         client = client_for(wrap(interface, [Spy()], trusted_proxies=["127.0.0.0/8", "unix"]))
         client.get("/", headers={"X-Forwarded-For": "198.51.100.7"})
         assert seen == ["198.51.100.7"]
+
+
+class TestLogContext:
+    def test_app_log_lines_carry_the_request_id(self, interface) -> None:
+        """structlog's merge_contextvars (in its default pipeline) picks the id up."""
+        import structlog
+        from structlog.testing import LogCapture
+
+        from seawall import Seawall
+        from tests.apps import client_for
+
+        capture = LogCapture()
+        structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+        try:
+            log = structlog.get_logger("app")
+
+            async def asgi(scope, receive, send):
+                log.info("handling")
+                await send({"type": "http.response.start", "status": 204, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+
+            def wsgi(environ, start_response):
+                log.info("handling")
+                start_response("204 No Content", [])
+                return []
+
+            app = asgi if interface == "asgi" else wsgi
+            client = client_for(Seawall(app, layers=[]))
+            client.get("/", headers={"X-Request-ID": "log-1"})
+            log.info("outside")
+        finally:
+            structlog.reset_defaults()
+        inside, outside = capture.entries
+        assert inside["request_id"] == "log-1"
+        assert "request_id" not in outside  # unbound after the request
+
+    def test_configure_logging_renders_json(self, capsys) -> None:
+        import structlog
+
+        import seawall
+
+        seawall.configure_logging(json=True)
+        try:
+            structlog.get_logger("seawall").warning("seawall.test", x=1)
+        finally:
+            structlog.reset_defaults()
+        line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+        assert line["event"] == "seawall.test" and line["level"] == "warning"

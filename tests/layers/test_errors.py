@@ -144,3 +144,40 @@ class TestScrubber:
                                   "accept": ["*/*"]})
         assert out == {"authorization": "[scrubbed]", "x-service-token": "[scrubbed]",
                        "accept": "*/*"}
+
+
+@pytest.fixture
+def sentry_events():
+    """Initialise sentry-sdk with a capturing transport; close the client afterwards."""
+    sentry_sdk = pytest.importorskip("sentry_sdk")
+    from sentry_sdk.transport import Transport
+
+    sent: list[Any] = []
+
+    class Capture(Transport):
+        def capture_envelope(self, envelope: Any) -> None:
+            sent.append(envelope)
+
+    sentry_sdk.init(dsn="http://public@127.0.0.1:9/1", transport=Capture,
+                    default_integrations=False, auto_enabling_integrations=False)
+    yield sent
+    sentry_sdk.get_client().close()
+    sentry_sdk.init()  # back to an inactive client for the rest of the run
+
+
+class TestSentry:
+    def test_exceptions_are_forwarded_when_sentry_is_initialised(self, sentry_events) -> None:
+        import sentry_sdk
+
+        ErrorCapture().on_exception(view(), raise_here())
+        sentry_sdk.flush()
+        assert len(sentry_events) == 1
+        event = sentry_events[0].get_event()
+        assert event["exception"]["values"][0]["type"] == "ValueError"
+
+    def test_no_forwarding_when_turned_off(self, sentry_events) -> None:
+        import sentry_sdk
+
+        ErrorCapture(sentry=False).on_exception(view(), raise_here())
+        sentry_sdk.flush()
+        assert sentry_events == []
