@@ -22,7 +22,7 @@ from seawall._core.request import RequestView
 from seawall._core.stack import Stack
 from seawall.exceptions import Rejected
 
-__all__ = ["arun_flow", "arun_request", "run_flow", "run_request"]
+__all__ = ["arun_flow", "arun_request", "run_flow", "run_request", "start_request"]
 
 BodyIO = Callable[[Any], Any]
 AsyncBodyIO = Callable[[Any], Awaitable[Any]]
@@ -99,13 +99,53 @@ def run_request(
     return None, stack.all_depth
 
 
-async def arun_request(
-    stack: Stack, request: RequestView, body_io: AsyncBodyIO = _no_abody_io
-) -> tuple[Respond | None, int]:
-    """Run every ``on_request`` hook (async effects); return ``(respond, depth)``."""
+def start_request(
+    stack: Stack, request: RequestView
+) -> tuple[Respond | None, int, Any]:
+    """
+    Run ``on_request`` hooks synchronously until one yields an effect.
+
+    Returns ``(respond, depth, flow)``: *flow* is the generator that needs
+    the event loop (finish it with :func:`arun_request`), else ``None``. Most
+    requests need no I/O at all, and this spares them a coroutine.
+    """
     for index, hook in stack.request_hooks:
         try:
             decision = hook(request)
+            if decision is None or decision is CONTINUE:
+                continue
+            if type(decision) is GeneratorType:
+                return None, index, decision
+            if isinstance(decision, Respond):
+                return decision, index, None
+        except Rejected as exc:
+            return _render(exc, request), index, None
+        except Exception as exc:
+            stack.layer_failed(index, "on_request", exc)
+    return None, stack.all_depth, None
+
+
+async def arun_request(
+    stack: Stack,
+    request: RequestView,
+    body_io: AsyncBodyIO = _no_abody_io,
+    *,
+    start: int = 0,
+    flow: Any = None,
+) -> tuple[Respond | None, int]:
+    """
+    Run the ``on_request`` hooks (async effects); return ``(respond, depth)``.
+
+    *start* and *flow* resume after :func:`start_request` stopped at a flow.
+    """
+    for index, hook in stack.request_hooks:
+        if index < start:
+            continue
+        try:
+            if flow is not None:
+                decision, flow = flow, None
+            else:
+                decision = hook(request)
             if decision is None or decision is CONTINUE:
                 continue
             if type(decision) is GeneratorType:

@@ -31,7 +31,7 @@ from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import Outcome, ResponseHead
 from seawall._core.request import RequestView
 from seawall._log import bind_request, unbind_request
-from seawall._run import arun_request
+from seawall._run import arun_request, start_request
 from seawall.exceptions import Rejected, RequestTimeout, ValidationFailed
 
 __all__ = ["ASGIApp", "ASGIMiddleware", "Receive", "Scope", "Send", "route_of"]
@@ -46,35 +46,35 @@ _ENDPOINT_ROUTES: dict[int, str | None] = {}
 
 
 def route_of(scope: Scope) -> str | None:
-    """The route template the app matched (``/items/{id}``), if it says.
+    """
+    The route template the app matched (``/items/{id}``), if it says.
 
     Read after the app ran: FastAPI puts the route in ``scope["route"]``,
     Starlette the endpoint (looked up in its router once per endpoint), the
     framework adapters put it in ``scope["seawall.route"]``.
     """
-    route = scope.get("seawall.route")
-    if route is not None:
-        return str(route)
     matched = scope.get("route")
     if matched is not None:
         path = getattr(matched, "path_format", None) or getattr(matched, "path", None)
         if path:
             return str(path)
     endpoint = scope.get("endpoint")
-    router = scope.get("router")
-    if endpoint is not None and router is not None:
-        key = id(endpoint)
-        if key in _ENDPOINT_ROUTES:
-            return _ENDPOINT_ROUTES[key]
-        found: str | None = None
-        for candidate in getattr(router, "routes", ()):
-            if getattr(candidate, "endpoint", None) is endpoint:
-                found = getattr(candidate, "path_format", None) or getattr(candidate, "path", None)
-                break
-        if len(_ENDPOINT_ROUTES) < 10_000:
-            _ENDPOINT_ROUTES[key] = found
-        return found
-    return None
+    if endpoint is None:
+        route = scope.get("seawall.route")
+        return None if route is None else str(route)
+    key = id(endpoint)
+    if key in _ENDPOINT_ROUTES:
+        return _ENDPOINT_ROUTES[key]
+    found: str | None = None
+    for candidate in getattr(scope.get("router"), "routes", ()):
+        if getattr(candidate, "endpoint", None) is endpoint:
+            found = getattr(candidate, "path_format", None) or getattr(candidate, "path", None)
+            break
+    if found is None and scope.get("seawall.route") is not None:
+        return str(scope["seawall.route"])
+    if len(_ENDPOINT_ROUTES) < 10_000:
+        _ENDPOINT_ROUTES[key] = found
+    return found
 
 
 def _get_header(items: list[tuple[bytes, bytes]], lname: str) -> str | None:
@@ -306,13 +306,9 @@ class ASGIMiddleware(Seawall):
 
         stack = self.stack
         view = RequestView.from_asgi(scope, resolver=self.resolver, started=started)
-        incoming = None
-        rid_key = self._rid_key
-        for name, value in view._raw_headers:  # type: ignore[union-attr]
-            if name == rid_key:
-                incoming = value.decode("latin-1")
-                break
-        rid = self.ids.accept(incoming)
+        # ASGI header names are lower-case bytes; dict() is one C call.
+        incoming = dict(view._raw_headers).get(self._rid_key)  # type: ignore[arg-type]
+        rid = self.ids.accept(None if incoming is None else incoming.decode("latin-1"))
         view.request_id = rid
         scope["seawall.request_id"] = rid
         scope["seawall.request"] = view
@@ -320,7 +316,11 @@ class ASGIMiddleware(Seawall):
         cycle = _Cycle(self, view, scope, receive, send, rid)
         try:
             if stack.request_hooks:
-                respond, cycle.depth = await arun_request(stack, view, cycle.body_io)
+                respond, cycle.depth, flow = start_request(stack, view)
+                if flow is not None:
+                    respond, cycle.depth = await arun_request(
+                        stack, view, cycle.body_io, start=cycle.depth, flow=flow
+                    )
                 if respond is not None:
                     cycle.responded_by = stack.names[cycle.depth]
                     await cycle.send_own(respond)
@@ -330,7 +330,13 @@ class ASGIMiddleware(Seawall):
             view.admitted = perf_counter()
             try:
                 if view.deadline is None:
-                    await self.app(scope, cycle.app_receive(), cycle.send)
+                    await self.app(
+                        scope,
+                        receive
+                        if cycle.body is None and view.max_body is None
+                        else cycle.app_receive(),
+                        cycle.send,
+                    )
                 else:
                     await _with_deadline(
                         self.app(scope, cycle.app_receive(), cycle.send), view.deadline

@@ -119,7 +119,8 @@ class Timing:
         stats.duration.record(outcome.duration)
         if outcome.ttfb is not None:
             stats.ttfb.record(outcome.ttfb)
-        if outcome.failed:
+        status = outcome.status
+        if outcome.exception is not None or outcome.timed_out or (status and status >= 500):
             stats.errors += 1
         self.requests += 1
         if self.slow is not None and outcome.duration > self.slow:
