@@ -98,6 +98,9 @@ class Outcome:
         )
 
 
+_NOTHING: frozenset[str] = frozenset()
+
+
 class ResponseHead:
     """The status and headers of a response about to start; layers may add headers.
 
@@ -112,7 +115,8 @@ class ResponseHead:
         self._items = items
         self._get = getter
         self.added: list[tuple[str, str]] = []
-        self.removed: set[str] = set()
+        # Shared empty default: most responses remove nothing (see set()).
+        self.removed: set[str] | frozenset[str] = _NOTHING
 
     def get(self, name: str) -> str | None:
         """Return the response's value of header *name* (added ones first)."""
@@ -131,7 +135,9 @@ class ResponseHead:
     def set(self, name: str, value: str) -> None:
         """Replace every line of header *name* with one of *value*."""
         lname = name.lower()
-        self.removed.add(lname)
+        if not self.removed:
+            self.removed = set()
+        self.removed.add(lname)  # type: ignore[union-attr]
         self.added = [(k, v) for k, v in self.added if k.lower() != lname]
         self.added.append((name, value))
 
