@@ -1,0 +1,790 @@
+"""RateLimit: answer 429 once a client used up its quota; ``limit()`` for single handlers.
+
+Theory of operation
+-------------------
+``__init__`` compiles everything: limits strings into quotas, rules into one
+matcher, exemptions into a second one, the ``RateLimit-Policy`` header of
+each rule, and each quota's key template. A request then costs: one
+exemption check, one cached rule lookup, the key function, one
+:class:`Hit` effect (all limits and their header numbers in one storage
+call: one Redis round trip), and formatting its ``RateLimit`` header.
+
+Invariants:
+
+1. The layer holds no per-request state; shared state is only counters and
+   the storage guard.
+2. A request consumes from every limit of its rule, or from none (a refused
+   request never uses up a longer window).
+3. ``Retry-After`` is the limiter's own time until the request would be
+   admitted, rounded up, and never earlier than the ``t`` of the refusing
+   policy in the ``RateLimit`` header.
+4. A storage outage costs at most one timeout per probe period; the
+   ``on_storage_error`` policy applies meanwhile (see ``_ratelimit/guard.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import ipaddress
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from math import ceil
+from typing import Any, ClassVar, Literal
+
+from seawall._core.decisions import Respond
+from seawall._core.layer import ORDER
+from seawall._core.request import RequestView
+from seawall._log import current_request, logger
+from seawall._ratelimit.guard import StorageGuard
+from seawall._ratelimit.quota import STRATEGIES, Quota, parse_quotas, policy_name
+from seawall._ratelimit.rules import Matcher
+from seawall.exceptions import ConfigurationError, Overloaded, RateLimited, Rejected, StorageError
+from seawall.keys import is_async_key, resolve_key
+from seawall.storage import MemoryBackend, _redact, storage_for
+
+__all__ = ["Hit", "Limiter", "RateLimit", "limit"]
+
+_NO_RESULT: Any = object()
+_MAX_KEY = 128
+_DYNAMIC_CACHE = 256
+# Marks a rule whose routes are not limited at all (``rules={"/health": None}``).
+_EXCLUDED: Any = object()
+
+
+class Hit:
+    """Effect: consume *cost* from every quota for its key, all or nothing.
+
+    ``run()`` uses the sync storage (WSGI threads), ``arun()`` the async one
+    (the event loop); both answer ``(allowed, [(remaining, reset, retry)])``.
+    """
+
+    __slots__ = ("backend", "cost", "keys", "quotas", "strategy")
+
+    def __init__(
+        self, backend: Any, strategy: int, keys: list[str], quotas: Sequence[Quota], cost: int
+    ) -> None:
+        self.backend = backend
+        self.strategy = strategy
+        self.keys = keys
+        self.quotas = quotas
+        self.cost = cost
+
+    def run(self) -> Any:
+        """Run on the sync storage."""
+        return self.backend.hit(self.strategy, self.keys, self.quotas, self.cost)
+
+    def arun(self) -> Any:
+        """Run on the async storage (a coroutine)."""
+        return self.backend.ahit(self.strategy, self.keys, self.quotas, self.cost)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Hit):
+            return NotImplemented
+        return (self.backend, self.strategy, self.keys, tuple(self.quotas), self.cost) == (
+            other.backend,
+            other.strategy,
+            other.keys,
+            tuple(other.quotas),
+            other.cost,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Hit(keys={self.keys!r}, cost={self.cost})"
+
+
+class CallKey:
+    """Effect: call an async key function (awaited on the loop; run to completion on WSGI)."""
+
+    __slots__ = ("func", "request")
+
+    def __init__(self, func: Callable[..., Any], request: RequestView) -> None:
+        self.func = func
+        self.request = request
+
+    def run(self) -> Any:
+        """Run the coroutine on a private loop (WSGI threads have none)."""
+        return asyncio.run(self.func(self.request))
+
+    async def arun(self) -> Any:
+        """Await the key function."""
+        return await self.func(self.request)
+
+    def __repr__(self) -> str:
+        return f"CallKey({self.func!r})"
+
+
+class _Rule:
+    """One compiled rule: its quotas, key, cost, shadow flag and counters."""
+
+    __slots__ = (
+        "allowed",
+        "base",
+        "cost",
+        "cost_fn",
+        "dynamic",
+        "key",
+        "key_async",
+        "limited",
+        "local_quotas",
+        "name",
+        "policy",
+        "quotas",
+        "scope",
+        "shadow",
+        "shadowed",
+        "suffixes",
+    )
+
+    def __init__(self, name: str, scope: str, shadow: bool) -> None:
+        self.name = name
+        self.scope = scope
+        self.shadow = shadow
+        self.quotas: tuple[Quota, ...] = ()
+        self.local_quotas: tuple[Quota, ...] = ()
+        self.dynamic: Callable[[RequestView], Any] | None = None
+        self.policy = ""
+        self.suffixes: tuple[str, ...] = ()
+        self.base = ""
+        self.key: Callable[..., Any] = resolve_key(None)
+        self.key_async = False
+        self.cost = 1
+        self.cost_fn: Callable[[RequestView], int] | None = None
+        self.allowed = 0
+        self.limited = 0
+        self.shadowed = 0
+
+    def set_quotas(self, quotas: tuple[Quota, ...], workers: int) -> None:
+        self.quotas = quotas
+        self.local_quotas = tuple(q.scaled(workers) for q in quotas)
+        self.policy = ", ".join(q.policy for q in quotas)
+        # Key = base + client + "}:" + scope + tag: the client in a hash tag
+        # keeps every key of one request on one Redis Cluster slot.
+        self.suffixes = tuple(f"}}:{self.scope}:{q.tag}" for q in quotas)
+
+
+def _positive(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        msg = f"{name}: expected a positive number, got {value!r}"
+        raise ConfigurationError(msg)
+    return float(value)
+
+
+def _default_workers() -> int:
+    try:
+        return max(1, int(os.environ.get("WEB_CONCURRENCY", "1")))
+    except ValueError:
+        return 1
+
+
+class RateLimit:
+    """Answer 429 ``quota-exceeded`` once a key used up one of its limits.
+
+    Args:
+        limit: the default limit: a limits string (``"100/minute;2000/hour"``),
+            a list of them, a callable returning one per request (per-plan
+            limits), or ``None`` (only *rules* apply).
+        strategy: ``"fixed-window"``, ``"moving-window"`` (exact),
+            ``"sliding-window-counter"`` (approximate, cheap) or ``"gcra"``
+            (token bucket: smooth, bursts up to the limit).
+        storage: ``"memory://"`` (this process) or a Redis URI (``redis://``,
+            ``rediss://``, ``redis+unix://``, ``redis+sentinel://``,
+            ``redis+cluster://``, ``valkey://``); ``memcached://`` through limits.
+        key: who is counted: a key function (sync or async), ``"client"``
+            (default: the client address, IPv6 by /64, after trusted-proxy
+            rules) or ``"header:X-API-Key"``. ``None`` from the function
+            leaves the request unlimited.
+        key_prefix: namespaces every storage key, so apps can share a Redis.
+        rules: ``{"POST /login": "5/minute", "/api/*": {...}}``. A value is a
+            limit (as *limit*), ``None`` (route not limited) or a table with
+            ``limit``, and optionally ``shared`` (one bucket for every rule
+            naming it), ``name`` (policy name), ``shadow``, ``cost``, ``key``.
+            The first matching pattern wins; unmatched requests get *limit*.
+        exempt: never limited: CIDRs (``"10.0.0.0/8"``, matched against the
+            resolved client), route patterns (``"/health"``, ``"GET /static/*"``)
+            and callables ``(request) -> bool``.
+        cost: units a request uses: a whole number or ``(request) -> int``.
+        headers: add ``RateLimit-Policy`` and ``RateLimit``
+            (draft-ietf-httpapi-ratelimit-headers-10) to limited responses.
+        legacy_headers: also add ``X-RateLimit-Limit/-Remaining/-Reset``
+            (reset in seconds from now) for the policy nearest exhaustion.
+        on_storage_error: when the storage fails or times out: ``"allow"``
+            the request (no headers), ``"deny"`` it (503), or ``"local"``:
+            limit in this process with each limit divided by *workers*.
+        storage_timeout: seconds any storage call may take.
+        storage_probe: while the storage is down, try it again once per this
+            many seconds (requests in between use the failure policy at no cost).
+        shadow: decide, log and count, but let every request through.
+        max_keys: the memory storage keeps at most this many counters (LRU).
+        workers: processes sharing the limit for ``"local"`` (default:
+            ``WEB_CONCURRENCY`` or 1).
+        storage_options: extra keyword arguments for the storage client.
+        clock: ``time.monotonic``-like clock for memory storage and the guard.
+        policy: the policy name of *limit* in the headers and the 429.
+    """
+
+    name: ClassVar[str] = "ratelimit"
+    order: ClassVar[int] = ORDER["ratelimit"]
+    #: Rate limit websocket handshakes too.
+    websocket: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        limit: str | Sequence[str] | Callable[..., Any] | None = None,
+        *,
+        strategy: Literal[
+            "fixed-window", "moving-window", "sliding-window-counter", "gcra", "token-bucket"
+        ] = "fixed-window",
+        storage: str = "memory://",
+        key: str | Callable[..., Any] | None = None,
+        key_prefix: str = "seawall",
+        rules: Mapping[str, Any] | None = None,
+        exempt: Sequence[Any] = (),
+        cost: int | Callable[..., int] = 1,
+        headers: bool = True,
+        legacy_headers: bool = False,
+        on_storage_error: Literal["allow", "deny", "local"] = "allow",
+        storage_timeout: float = 0.02,
+        storage_probe: float = 1.0,
+        shadow: bool = False,
+        max_keys: int = 100_000,
+        workers: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        policy: str = "default",
+    ) -> None:
+        if strategy not in STRATEGIES:
+            msg = f"strategy: expected one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}"
+            raise ConfigurationError(msg)
+        if on_storage_error not in ("allow", "deny", "local"):
+            msg = f"on_storage_error: expected 'allow', 'deny' or 'local', got {on_storage_error!r}"
+            raise ConfigurationError(msg)
+        if not isinstance(max_keys, int) or max_keys < 1:
+            msg = f"max_keys: expected a whole number >= 1, got {max_keys!r}"
+            raise ConfigurationError(msg)
+        if workers is None:
+            workers = _default_workers()
+        if not isinstance(workers, int) or workers < 1:
+            msg = f"workers: expected a whole number >= 1, got {workers!r}"
+            raise ConfigurationError(msg)
+        if not isinstance(key_prefix, str) or not key_prefix or "{" in key_prefix:
+            # A brace would move the Redis Cluster hash tag off the client.
+            msg = f"key_prefix: expected a non-empty string without braces, got {key_prefix!r}"
+            raise ConfigurationError(msg)
+        self.strategy = strategy
+        self._strategy = STRATEGIES[strategy]
+        self.storage_uri = storage
+        self.key_prefix = key_prefix
+        self.headers = bool(headers)
+        self.legacy_headers = bool(legacy_headers)
+        self.on_storage_error = on_storage_error
+        self.storage_timeout = _positive("storage_timeout", storage_timeout)
+        self.storage_probe = _positive("storage_probe", storage_probe)
+        self.shadow = bool(shadow)
+        self.max_keys = max_keys
+        self.workers = workers
+        self._clock = clock
+        self._backend = storage_for(
+            storage,
+            timeout=self.storage_timeout,
+            max_keys=max_keys,
+            clock=clock,
+            options=dict(storage_options or {}),
+            strategy=self._strategy,
+        )
+        self._remote = self._backend.remote
+        self._guard: StorageGuard | None = None
+        self._local: MemoryBackend | None = None
+        if self._remote:
+            self._guard = StorageGuard(
+                probe=self.storage_probe, clock=clock, storage=_redact(storage)
+            )
+            if on_storage_error == "local":
+                self._local = MemoryBackend(max_keys=max_keys, clock=clock)
+        # Keys: "<prefix>:rl<strategy>:{<client>}:<scope>:<amount>/<window>".
+        self._base = f"{key_prefix}:rl{self._strategy}:{{"
+        self._key = resolve_key(key)
+        self._cost = cost
+        self._dynamic_cache: dict[tuple[int, str], tuple[tuple[Quota, ...], tuple[Quota, ...]]] = {}
+        self.exempted = 0
+        self.storage_fallbacks = 0
+
+        self._default = (
+            self._compile("default", {"limit": limit, "name": policy}, 0)
+            if limit is not None
+            else None
+        )
+        entries: list[tuple[str, _Rule]] = []
+        for index, (pattern, value) in enumerate((rules or {}).items(), start=1):
+            if not isinstance(pattern, str):
+                msg = f"rules: expected route patterns as keys, got {pattern!r}"
+                raise ConfigurationError(msg)
+            if value is None or value is False:
+                entries.append((pattern, _EXCLUDED))
+                continue
+            spec = value if isinstance(value, Mapping) else {"limit": value}
+            entries.append((pattern, self._compile(pattern, spec, index)))
+        if self._default is None and not entries:
+            msg = "RateLimit: give a limit (e.g. '100/minute') or rules"
+            raise ConfigurationError(msg)
+        self._rules = Matcher(entries)
+        self._has_rules = bool(entries)
+        self._rule_list = [r for _, r in entries if r is not _EXCLUDED]
+        if self._default is not None:
+            self._rule_list.insert(0, self._default)
+        self._exempt_nets, self._exempt_routes, self._exempt_calls = self._compile_exempt(exempt)
+        self._has_exempt = bool(self._exempt_nets or self._exempt_routes or self._exempt_calls)
+        self._net_cache: dict[str, bool] = {}
+
+    # -- compilation ------------------------------------------------------------
+
+    def _compile(self, pattern: str, spec: Mapping[str, Any], index: int) -> _Rule:
+        where = "limit" if index == 0 else f"rules[{pattern!r}]"
+        unknown = set(spec) - {"limit", "shared", "name", "shadow", "cost", "key"}
+        if unknown:
+            msg = (
+                f"{where}: unknown option(s) {sorted(unknown)}; "
+                "use limit, shared, name, shadow, cost, key"
+            )
+            raise ConfigurationError(msg)
+        if "limit" not in spec or spec["limit"] is None:
+            msg = f"{where}: no limit given"
+            raise ConfigurationError(msg)
+        shared = spec.get("shared")
+        name = policy_name(str(spec.get("name") or shared or pattern))
+        # The bucket: shared rules share one scope; others get their own.
+        scope = f"s.{policy_name(str(shared))}" if shared else ("d" if index == 0 else f"r{index}")
+        rule = _Rule(name, scope, bool(spec.get("shadow", False)) or self.shadow)
+        limit = spec["limit"]
+        if callable(limit):
+            rule.dynamic = limit
+            rule.suffixes = ()
+        else:
+            rule.set_quotas(parse_quotas(limit, name, where), self.workers)
+        rule.base = self._base
+        key = spec.get("key")
+        rule.key = resolve_key(key) if key is not None else self._key
+        rule.key_async = is_async_key(rule.key)
+        cost = spec.get("cost", self._cost)
+        if callable(cost):
+            rule.cost_fn = cost
+        elif isinstance(cost, int) and not isinstance(cost, bool) and cost >= 0:
+            rule.cost = cost
+        else:
+            msg = f"{where}: cost must be a whole number >= 0 or a callable, got {cost!r}"
+            raise ConfigurationError(msg)
+        return rule
+
+    def _compile_exempt(
+        self, exempt: Sequence[Any]
+    ) -> tuple[tuple[Any, ...], Matcher[bool], tuple[Callable[..., Any], ...]]:
+        if isinstance(exempt, str):
+            exempt = [exempt]
+        nets = []
+        routes: list[tuple[str, bool]] = []
+        calls = []
+        for item in exempt:
+            if callable(item):
+                calls.append(item)
+            elif isinstance(item, str) and (item.strip().startswith("/") or " /" in item):
+                routes.append((item, True))
+            elif isinstance(item, str):
+                try:
+                    nets.append(ipaddress.ip_network(item.strip(), strict=False))
+                except ValueError:
+                    msg = (
+                        f"exempt: {item!r} is neither a CIDR ('10.0.0.0/8'), "
+                        "a route pattern ('/health') nor a callable"
+                    )
+                    raise ConfigurationError(msg) from None
+            else:
+                msg = f"exempt: expected CIDRs, route patterns or callables, got {item!r}"
+                raise ConfigurationError(msg)
+        return tuple(nets), Matcher(routes), tuple(calls)
+
+    # -- the request ------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        default = self._default.quotas if self._default is not None else None
+        return (
+            f"RateLimit({', '.join(q.spec for q in default) if default else default!r}, "
+            f"strategy={self.strategy!r}, storage={_redact(self.storage_uri)!r}, "
+            f"rules={len(self._rule_list) - (self._default is not None)}, shadow={self.shadow})"
+        )
+
+    def _is_exempt(self, request: RequestView) -> bool:
+        if self._exempt_routes and self._exempt_routes.match(request.method, request.path):
+            return True
+        if self._exempt_nets:
+            client = request.client
+            hit = self._net_cache.get(client)
+            if hit is None:
+                try:
+                    address = ipaddress.ip_address(client)
+                except ValueError:
+                    hit = False
+                else:
+                    if address.version == 6 and address.ipv4_mapped is not None:
+                        address = address.ipv4_mapped
+                    hit = any(address in net for net in self._exempt_nets)
+                if len(self._net_cache) >= 4096:
+                    self._net_cache.clear()
+                self._net_cache[client] = hit
+            if hit:
+                return True
+        return any(call(request) for call in self._exempt_calls)
+
+    def rule_for(self, request: RequestView) -> _Rule | None:
+        """The rule that applies to *request* (``None``: not limited)."""
+        if self._has_rules:
+            rule = self._rules.match(request.method, request.path)
+            if rule is not None:
+                return None if rule is _EXCLUDED else rule
+        return self._default
+
+    def on_request(self, request: RequestView) -> Any:
+        """Decide about *request*: a flow that yields one :class:`Hit`, or ``None``."""
+        if self._has_exempt and self._is_exempt(request):
+            self.exempted += 1
+            return None
+        rule = self.rule_for(request)
+        if rule is None:
+            return None
+        return self._decide(request, rule, True)
+
+    def _decide(self, request: RequestView, rule: _Rule, render: bool = False) -> Any:
+        """The flow behind every check: ``None`` (admitted) or the :class:`Rejected` to send.
+
+        With *render* (the layer's own hook) a rejection comes back as the
+        :class:`Respond` to send; one generator per request, not two.
+        """
+        if rule.key_async:
+            ident = yield CallKey(rule.key, request)
+        else:
+            ident = rule.key(request)
+        if ident is None:
+            return None
+        if type(ident) is not str:
+            ident = str(ident)
+        if len(ident) > _MAX_KEY or "}" in ident:
+            ident = _digest(ident)
+        if rule.dynamic is None:
+            quotas, local = rule.quotas, rule.local_quotas
+            suffixes = rule.suffixes
+        else:
+            quotas, local = self._dynamic(rule, request)
+            suffixes = tuple(f"}}:{rule.scope}:{q.tag}" for q in quotas)
+        base = rule.base + ident
+        keys = [base + suffixes[0]] if len(suffixes) == 1 else [base + s for s in suffixes]
+        cost = rule.cost if rule.cost_fn is None else int(rule.cost_fn(request))
+        guard = self._guard
+        if guard is None:
+            result = yield Hit(self._backend, self._strategy, keys, quotas, cost)
+        else:
+            result = _NO_RESULT
+            if guard.allow():
+                try:
+                    result = yield Hit(self._backend, self._strategy, keys, quotas, cost)
+                except StorageError as exc:
+                    guard.failed(exc)
+                else:
+                    guard.succeeded()
+            if result is _NO_RESULT:
+                self.storage_fallbacks += 1
+                if self._local is not None:
+                    quotas = local
+                    result = yield Hit(self._local, self._strategy, keys, quotas, cost)
+                elif self.on_storage_error == "deny":
+                    rule.limited += 1
+                    return self._render(
+                        Overloaded(
+                            "The rate-limit storage is unavailable.",
+                            retry_after=self.storage_probe,
+                        ),
+                        request,
+                        render,
+                    )
+                else:
+                    rule.allowed += 1
+                    return None
+        rejection = self._respond(request, rule, quotas, cost, result)
+        if rejection is None:
+            return None
+        return self._render(rejection, request, render)
+
+    @staticmethod
+    def _render(rejection: Rejected, request: RequestView, render: bool) -> Any:
+        if not render:
+            return rejection
+        return Respond.from_rejection(
+            rejection, instance=request.path, request_id=request.request_id
+        )
+
+    def _dynamic(
+        self, rule: _Rule, request: RequestView
+    ) -> tuple[tuple[Quota, ...], tuple[Quota, ...]]:
+        assert rule.dynamic is not None  # only called for dynamic rules
+        spec = rule.dynamic(request)
+        cache_key = (id(rule), spec if isinstance(spec, str) else repr(spec))
+        found = self._dynamic_cache.get(cache_key)
+        if found is None:
+            quotas = parse_quotas(spec, rule.name, "limit callable")
+            found = (quotas, tuple(q.scaled(self.workers) for q in quotas))
+            if len(self._dynamic_cache) >= _DYNAMIC_CACHE:
+                self._dynamic_cache.clear()
+            self._dynamic_cache[cache_key] = found
+        return found
+
+    def _respond(
+        self,
+        request: RequestView,
+        rule: _Rule,
+        quotas: Sequence[Quota],
+        cost: int,
+        result: Any,
+    ) -> Rejected | None:
+        allowed, stats = result
+        if allowed and len(stats) == 1 and not self.legacy_headers:
+            # The common case: one limit, admitted.
+            rule.allowed += 1
+            if self.headers:
+                remaining, reset, _ = stats[0]
+                quota = quotas[0]
+                request.response_headers += (
+                    ("RateLimit-Policy", rule.policy or quota.policy),
+                    ("RateLimit", f"{quota.head}{remaining};t={ceil(reset)}"),
+                )
+            return None
+        if self.headers or self.legacy_headers or not allowed:
+            items = []
+            retry_after = 0.0
+            for quota, (remaining, reset, retry) in zip(quotas, stats, strict=True):
+                if retry > 0.0:
+                    # Invariant 3: the refusing policy's t is its retry time.
+                    seconds = ceil(retry)
+                    retry_after = max(retry_after, retry)
+                else:
+                    seconds = ceil(reset)
+                items.append(f'"{quota.name}";r={remaining};t={seconds}')
+            append = request.response_headers.append
+            if self.headers:
+                append(("RateLimit-Policy", rule.policy or ", ".join(q.policy for q in quotas)))
+                append(("RateLimit", ", ".join(items)))
+            if self.legacy_headers:
+                i = min(range(len(stats)), key=lambda j: stats[j][0])
+                append(("X-RateLimit-Limit", str(quotas[i].amount)))
+                append(("X-RateLimit-Remaining", str(stats[i][0])))
+                append(("X-RateLimit-Reset", str(ceil(stats[i][2] or stats[i][1]))))
+        if allowed:
+            rule.allowed += 1
+            return None
+        refusing = next(
+            (q.name for q, s in zip(quotas, stats, strict=True) if s[2] > 0.0), rule.name
+        )
+        if rule.shadow:
+            rule.shadowed += 1
+            logger.info(
+                "seawall.ratelimit.shadow",
+                rule=rule.name,
+                policy=refusing,
+                retry_after=ceil(retry_after),
+            )
+            return None
+        rule.limited += 1
+        logger.info(
+            "seawall.ratelimit.rejected",
+            rule=rule.name,
+            policy=refusing,
+            retry_after=ceil(retry_after),
+        )
+        return RateLimited(
+            "Too many requests: the rate limit for this client was reached.",
+            retry_after=float(ceil(retry_after)) if retry_after else None,
+            policy=refusing,
+        )
+
+    # -- handler-level checks -----------------------------------------------------
+
+    def check(self, request: RequestView) -> Rejected | None:
+        """Check *request* synchronously: ``None`` if admitted, else the rejection to raise.
+
+        Headers go in ``request.response_headers`` either way. For adapters
+        and :func:`limit` on sync handlers.
+        """
+        from seawall._run import run_flow
+
+        rule = self._check_rule(request)
+        if rule is None:
+            return None
+        result: Rejected | None = run_flow(self._decide(request, rule))
+        return result
+
+    async def acheck(self, request: RequestView) -> Rejected | None:
+        """:meth:`check` on the event loop, with the async storage."""
+        from seawall._run import arun_flow
+
+        rule = self._check_rule(request)
+        if rule is None:
+            return None
+        result: Rejected | None = await arun_flow(self._decide(request, rule))
+        return result
+
+    def _check_rule(self, request: RequestView) -> _Rule | None:
+        if self._has_exempt and self._is_exempt(request):
+            self.exempted += 1
+            return None
+        return self.rule_for(request)
+
+    # -- introspection --------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per rule, exemptions, evictions, storage errors and the storage state."""
+        rules = {
+            rule.name: {"allowed": rule.allowed, "limited": rule.limited, "shadow": rule.shadowed}
+            for rule in self._rule_list
+        }
+        memory = self._backend if isinstance(self._backend, MemoryBackend) else self._local
+        guard = self._guard
+        return {
+            "strategy": self.strategy,
+            "storage": _redact(self.storage_uri),
+            "rules": rules,
+            "allowed": sum(r["allowed"] for r in rules.values()),
+            "limited": sum(r["limited"] for r in rules.values()),
+            "shadow": sum(r["shadow"] for r in rules.values()),
+            "exempted": self.exempted,
+            "keys": len(memory.storage) if memory is not None else None,
+            "evictions": memory.storage.evictions if memory is not None else 0,
+            "storage_state": guard.state if guard is not None else "up",
+            "storage_errors": guard.errors if guard is not None else 0,
+            "storage_fallbacks": self.storage_fallbacks,
+        }
+
+    def reset(self) -> None:
+        """Forget counters, in-memory limits and the storage state (tests)."""
+        for rule in self._rule_list:
+            rule.allowed = rule.limited = rule.shadowed = 0
+        self.exempted = 0
+        self.storage_fallbacks = 0
+        for backend in (self._backend, self._local):
+            if isinstance(backend, MemoryBackend):
+                backend.storage.reset()
+                backend.storage.evictions = 0
+        if self._guard is not None:
+            self._guard.reset()
+
+
+def _digest(ident: str) -> str:
+    """A short stable stand-in for a long or brace-carrying key (never stored raw)."""
+    import hashlib
+
+    return "#" + hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+class Limiter:
+    """A rate limit for handlers; use it as a decorator (see :func:`limit`).
+
+    Call :meth:`check`/:meth:`acheck` with a :class:`~seawall.RequestView`
+    to decide without the decorator (framework adapters do). The handlers
+    one limiter decorates share its bucket.
+    """
+
+    def __init__(self, ratelimit: RateLimit, *, name: str | None = None) -> None:
+        self.ratelimit = ratelimit
+        self.name = name
+        self._bound = False
+
+    def __repr__(self) -> str:
+        return f"Limiter({self.ratelimit!r})"
+
+    def check(self, request: RequestView) -> Rejected | None:
+        """``None`` if admitted, else the :class:`RateLimited` to raise."""
+        return self.ratelimit.check(request)
+
+    async def acheck(self, request: RequestView) -> Rejected | None:
+        """:meth:`check` with the async storage."""
+        return await self.ratelimit.acheck(request)
+
+    def stats(self) -> dict[str, Any]:
+        """The underlying :class:`RateLimit`'s stats."""
+        return self.ratelimit.stats()
+
+    def _bind(self, func: Callable[..., Any]) -> None:
+        # The first handler names the bucket, so two limiters with the same
+        # limit on two handlers never share one by accident.
+        if self._bound:
+            return
+        self._bound = True
+        rule = self.ratelimit._default
+        if rule is None:  # pragma: no cover - limit() always gives a limit
+            return
+        scope = (
+            self.name or f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', '')}"
+        )
+        rule.scope = "h." + policy_name(scope)
+        if rule.dynamic is None:
+            rule.set_quotas(rule.quotas, self.ratelimit.workers)
+
+    def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap *func* (sync or async): it raises :class:`RateLimited` once the limit is used."""
+        self._bind(func)
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                rejection = await self.ratelimit.acheck(_current(func))
+                if rejection is not None:
+                    raise rejection
+                return await func(*args, **kwargs)
+
+            async_wrapper.__seawall_limit__ = self  # type: ignore[attr-defined]
+            return async_wrapper
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            rejection = self.ratelimit.check(_current(func))
+            if rejection is not None:
+                raise rejection
+            return func(*args, **kwargs)
+
+        wrapper.__seawall_limit__ = self  # type: ignore[attr-defined]
+        return wrapper
+
+
+def _current(func: Callable[..., Any]) -> RequestView:
+    request = current_request()
+    if request is None:
+        name = getattr(func, "__qualname__", repr(func))
+        msg = (
+            f"seawall.limit on {name}: no current request; wrap the app with "
+            "seawall.Seawall (or a seawall framework adapter)"
+        )
+        raise ConfigurationError(msg)
+    return request
+
+
+def limit(
+    limit: str | Sequence[str] | Callable[..., Any],
+    *,
+    key: str | Callable[..., Any] | None = None,
+    name: str | None = None,
+    **options: Any,
+) -> Limiter:
+    """Rate limit one handler: ``@seawall.limit("5/minute", key=...)``.
+
+    Works on sync and async handlers (async ones use the async storage).
+    Once the limit is used up the handler is not called and
+    :class:`~seawall.RateLimited` is raised; the drivers render it as a 429
+    problem+json with ``Retry-After``. ``RateLimit`` headers are added to
+    the handler's response. *options* are :class:`RateLimit`'s (``storage``,
+    ``strategy``, ``cost``, ``shadow``...). Each decorated handler has its
+    own bucket, named after it unless *name* is given.
+    """
+    if "rules" in options:
+        msg = "limit: rules apply to the RateLimit layer, not to one handler"
+        raise ConfigurationError(msg)
+    return Limiter(RateLimit(limit, key=key, policy=name or "handler", **options), name=name)

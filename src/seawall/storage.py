@@ -1,0 +1,380 @@
+"""Rate-limit storages: one URI serves the WSGI (sync) and the ASGI (async) path.
+
+``storage_for(uri)`` returns a backend whose :meth:`hit` runs on a WSGI
+thread with limits' sync storage and whose :meth:`ahit` runs on the event
+loop with limits' ``limits.aio`` storage (for Redis, with
+``implementation="redispy"``: redis-py's asyncio client, so nothing blocks
+the loop). Supported URIs:
+
+=====================================  =========================================
+``memory://``                          this process, bounded (``max_keys``, LRU)
+``redis://``, ``rediss://``,           one Redis; every limit of a request and
+``redis+unix://``, ``valkey://``       its header numbers in one round trip
+``redis+sentinel://``                  through Sentinel (limits' URI syntax)
+``redis+cluster://``                   Redis Cluster (keys share a ``{client}`` slot)
+``memcached://`` and other limits      limits' own strategies, one call per limit
+URIs                                   (not atomic across limits; no GCRA)
+=====================================  =========================================
+
+Every remote call is bounded by *timeout* (redis-py socket and connect
+timeouts, no retries) and any failure surfaces as
+:class:`~seawall.exceptions.StorageError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol
+
+from seawall._ratelimit.lua import SCRIPTS
+from seawall._ratelimit.memory import BoundedMemoryStorage
+from seawall._ratelimit.quota import FIXED, GCRA, MOVING, SLIDING, HitResult, Quota
+from seawall.exceptions import ConfigurationError, StorageError
+
+__all__ = [
+    "BoundedMemoryStorage",
+    "LimitsBackend",
+    "MemoryBackend",
+    "RedisBackend",
+    "StorageBackend",
+    "storage_for",
+]
+
+_REDIS_SCHEMES = frozenset(
+    {
+        "redis",
+        "rediss",
+        "redis+unix",
+        "redis+sentinel",
+        "redis+cluster",
+        "valkey",
+        "valkeys",
+        "valkey+unix",
+        "valkey+sentinel",
+        "valkey+cluster",
+    }
+)
+
+
+class StorageBackend(Protocol):
+    """What :class:`~seawall.RateLimit` needs of a storage."""
+
+    #: ``False`` for in-process storage (never fails, needs no breaker).
+    remote: bool
+
+    def hit(
+        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+    ) -> HitResult:
+        """Check and consume *cost* from every quota, all or nothing (sync)."""
+
+    async def ahit(
+        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+    ) -> HitResult:
+        """The same on the event loop."""
+
+
+class MemoryBackend:
+    """The in-process backend: a :class:`BoundedMemoryStorage`.
+
+    Its :meth:`ahit` calls the sync path directly: it does no I/O and holds
+    its lock for well under a microsecond, so it never blocks the loop.
+    """
+
+    remote = False
+
+    def __init__(self, *, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic):
+        self.storage = BoundedMemoryStorage(max_keys=max_keys, clock=clock)
+        self.hit = self.storage.hit_many  # type: ignore[method-assign]
+
+    def hit(
+        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+    ) -> HitResult:
+        """Check and consume (replaced by the storage's bound method in ``__init__``)."""
+        return self.storage.hit_many(strategy, keys, quotas, cost)  # pragma: no cover
+
+    async def ahit(
+        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+    ) -> HitResult:
+        """Check and consume; no I/O, so no await inside."""
+        return self.storage.hit_many(strategy, keys, quotas, cost)
+
+    def __repr__(self) -> str:
+        return f"MemoryBackend(max_keys={self.storage.max_keys})"
+
+
+def _args(quotas: Sequence[Quota], cost: int) -> list[Any]:
+    args: list[Any] = [cost]
+    for quota in quotas:
+        args.append(quota.amount)
+        args.append(round(quota.window * 1_000_000))
+    return args
+
+
+def _result(raw: Any) -> HitResult:
+    stats = []
+    for i in range(1, len(raw), 3):
+        stats.append((int(raw[i]), int(raw[i + 1]) / 1e6, int(raw[i + 2]) / 1e6))
+    return bool(int(raw[0])), stats
+
+
+class RedisBackend:
+    """Redis (standalone, Sentinel, Cluster; Valkey) through limits' storages.
+
+    limits builds the clients (URI parsing, TLS, Sentinel, Cluster); seawall
+    registers its own scripts (:mod:`seawall._ratelimit.lua`) on them so one
+    request costs one round trip. The async client is made per event loop
+    (redis-py's asyncio connections belong to the loop that opened them).
+
+    Args:
+        uri: the storage URI.
+        timeout: seconds any one call may take (socket and connect timeouts).
+        options: extra keyword arguments for the redis-py client.
+    """
+
+    remote = True
+
+    def __init__(self, uri: str, *, timeout: float = 0.02, options: dict[str, Any] | None = None):
+        self.uri = uri
+        self.timeout = timeout
+        self.options = dict(options or {})
+        self._sync: Any = None
+        self._sync_scripts: dict[int, Any] = {}
+        self._loop: Any = None
+        self._async_scripts: dict[int, Any] = {}
+        self._async_storage: Any = None
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({_redact(self.uri)!r}, timeout={self.timeout})"
+
+    def _client_options(self, asynchronous: bool) -> dict[str, Any]:
+        opts: dict[str, Any] = {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+        }
+        scheme = self.uri.split("://", 1)[0]
+        if scheme.startswith("redis") and "cluster" not in scheme:
+            # redis-py retries three times with backoff by default: an outage
+            # would then cost several timeouts per call instead of one.
+            if asynchronous:
+                from redis.asyncio.retry import Retry as AsyncRetry
+                from redis.backoff import NoBackoff
+
+                opts["retry"] = AsyncRetry(NoBackoff(), 0)
+            else:
+                from redis.backoff import NoBackoff
+                from redis.retry import Retry
+
+                opts["retry"] = Retry(NoBackoff(), 0)
+        opts.update(self.options)
+        return opts
+
+    def _sync_client(self) -> dict[int, Any]:
+        if self._sync is None:
+            from limits.storage import storage_from_string
+
+            try:
+                storage = storage_from_string(self.uri, **self._client_options(False))
+                conn = storage.get_connection()  # type: ignore[union-attr]
+            except Exception as exc:
+                msg = f"cannot reach the rate-limit storage: {type(exc).__name__}"
+                raise StorageError(msg) from exc
+            self._sync_scripts = {code: conn.register_script(src) for code, src in SCRIPTS.items()}
+            self._sync = storage
+        return self._sync_scripts
+
+    def _async_client(self) -> dict[int, Any]:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            from limits.storage import storage_from_string
+
+            try:
+                storage = storage_from_string(
+                    "async+" + self.uri, implementation="redispy", **self._client_options(True)
+                )
+                conn = storage.bridge.get_connection()  # type: ignore[union-attr]
+            except Exception as exc:
+                msg = f"cannot reach the rate-limit storage: {type(exc).__name__}"
+                raise StorageError(msg) from exc
+            self._async_scripts = {code: conn.register_script(src) for code, src in SCRIPTS.items()}
+            self._async_storage = storage
+            self._loop = loop
+        return self._async_scripts
+
+    def hit(
+        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+    ) -> HitResult:
+        """One script call (one round trip) for every quota of the request."""
+        scripts = self._sync_client()
+        try:
+            raw = scripts[strategy](keys=keys, args=_args(quotas, cost))
+        except Exception as exc:
+            msg = f"rate-limit storage call failed: {type(exc).__name__}"
+            raise StorageError(msg) from exc
+        return _result(raw)
+
+    async def ahit(
+        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+    ) -> HitResult:
+        """The same on the event loop, with redis-py's asyncio client."""
+        scripts = self._async_client()
+        try:
+            raw = await scripts[strategy](keys=keys, args=_args(quotas, cost))
+        except Exception as exc:
+            msg = f"rate-limit storage call failed: {type(exc).__name__}"
+            raise StorageError(msg) from exc
+        return _result(raw)
+
+    def close(self) -> None:
+        """Close the sync connection pool (the async one closes with its loop)."""
+        if self._sync is not None:
+            conn = self._sync.get_connection()
+            conn.close()
+            self._sync = None
+
+
+class LimitsBackend:
+    """Any other limits storage (memcached, MongoDB...), with limits' own strategies.
+
+    One call per limit and per header number, and not atomic across the
+    limits of a rule (a request refused by its second limit has used its
+    first); GCRA is not available. Prefer Redis where that matters.
+    """
+
+    remote = True
+
+    _STRATEGY_NAMES: ClassVar[dict[int, str]] = {
+        FIXED: "fixed-window",
+        MOVING: "moving-window",
+        SLIDING: "sliding-window-counter",
+    }
+
+    def __init__(self, uri: str, *, options: dict[str, Any] | None = None) -> None:
+        self.uri = uri
+        self.options = dict(options or {})
+        self._sync: dict[int, Any] | None = None
+        self._async: dict[int, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"LimitsBackend({_redact(self.uri)!r})"
+
+    @staticmethod
+    def _item(quota: Quota) -> Any:
+        from limits import RateLimitItemPerSecond
+
+        return RateLimitItemPerSecond(quota.amount, max(1, round(quota.window)))
+
+    def _limiters(self, asynchronous: bool) -> dict[int, Any]:
+        import limits.aio.strategies
+        import limits.strategies
+        from limits.storage import storage_from_string
+
+        module: Any = limits.aio.strategies if asynchronous else limits.strategies
+        uri = ("async+" + self.uri) if asynchronous else self.uri
+        storage = storage_from_string(uri, **self.options)
+        return {
+            code: module.STRATEGIES[name](storage) for code, name in self._STRATEGY_NAMES.items()
+        }
+
+    def hit(
+        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+    ) -> HitResult:
+        """Test every limit, then hit them (several calls)."""
+        try:
+            if self._sync is None:
+                self._sync = self._limiters(False)
+            limiter = self._sync[strategy]
+            items = [self._item(q) for q in quotas]
+            allowed = all(
+                limiter.test(item, key, cost=cost) for item, key in zip(items, keys, strict=True)
+            )
+            if allowed:
+                allowed = all(
+                    limiter.hit(item, key, cost=cost) for item, key in zip(items, keys, strict=True)
+                )
+            now = time.time()
+            stats = []
+            for item, key in zip(items, keys, strict=True):
+                window = limiter.get_window_stats(item, key)
+                reset = max(0.0, window.reset_time - now)
+                over = not allowed and window.remaining < cost
+                stats.append((window.remaining, reset, reset if over else 0.0))
+        except Exception as exc:
+            msg = f"rate-limit storage call failed: {type(exc).__name__}"
+            raise StorageError(msg) from exc
+        return allowed, stats
+
+    async def ahit(
+        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+    ) -> HitResult:
+        """The same with limits' async storage."""
+        try:
+            if self._async is None:
+                self._async = self._limiters(True)
+            limiter = self._async[strategy]
+            items = [self._item(q) for q in quotas]
+            allowed = True
+            for item, key in zip(items, keys, strict=True):
+                allowed = allowed and await limiter.test(item, key, cost=cost)
+            if allowed:
+                for item, key in zip(items, keys, strict=True):
+                    allowed = allowed and await limiter.hit(item, key, cost=cost)
+            now = time.time()
+            stats = []
+            for item, key in zip(items, keys, strict=True):
+                window = await limiter.get_window_stats(item, key)
+                reset = max(0.0, window.reset_time - now)
+                over = not allowed and window.remaining < cost
+                stats.append((window.remaining, reset, reset if over else 0.0))
+        except Exception as exc:
+            msg = f"rate-limit storage call failed: {type(exc).__name__}"
+            raise StorageError(msg) from exc
+        return allowed, stats
+
+
+def _redact(uri: str) -> str:
+    """*uri* without its password, for logs and reprs."""
+    scheme, sep, rest = uri.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return scheme + sep + rest
+
+
+def scheme_of(uri: str) -> str:
+    """The scheme of a storage URI, lower-case (``"redis"``, ``"memory"``...)."""
+    if not isinstance(uri, str) or "://" not in uri:
+        msg = f"storage: expected a URI such as 'memory://' or 'redis://host:6379/0', got {uri!r}"
+        raise ConfigurationError(msg)
+    return uri.split("://", 1)[0].lower()
+
+
+def storage_for(
+    uri: str,
+    *,
+    timeout: float = 0.02,
+    max_keys: int = 100_000,
+    clock: Callable[[], float] = time.monotonic,
+    options: dict[str, Any] | None = None,
+    strategy: int = FIXED,
+) -> MemoryBackend | RedisBackend | LimitsBackend:
+    """The backend for storage *uri*; raises :class:`ConfigurationError` for an unknown one.
+
+    Nothing connects here: the first request does, so an app starts even
+    when its Redis is down (the failure policy then applies).
+    """
+    scheme = scheme_of(uri)
+    if scheme == "memory":
+        return MemoryBackend(max_keys=max_keys, clock=clock)
+    if scheme in _REDIS_SCHEMES:
+        return RedisBackend(uri, timeout=timeout, options=options)
+    from limits.storage import SCHEMES  # type: ignore[attr-defined]
+
+    if scheme in SCHEMES and f"async+{scheme}" in SCHEMES:
+        if strategy == GCRA:
+            msg = f"strategy: 'gcra' needs memory:// or Redis, not {scheme}://"
+            raise ConfigurationError(msg)
+        return LimitsBackend(uri, options=options)
+    known = "memory://, redis://, rediss://, redis+unix://, redis+sentinel://, redis+cluster://, "
+    msg = f"storage: unknown scheme {scheme!r}; use one of {known}valkey://, memcached://"
+    raise ConfigurationError(msg)

@@ -1,0 +1,135 @@
+"""RateLimit on the real Redis: both drivers, every strategy, one round trip per request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from seawall import RateLimit
+from tests.apps import client_for, wrap
+from tests.ratelimit.conftest import PrivateRedis
+
+STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter", "gcra"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_limit_headers_and_retry_after(
+    interface: str, redis_url: str, key_prefix: str, strategy: str
+) -> None:
+    """Exactly the limit is admitted, then 429 with a Retry-After no earlier than t."""
+    wall = wrap(
+        interface,
+        [
+            RateLimit(
+                "3/minute;10/hour",
+                strategy=strategy,
+                storage=redis_url,
+                key_prefix=key_prefix,
+                storage_timeout=1.0,
+            )
+        ],
+    )
+    with client_for(wall) as client:
+        responses = [client.get("/") for _ in range(5)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429, 429]
+    assert responses[0].headers["ratelimit-policy"] == (
+        '"default-60s";q=3;w=60, "default-3600s";q=10;w=3600'
+    )
+    minute, hour = responses[2].headers["ratelimit"].split(", ")
+    assert minute.startswith('"default-60s";r=0;t=')
+    assert hour.startswith('"default-3600s";r=7;t=')
+    refused = responses[3]
+    t = int(refused.headers["ratelimit"].split(", ")[0].rsplit("t=", 1)[1])
+    retry_after = int(refused.headers["retry-after"])
+    assert 0 < t <= retry_after <= 60
+    # The refused requests used nothing of the hour.
+    assert refused.headers["ratelimit"].split(", ")[1].startswith('"default-3600s";r=7;')
+    keys = redis.Redis.from_url(redis_url).keys(f"{key_prefix}:*")
+    assert keys  # namespaced by key_prefix
+    assert all(b"{" in k for k in keys)  # hash tag on the client
+
+
+def test_two_apps_share_one_bucket_through_redis(redis_url: str, key_prefix: str) -> None:
+    """An ASGI and a WSGI app with the same storage and prefix count together."""
+    layers = lambda: [
+        RateLimit(
+            "4/minute",
+            storage=redis_url,
+            key_prefix=key_prefix,  # noqa: E731
+            key=lambda r: "same-user",
+            storage_timeout=1.0,
+        )
+    ]
+    with client_for(wrap("asgi", layers())) as a, client_for(wrap("wsgi", layers())) as w:
+        statuses = [c.get("/").status_code for c in (a, w, a, w, a, w)]
+    assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+def _commands(client: redis.Redis) -> tuple[int, int]:
+    reads = int(client.info("stats")["total_reads_processed"])
+    evalsha = int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    return reads, evalsha
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_one_round_trip_per_request(
+    interface: str, private_redis: PrivateRedis, strategy: str
+) -> None:
+    """Two limits and their header numbers cost one Redis round trip (INFO on a private server)."""
+    wall = wrap(
+        interface,
+        [
+            RateLimit(
+                "50/minute;1000/hour",
+                strategy=strategy,
+                storage=private_redis.url,
+                storage_timeout=1.0,
+            )
+        ],
+    )
+    counter = redis.Redis.from_url(private_redis.url)
+    with client_for(wall) as client:
+        client.get("/")  # connects and loads the script
+        reads0, evalsha0 = _commands(counter)
+        responses = [client.get("/") for _ in range(20)]
+        reads1, evalsha1 = _commands(counter)
+    counter.close()
+    assert all(r.headers["ratelimit"].count("r=") == 2 for r in responses)
+    assert evalsha1 - evalsha0 == 20
+    # Read events: 20 requests + the INFO calls between the two snapshots.
+    assert reads1 - reads0 == 20 + 2
+
+
+def test_cost_and_rules_on_redis(
+    make_client: Callable[..., httpx.Client], redis_url: str, key_prefix: str
+) -> None:
+    """Rules and cost work the same on Redis as in memory."""
+    client = make_client(
+        [
+            RateLimit(
+                "10/minute",
+                storage=redis_url,
+                key_prefix=key_prefix,
+                rules={"/status/*": {"limit": "10/minute", "cost": 5}},
+                storage_timeout=1.0,
+            )
+        ]
+    )
+    assert [client.get("/status/200").status_code for _ in range(3)] == [200, 200, 429]
+    assert client.get("/").headers["ratelimit"] == '"default";r=9;t=60'
+
+
+def test_stats_count_on_redis(redis_url: str, key_prefix: str, interface: str) -> None:
+    """Per-rule counts and storage state are reported for Redis too."""
+    layer = RateLimit("1/minute", storage=redis_url, key_prefix=key_prefix, storage_timeout=1.0)
+    with client_for(wrap(interface, [layer])) as client:
+        client.get("/")
+        client.get("/")
+    stats: dict[str, Any] = layer.stats()
+    assert stats["rules"]["default"] == {"allowed": 1, "limited": 1, "shadow": 0}
+    assert stats["storage_state"] == "up"
+    assert stats["keys"] is None
