@@ -1,0 +1,270 @@
+"""
+Circuit breaker, Timeout and @protect costs, in one run.
+
+    python bench/bench_breaker.py [--n 40000] [--requests 2000] [--rounds 5]
+
+1. Per guarded call: a direct call, pybreaker, and seawall's Breaker
+   (closed, the consecutive and the failure-rate forms), the open-state
+   fast-fail of both, and @seawall.protect with no failures.
+2. Per request: Seawall on a bare ASGI and WSGI app, without and with
+   CircuitBreaker (and Timeout), closed and open.
+
+Targets (issue 4): closed-state overhead <= 3 µs per call and <= pybreaker's
+own cost.
+
+Times are CPU time of the benchmark thread (``time.thread_time``), so other
+processes competing for the cores do not inflate them; the rounds are
+interleaved and the medians printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import contextlib
+
+import pybreaker
+from _harness import asgi_scope, compare, report, wsgi_environ
+
+from seawall import CircuitBreaker, Seawall, Timeout
+from seawall._breaker import Breaker
+from seawall.resilience import protect
+
+
+def work() -> int:
+    return 1
+
+
+async def awork() -> int:
+    return 1
+
+
+def per_call(fn: Any, n: int) -> float:
+    t0 = time.thread_time()
+    for _ in range(n):
+        fn()
+    return (time.thread_time() - t0) / n * 1e6
+
+
+def per_call_refused(fn: Any, exc: type[BaseException], n: int) -> float:
+    t0 = time.thread_time()
+    for _ in range(n):
+        with contextlib.suppress(exc):
+            fn()
+    return (time.thread_time() - t0) / n * 1e6
+
+
+def per_acall(fn: Any, n: int) -> float:
+    async def loop() -> float:
+        t0 = time.thread_time()
+        for _ in range(n):
+            await fn()
+        return (time.thread_time() - t0) / n * 1e6
+
+    return asyncio.run(loop())
+
+
+def time_asgi(app: Any, n: int) -> float:
+    """CPU µs per request for *n* sequential in-process ASGI requests."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def loop() -> float:
+        scopes = [asgi_scope() for _ in range(n)]
+        t0 = time.thread_time()
+        for scope in scopes:
+            await app(scope, receive, send)
+        return (time.thread_time() - t0) / n * 1e6
+
+    return asyncio.run(loop())
+
+
+def time_wsgi(app: Any, n: int) -> float:
+    """CPU µs per request for *n* sequential in-process WSGI requests."""
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        return None
+
+    environs = [wsgi_environ() for _ in range(n)]
+    t0 = time.thread_time()
+    for env in environs:
+        result = app(env, start_response)
+        for _ in result:
+            pass
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    return (time.thread_time() - t0) / n * 1e6
+
+
+async def asgi_ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def wsgi_ok(environ: dict[str, Any], start_response: Any) -> Any:
+    start_response("200 OK", [])
+    return [b"ok"]
+
+
+class NoOp:
+    """A layer with the same hooks as CircuitBreaker that does nothing.
+
+    Having an ``on_complete`` hook makes the driver build an ``Outcome`` per
+    request; this baseline separates that driver cost from the breaker's own.
+    """
+
+    name = "noop"
+    order = 700
+
+    def on_request(self, request: Any) -> None:
+        return None
+
+    def on_complete(self, request: Any, outcome: Any) -> None:
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=40_000)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    n, rounds = args.n, args.rounds
+
+    # -- 1. per guarded call, closed -------------------------------------------------
+    pyb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)
+    pyb_wrapped = pyb(work)
+    ours_rate = Breaker("rate", failure_rate_threshold=0.5, minimum_number_of_calls=20)
+    ours_max = Breaker("max", fail_max=5)
+    ours_time = Breaker(
+        "time", sliding_window_type="time", sliding_window_size=60, slow_call_rate_threshold=0.5
+    )
+    ours_wrapped = ours_rate(work)
+    p_plain = protect(work)
+    p_full = protect(retry=3, breaker=ours_max, bulkhead=64, fallback=None)(work)
+    cases = {
+        "direct call": lambda: per_call(work, n),
+        "pybreaker.call": lambda: per_call(lambda: pyb.call(work), n),
+        "pybreaker decorator": lambda: per_call(pyb_wrapped, n),
+        "seawall Breaker.call (failure rate, count)": lambda: per_call(
+            lambda: ours_rate.call(work), n
+        ),
+        "seawall Breaker.call (fail_max)": lambda: per_call(lambda: ours_max.call(work), n),
+        "seawall Breaker.call (time window + slow)": lambda: per_call(
+            lambda: ours_time.call(work), n
+        ),
+        "seawall Breaker decorator": lambda: per_call(ours_wrapped, n),
+        "@protect (nothing configured)": lambda: per_call(p_plain, n),
+        "@protect(retry=3, breaker, bulkhead, fallback)": lambda: per_call(p_full, n),
+    }
+    medians = compare(cases, rounds)
+    report(
+        f"Per guarded call, closed, {n} calls x {rounds} rounds, medians", medians, "direct call"
+    )
+    base = medians["direct call"]
+    added = medians["seawall Breaker.call (failure rate, count)"] - base
+    pyb_added = medians["pybreaker.call"] - base
+    print(
+        f"  -> seawall adds {added:.2f} µs per call (target <= 3), "
+        f"pybreaker adds {pyb_added:.2f} µs: ratio {added / pyb_added:.2f}x pybreaker"
+    )
+
+    # -- 1b. open-state fast-fail -------------------------------------------------------
+    pyb_open = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=3600)
+    pyb_open.open()
+    ours_open = Breaker("open", fail_max=1, wait_in_open=3600)
+    ours_open.open()
+    fail_cases = {
+        "direct call": lambda: per_call(work, n),
+        "pybreaker open: raises CircuitBreakerError": lambda: per_call_refused(
+            lambda: pyb_open.call(work), pybreaker.CircuitBreakerError, n
+        ),
+        "seawall open: raises CircuitOpen": lambda: per_call_refused(
+            lambda: ours_open.call(work), pybreaker.CircuitBreakerError, n
+        ),
+        "seawall open: acquire() refusal, no raise": lambda: per_call(ours_open.acquire, n),
+    }
+    report(
+        f"Open-state fast-fail, {n} calls x {rounds} rounds, medians",
+        compare(fail_cases, rounds),
+        "direct call",
+    )
+
+    # -- 1c. async ---------------------------------------------------------------------------
+    ours_async = Breaker("async", failure_rate_threshold=0.5)
+    p_async = protect(retry=3, breaker=ours_async, fallback=None)(awork)
+    p_async_timeout = protect(retry=3, breaker=ours_async, timeout=5.0, fallback=None)(awork)
+    async_cases = {
+        "direct await": lambda: per_acall(awork, n // 2),
+        "seawall Breaker.call_async": lambda: per_acall(
+            lambda: ours_async.call_async(awork), n // 2
+        ),
+        "@protect(retry=3, breaker, fallback) async": lambda: per_acall(p_async, n // 2),
+        "@protect(..., timeout=5) async": lambda: per_acall(p_async_timeout, n // 2),
+    }
+    report(
+        f"Async, {n // 2} awaits x {rounds} rounds, medians (pybreaker has no asyncio path)",
+        compare(async_cases, rounds),
+        "direct await",
+    )
+
+    # -- 2. per request -------------------------------------------------------------------
+    r = args.requests
+    open_asgi = CircuitBreaker(wait_in_open=3600)
+    open_asgi.open()
+    asgi_cases = {
+        "Seawall, no layers": Seawall(asgi_ok, layers=[], interface="asgi"),
+        "+ no-op layer (same hooks)": Seawall(asgi_ok, layers=[NoOp()], interface="asgi"),
+        "+ CircuitBreaker (global, closed)": Seawall(
+            asgi_ok, layers=[CircuitBreaker()], interface="asgi"
+        ),
+        "+ CircuitBreaker (per=route, closed)": Seawall(
+            asgi_ok, layers=[CircuitBreaker(per="route")], interface="asgi"
+        ),
+        "+ CircuitBreaker + Timeout(10)": Seawall(
+            asgi_ok, layers=[CircuitBreaker(), Timeout(10)], interface="asgi"
+        ),
+        "+ CircuitBreaker (open: 503)": Seawall(asgi_ok, layers=[open_asgi], interface="asgi"),
+    }
+    report(
+        f"Per request, ASGI, {r} requests x {rounds} rounds, medians",
+        compare({k: (lambda a=a: time_asgi(a, r)) for k, a in asgi_cases.items()}, rounds),
+        "Seawall, no layers",
+    )
+    open_wsgi = CircuitBreaker(wait_in_open=3600)
+    open_wsgi.open()
+    wsgi_cases = {
+        "Seawall, no layers": Seawall(wsgi_ok, layers=[], interface="wsgi"),
+        "+ no-op layer (same hooks)": Seawall(wsgi_ok, layers=[NoOp()], interface="wsgi"),
+        "+ CircuitBreaker (global, closed)": Seawall(
+            wsgi_ok, layers=[CircuitBreaker()], interface="wsgi"
+        ),
+        "+ CircuitBreaker (per=route, closed)": Seawall(
+            wsgi_ok, layers=[CircuitBreaker(per="route")], interface="wsgi"
+        ),
+        "+ CircuitBreaker + Timeout(10)": Seawall(
+            wsgi_ok, layers=[CircuitBreaker(), Timeout(10)], interface="wsgi"
+        ),
+        "+ CircuitBreaker (open: 503)": Seawall(wsgi_ok, layers=[open_wsgi], interface="wsgi"),
+    }
+    report(
+        f"Per request, WSGI, {r} requests x {rounds} rounds, medians",
+        compare({k: (lambda a=a: time_wsgi(a, r)) for k, a in wsgi_cases.items()}, rounds),
+        "Seawall, no layers",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Breaker state shared through the real Redis: across instances, drivers and processes."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from seawall import CircuitBreaker
+from seawall._breaker import Breaker
+from seawall.testing import ManualClock
+from tests.breaker import _workers
+
+pytestmark = pytest.mark.redis
+
+
+def settle(layer: CircuitBreaker) -> None:
+    """Wait for the ASGI path's background writes to land in Redis."""
+    deadline = time.monotonic() + 5
+    for breaker in layer._breakers.values():
+        store = breaker.shared
+        while store is not None and store.pending() and time.monotonic() < deadline:
+            time.sleep(0.002)
+
+
+def test_two_instances_share_state_windows_and_permits(
+    redis_url: str, key_prefix: str, clock: ManualClock
+) -> None:
+    """One instance's failures open the other; one probe permit between both."""
+    a, b = (
+        Breaker(
+            "shared", fail_max=2, wait_in_open=5, storage=redis_url, key_prefix=key_prefix,
+            clock=clock,
+        )
+        for _ in range(2)
+    )  # fmt: skip
+    a.record(a.acquire(), True)
+    b.record(b.acquire(), True)
+    assert isinstance(a.acquire(), float)
+    assert a.current_state == "open"
+    clock.advance(5)
+    probe = b.acquire()
+    assert not isinstance(probe, float)
+    assert probe.probe
+    assert isinstance(a.acquire(), float)  # the only permit is out
+    b.record(probe, False)
+    assert not isinstance(a.acquire(), float)
+    assert a.current_state == "closed"
+
+
+def test_failure_rate_over_a_shared_time_window(
+    redis_url: str, key_prefix: str, clock: ManualClock
+) -> None:
+    """The time window lives in Redis: failures older than its size are forgotten."""
+    b = Breaker(
+        "tw",
+        failure_rate_threshold=0.5,
+        minimum_number_of_calls=4,
+        sliding_window_type="time",
+        sliding_window_size=10,
+        storage=redis_url,
+        key_prefix=key_prefix,
+        clock=clock,
+    )
+    for failed in (True, True, True):
+        b.record(b.acquire(), failed)
+    clock.advance(10)
+    for failed in (False, False, False, True):
+        b.record(b.acquire(), failed)
+    assert b.current_state == "closed"
+    b.record(b.acquire(), True)
+    b.record(b.acquire(), True)  # 3 failures / 6 calls
+    assert b.current_state == "open"
+
+
+def test_async_path_uses_redis_asyncio(redis_url: str, key_prefix: str, clock: ManualClock) -> None:
+    """call_async takes and returns permits through redis.asyncio."""
+    b = Breaker("async", fail_max=1, storage=redis_url, key_prefix=key_prefix, clock=clock)
+
+    async def boom() -> None:
+        raise RuntimeError
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError):
+            await b.call_async(boom)
+        with pytest.raises(Exception, match="temporarily unavailable"):
+            await b.call_async(asyncio.sleep, 0)
+
+    asyncio.run(main())
+    assert b.shared is not None
+    assert b.shared.stats()["calls"] >= 3
+    assert b.shared.stats()["errors"] == 0
+
+
+def test_layer_on_both_drivers(
+    make_client: Callable[..., httpx.Client],
+    redis_url: str,
+    key_prefix: str,
+    clock: ManualClock,
+) -> None:
+    """The layer opens through Redis; a second wall on the same keys refuses too."""
+    settings: dict[str, Any] = {
+        "fail_max": 2, "storage": redis_url, "key_prefix": key_prefix, "clock": clock,
+    }  # fmt: skip
+    first, second = CircuitBreaker(**settings), CircuitBreaker(**settings)
+    one, two = make_client([first]), make_client([second])
+    assert one.get("/status/500").status_code == 500
+    settle(first)
+    assert two.get("/status/500").status_code == 500
+    settle(second)
+    response = one.get("/")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "30"
+
+
+def test_redis_down_falls_back_to_local_state_and_says_so_once(
+    logs: list[dict[str, Any]], clock: ManualClock
+) -> None:
+    """Nothing listens on port 1: the breaker still opens, one storage_down line."""
+    b = Breaker(
+        "down", fail_max=2, storage="redis://127.0.0.1:1/0", storage_timeout=0.2, clock=clock
+    )
+    for _ in range(2):
+        b.record(b.acquire(), True)
+    assert isinstance(b.acquire(), float)
+    assert b.current_state == "open"
+    down = [e for e in logs if e["event"] == "seawall.breaker.storage_down"]
+    assert len(down) == 1
+    assert "127.0.0.1:1" not in str(down[0])
+
+
+def _context() -> Any:
+    # forkserver: one clean process imports seawall once, the workers fork from
+    # it (spawning three interpreters per test costs seconds on a busy CI box).
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["tests.breaker._workers"])
+    return ctx
+
+
+def _run(target: Callable[..., None], args_for: Callable[[int], tuple[Any, ...]]) -> list[Any]:
+    ctx = _context()
+    out = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args_for(i), out)) for i in range(3)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    return results
+
+
+def test_three_processes_share_the_half_open_permits(redis_url: str, key_prefix: str) -> None:
+    """100 concurrent permit requests from 3 processes: exactly 3 probes in all."""
+    now = 2_000_000.0
+    opener = _workers.make(redis_url, key_prefix, now)
+    opener.open()  # opened at *now*; the workers' clock is past wait_in_open
+    ctx = _context()
+    barrier = ctx.Barrier(3)
+    threads = (34, 33, 33)
+    results = _run(
+        _workers.probe,
+        lambda i: (redis_url, key_prefix, now + 10, threads[i], barrier),
+    )
+    assert sum(r[0] for r in results) == _workers.SETTINGS["permitted_calls_in_half_open"]
+    assert sum(r[1] for r in results) == 100 - _workers.SETTINGS["permitted_calls_in_half_open"]
+    assert all(r[2] == 0 for r in results)  # no fallback to local state
+
+
+def test_one_process_failures_open_the_breaker_for_all(redis_url: str, key_prefix: str) -> None:
+    """Worker 0 fails fail_max times; workers 1 and 2 are then refused."""
+    ctx = _context()
+    barrier = ctx.Barrier(3)
+    opened = ctx.Event()
+    results = sorted(
+        _run(
+            _workers.fail_or_watch,
+            lambda i: (redis_url, key_prefix, 3_000_000.0, i, opened, barrier),
+        )
+    )
+    assert [r[1] for r in results] == ["open", "open", "open"]
+    assert results[1][2] == results[2][2] == pytest.approx(10.0)  # Retry-After: all of it
