@@ -1,0 +1,801 @@
+"""Validation: request limits, schemas, sanitization and threat detection.
+
+Theory of operation:
+
+1. Cheap checks first, on what the request line and headers say: method
+   (405), URL length (414), header count and size (431), query parameter
+   count (400), ``Content-Length`` (400 if malformed, 413 if over the limit),
+   content type (415), then threat detection over the path, the query and
+   chosen headers (403 in ``block`` mode).
+2. The body is read only when a configured check needs its content: a JSON
+   body (``json=True``: malformed -> 400, structure limits -> 422), a schema,
+   sanitization, threat detection on bodies, or ``read_body``. It is read
+   with :class:`~seawall.ReadBody` (at most ``max_body`` bytes; past that,
+   413 without reading the rest) and replayed to the app byte-identical,
+   unless sanitization changed a field: then :class:`~seawall.ReplaceBody`
+   hands the app the rewritten body with a correct ``Content-Length``.
+3. Any other body streams to the app untouched; ``max_body`` is then
+   enforced by the driver as the app reads (``request.max_body``): a chunked
+   body that grows past it is cut off with a 413, never buffered.
+4. Every rejection is ``application/problem+json`` that never echoes the
+   offending input (no ``instance`` either: the path may be the payload).
+5. Settings apply globally and per route (``routes={"POST /upload":
+   {"max_body": "50 MB"}}``); a request's effective settings are composed
+   once per route and cached (see :mod:`seawall._validation.policy`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal, TypeVar, cast
+from urllib.parse import parse_qsl, unquote_plus, urlencode
+
+from seawall._core.decisions import ReadBody, ReplaceBody, Respond
+from seawall._core.layer import ORDER
+from seawall._core.request import RequestView
+from seawall._log import current_request, logger
+from seawall._validation.fields import apply_to_fields, iter_strings, safe_loc
+from seawall._validation.jsonbody import JsonLimits, check_structure, parse_json
+from seawall._validation.policy import (
+    DEFAULTS,
+    Policy,
+    build_policy,
+    check_overrides,
+    compile_schemas,
+)
+from seawall._validation.routes import RouteRule
+from seawall._validation.schema import compile_schema
+from seawall.exceptions import ConfigurationError, ValidationFailed
+from seawall.sanitize import Sanitizer
+
+__all__ = ["Validation", "validate"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Bodies are read up to this many bytes when ``max_body`` is ``None`` and a
+#: check needs the content: reading must always be bounded.
+READ_CAP = 64 * 1024 * 1024
+#: Policies cached per (method, route); past this, they are composed per request.
+CACHE_SIZE = 2048
+
+_JSON = "json"
+_FORM = "form"
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def _body_kind(media: str) -> str | None:
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return _JSON
+    if media == "application/x-www-form-urlencoded":
+        return _FORM
+    return None
+
+
+def _media_allowed(media: str, allowed: tuple[str, ...]) -> bool:
+    for item in allowed:
+        if item == media:
+            return True
+        if item.endswith("/*") and media.startswith(item[:-1]):
+            return True
+        if item == "*/*":
+            return True
+    return False
+
+
+class Validation:
+    """Refuse malformed, oversized or hostile requests before the app sees them.
+
+    Every limit has a default (``None`` turns it off) and can be set per route
+    through *routes*. See docs/validation.md for each check's status code.
+
+    Args:
+        max_body: body size limit (bytes, or ``"1 MB"``, ``"512 KiB"``); 413.
+        max_url: path and query length limit; 414.
+        max_headers: header line count limit; 431.
+        max_header_bytes: total size of header names and values; 431.
+        max_query_params: query parameters (and form fields) limit; 400.
+        methods: allowed methods (default: any); 405 with ``Allow``.
+        content_types: allowed media types of request bodies (``"text/*"``
+            allowed); 415.
+        json: parse JSON bodies: malformed -> 400 with line and column,
+            structure limits -> 422.
+        max_json_depth: nesting limit of JSON bodies; 422.
+        max_json_keys: keys per JSON object; 422.
+        max_json_array: items per JSON array; 422.
+        max_json_string: characters per JSON string (and key); 422.
+        schemas: ``{"POST /users": schema}``: a JSON Schema dict, a pydantic
+            model or a callable, applied to JSON and form bodies; 422.
+        sanitize: ``{"POST /comments": ["body", "author.name", "tags.*"]}``:
+            fields of JSON and form bodies cleaned of HTML before the app sees them.
+        sanitize_query: query parameter names to clean of HTML too.
+        sanitizer: ``"nh3"`` (strip, default) or ``"bleach"`` (escape).
+        allowed_tags: tags the sanitizer keeps (default: the backend's safe set).
+        allowed_attributes: attributes it keeps, per tag.
+        allowed_protocols: URL schemes it keeps in links.
+        threats: ``"block"`` (403 ``abnormal-usage-detected``), ``"monitor"``
+            (log and count only) or ``"off"`` (default).
+        threat_level: 1 (default, specific rules) to 4 (every rule).
+        threat_headers: headers scanned for threats.
+        threat_body: also scan JSON and form bodies.
+        threat_ignore_fields: query, form, JSON (dotted path or key) or header
+            names never scanned (a password field, a rich-text field).
+        threat_scan_budget: characters scanned per request at most (the rest
+            is let through unscanned and counted as ``scan_budget_exceeded``):
+            detection costs up to a few microseconds per character of hostile
+            input, so this bounds the CPU one request can buy. ``None``: no bound.
+        read_body: always read JSON and form bodies (so ``request.body`` is
+            set for :func:`validate` in handlers).
+        routes: per-route settings: ``{"POST /upload": {"max_body": "50 MB"},
+            "/api/*": {"threats": "block"}}``; keys are any of the above
+            except *schemas*, *sanitize*, the sanitizer's settings and *shadow*.
+        shadow: decide, log and count, but let every request through.
+    """
+
+    name: ClassVar[str] = "validation"
+    order: ClassVar[int] = ORDER["validation"]
+
+    def __init__(
+        self,
+        *,
+        max_body: int | str | None = DEFAULTS["max_body"],
+        max_url: int | None = DEFAULTS["max_url"],
+        max_headers: int | None = DEFAULTS["max_headers"],
+        max_header_bytes: int | str | None = DEFAULTS["max_header_bytes"],
+        max_query_params: int | None = DEFAULTS["max_query_params"],
+        methods: Sequence[str] | None = None,
+        content_types: Sequence[str] | None = None,
+        json: bool = True,
+        max_json_depth: int | None = DEFAULTS["max_json_depth"],
+        max_json_keys: int | None = DEFAULTS["max_json_keys"],
+        max_json_array: int | None = DEFAULTS["max_json_array"],
+        max_json_string: int | None = DEFAULTS["max_json_string"],
+        schemas: Mapping[str, Any] | None = None,
+        sanitize: Mapping[str, Sequence[str]] | None = None,
+        sanitize_query: Sequence[str] = (),
+        sanitizer: Literal["nh3", "bleach"] = "nh3",
+        allowed_tags: Sequence[str] | None = None,
+        allowed_attributes: Mapping[str, Sequence[str]] | None = None,
+        allowed_protocols: Sequence[str] | None = None,
+        threats: Literal["block", "monitor", "off"] | bool = "off",
+        threat_level: int = 1,
+        threat_headers: Sequence[str] = DEFAULTS["threat_headers"],
+        threat_body: bool = True,
+        threat_ignore_fields: Sequence[str] = (),
+        threat_scan_budget: int | None = DEFAULTS["threat_scan_budget"],
+        read_body: bool = False,
+        routes: Mapping[str, Mapping[str, Any]] | None = None,
+        shadow: bool = False,
+    ) -> None:
+        self._settings: dict[str, Any] = {
+            "max_body": max_body,
+            "max_url": max_url,
+            "max_headers": max_headers,
+            "max_header_bytes": max_header_bytes,
+            "max_query_params": max_query_params,
+            "methods": methods,
+            "content_types": content_types,
+            "json": json,
+            "max_json_depth": max_json_depth,
+            "max_json_keys": max_json_keys,
+            "max_json_array": max_json_array,
+            "max_json_string": max_json_string,
+            "threats": threats,
+            "threat_level": threat_level,
+            "threat_headers": threat_headers,
+            "threat_body": threat_body,
+            "threat_ignore_fields": threat_ignore_fields,
+            "threat_scan_budget": threat_scan_budget,
+            "sanitize_query": sanitize_query,
+            "read_body": read_body,
+        }
+        self.shadow = shadow
+        self.sanitizer = Sanitizer(
+            sanitizer, tags=allowed_tags, attributes=allowed_attributes, protocols=allowed_protocols
+        )
+        overrides = {k: check_overrides(k, v) for k, v in (routes or {}).items()}
+        compiled = compile_schemas(schemas or {})
+        fields: dict[str, tuple[str, ...]] = {}
+        for key, names in (sanitize or {}).items():
+            if isinstance(names, str):
+                names = [names]
+            fields[key] = tuple(str(n) for n in names)
+        keys = list(dict.fromkeys([*overrides, *compiled, *fields]))
+        # (rule, overrides, schema, sanitize fields), least specific first.
+        self._rules = sorted(
+            ((RouteRule(k), overrides.get(k, {}), compiled.get(k), fields.get(k)) for k in keys),
+            key=lambda item: item[0].specificity,
+        )
+        self._global = build_policy(self._settings, ())
+        for rule, over, schema, paths in self._rules:
+            # Fail at startup on a bad per-route value, naming the rule.
+            build_policy(self._settings, [(over, schema, paths)], f"routes[{rule.key!r}].")
+        self._cache: dict[tuple[str, str], Policy] = {}
+        self._counts: dict[str, int] = {}
+        self._rule_counts: dict[str, int] = {}
+        self._detections: dict[str, int] = {}
+        self._shadowed: dict[str, int] = {}
+        self.requests = 0
+        self.bodies_read = 0
+        self.bodies_rewritten = 0
+        self.budget_exceeded = 0
+
+    def __repr__(self) -> str:
+        g = self._global
+        return (
+            f"Validation(max_body={g.max_body}, max_url={g.max_url}, "
+            f"threats={g.threats!r}, routes={len(self._rules)}, shadow={self.shadow})"
+        )
+
+    # -- policy ---------------------------------------------------------------
+
+    def policy_for(self, method: str, path: str) -> Policy:
+        """The effective settings for a request with *method* and *path* (or route)."""
+        if not self._rules:
+            return self._global
+        key = (method, path)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        matching = [(o, s, f) for r, o, s, f in self._rules if r.matches(method, path)]
+        policy = build_policy(self._settings, matching) if matching else self._global
+        if len(self._cache) < CACHE_SIZE:
+            self._cache[key] = policy
+        return policy
+
+    # -- rejections and counts ---------------------------------------------------
+
+    def _reject(
+        self,
+        request: RequestView,
+        reason: str,
+        status: int,
+        problem_type: str,
+        title: str,
+        detail: str,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+        **extensions: Any,
+    ) -> Respond | None:
+        if self.shadow:
+            self._shadowed[reason] = self._shadowed.get(reason, 0) + 1
+            logger.info(
+                "seawall.validation.shadow_rejected",
+                reason=reason,
+                status=status,
+                request_id=request.request_id,
+            )
+            return None
+        self._counts[reason] = self._counts.get(reason, 0) + 1
+        logger.info(
+            "seawall.validation.rejected",
+            reason=reason,
+            status=status,
+            method=request.method,
+            request_id=request.request_id,
+        )
+        return Respond.problem(
+            status,
+            problem_type,
+            title,
+            detail,
+            headers=headers,
+            request_id=request.request_id,
+            **extensions,
+        )
+
+    def _threat(
+        self, request: RequestView, policy: Policy, found: dict[str, set[str]]
+    ) -> Respond | None:
+        rules = sorted({r for ids in found.values() for r in ids})
+        places = sorted(found)
+        if policy.threats == "monitor":
+            for rule in rules:
+                self._detections[rule] = self._detections.get(rule, 0) + 1
+            logger.warning(
+                "seawall.validation.threat",
+                mode="monitor",
+                rules=rules,
+                places=places,
+                request_id=request.request_id,
+            )
+            return None
+        for rule in rules:
+            self._rule_counts[rule] = self._rule_counts.get(rule, 0) + 1
+        logger.warning(
+            "seawall.validation.threat",
+            mode="block" if not self.shadow else "shadow",
+            rules=rules,
+            places=places,
+            request_id=request.request_id,
+        )
+        return self._reject(
+            request,
+            "threat",
+            403,
+            "abnormal-usage-detected",
+            "Forbidden",
+            "The request matched threat detection rules and was refused.",
+            rules=rules,
+        )
+
+    # -- the hook ---------------------------------------------------------------
+
+    def on_request(self, request: RequestView) -> Any:
+        """Run the cheap checks; return a body flow if a check needs the body."""
+        self.requests += 1
+        policy = self.policy_for(request.method, request.route or request.path)
+        if policy.methods is not None and request.method not in policy.methods:
+            return self._reject(
+                request,
+                "method_not_allowed",
+                405,
+                "method-not-allowed",
+                "Method Not Allowed",
+                "This method is not allowed here.",
+                headers=[("Allow", policy.allow)],
+                allowed=sorted(policy.methods),
+            )
+        query = request.query_string
+        if policy.max_url is not None and len(request.target) > policy.max_url:
+            return self._reject(
+                request,
+                "uri_too_long",
+                414,
+                "uri-too-long",
+                "URI Too Long",
+                f"The URL is longer than {policy.max_url} characters.",
+                max_url=policy.max_url,
+            )
+        if policy.max_headers is not None and request.header_count > policy.max_headers:
+            return self._reject(
+                request,
+                "too_many_headers",
+                431,
+                "request-header-fields-too-large",
+                "Request Header Fields Too Large",
+                f"The request has more than {policy.max_headers} header lines.",
+                max_headers=policy.max_headers,
+            )
+        headers = request.headers
+        if policy.max_header_bytes is not None:
+            size = 0
+            for hname, values in headers.items():
+                for value in values:
+                    size += len(hname) + len(value)
+            if size > policy.max_header_bytes:
+                return self._reject(
+                    request,
+                    "headers_too_large",
+                    431,
+                    "request-header-fields-too-large",
+                    "Request Header Fields Too Large",
+                    f"The request headers are larger than {policy.max_header_bytes} bytes.",
+                    max_header_bytes=policy.max_header_bytes,
+                )
+        limit = policy.max_query_params
+        if query and limit is not None and query.count("&") >= limit:
+            count = sum(1 for part in query.split("&") if part)
+            if count > limit:
+                return self._reject(
+                    request,
+                    "too_many_query_params",
+                    400,
+                    "too-many-parameters",
+                    "Bad Request",
+                    f"The query has more than {limit} parameters.",
+                    max_query_params=limit,
+                )
+        # What the headers say of the body. Content-Length is believed only to
+        # refuse early: the body itself is always counted.
+        raw_length = headers.get("content-length")
+        length: int | None = None
+        if raw_length:
+            text = raw_length[0].strip()
+            if not text.isdigit() or len(raw_length) > 1:
+                return self._reject(
+                    request,
+                    "invalid_content_length",
+                    400,
+                    "invalid-content-length",
+                    "Bad Request",
+                    "The Content-Length header is not a single whole number.",
+                )
+            length = int(text)
+        has_body = (length is not None and length > 0) or "transfer-encoding" in headers
+        media = ""
+        if has_body:
+            ctype = headers.get("content-type")
+            media = ctype[0].split(";", 1)[0].strip().lower() if ctype else ""
+            if policy.content_types is not None and not _media_allowed(media, policy.content_types):
+                return self._reject(
+                    request,
+                    "unsupported_media_type",
+                    415,
+                    "unsupported-media-type",
+                    "Unsupported Media Type",
+                    "The body's content type is not accepted here.",
+                    accepted=list(policy.content_types),
+                )
+            if policy.max_body is not None and length is not None and length > policy.max_body:
+                return self._body_too_large(request, policy.max_body)
+        if policy.detector is not None:
+            found = self._scan_request(request, policy, [policy.threat_budget])
+            if found:
+                answer = self._threat(request, policy, found)
+                if answer is not None:
+                    return answer
+        if policy.sanitize_query and query:
+            self._sanitize_query(request, policy)
+        kind = _body_kind(media) if has_body else None
+        if kind is not None and policy.wants_body:
+            return self._body_flow(request, policy, kind)
+        if policy.max_body is not None and (
+            has_body or (length is None and request.method not in _BODILESS)
+        ):
+            # Counted by the driver as the app reads; HTTP/2 may send a body
+            # without Content-Length, so only a bodiless method is trusted.
+            request.max_body = policy.max_body
+        return None
+
+    def _body_too_large(self, request: RequestView, limit: int) -> Respond | None:
+        return self._reject(
+            request,
+            "body_too_large",
+            413,
+            "body-too-large",
+            "Content Too Large",
+            f"The request body is larger than {limit} bytes.",
+            max_body=limit,
+        )
+
+    def _scan_request(
+        self, request: RequestView, policy: Policy, budget: list[int]
+    ) -> dict[str, set[str]]:
+        ignore = policy.threat_ignore
+        found: dict[str, set[str]] = {}
+        ids = self._scan(policy, request.path, budget)
+        if ids:
+            found["path"] = set(ids)
+        query = request.query_string
+        if query:
+            # Raw (still percent-encoded) pieces: the detector decodes them
+            # itself, including overlong UTF-8 that a strict decoder would turn
+            # into replacement characters and so hide.
+            for part in query.split("&"):
+                if not part:
+                    continue
+                qname, _, value = part.partition("=")
+                if ignore and unquote_plus(qname) in ignore:
+                    continue
+                ids = self._scan(policy, qname, budget) + self._scan(policy, value, budget)
+                if ids:
+                    where = safe_loc(unquote_plus(qname))
+                    found.setdefault(f"query:{where}", set()).update(ids)
+        for hname in policy.threat_headers:
+            if hname in ignore:
+                continue
+            for value in request.header_list(hname):
+                ids = self._scan(policy, value, budget)
+                if ids:
+                    found.setdefault(f"header:{hname}", set()).update(ids)
+        return found
+
+    def _scan(self, policy: Policy, value: str, budget: list[int]) -> tuple[str, ...]:
+        """Scan *value* within what is left of the request's budget (``budget[0]``)."""
+        left = budget[0]
+        if left <= 0 or len(value) > left:
+            if left >= 0 and value:
+                self.budget_exceeded += 1  # once per request: -1 marks it counted
+                budget[0] = -1
+            if left <= 0:
+                return ()
+            value = value[:left]
+        else:
+            budget[0] = left - len(value)
+        assert policy.detector is not None
+        return policy.detector.scan(value)
+
+    def _sanitize_query(self, request: RequestView, policy: Policy) -> None:
+        pairs = parse_qsl(request.query_string, keep_blank_values=True)
+        changed = False
+        out = []
+        for qname, value in pairs:
+            if qname in policy.sanitize_query:
+                clean = self.sanitizer(value)
+                changed = changed or clean != value
+                value = clean
+            out.append((qname, value))
+        if not changed:
+            return
+        query = urlencode(out)
+        # The request view is read-only; the query lives in the scope/environ
+        # the app reads (both are mutable mappings owned by this request).
+        raw = cast("dict[str, Any]", request.raw)
+        if request.interface == "asgi":
+            raw["query_string"] = query.encode("latin-1")
+        else:
+            raw["QUERY_STRING"] = query
+        request.query_string = query
+
+    def _body_flow(self, request: RequestView, policy: Policy, kind: str) -> Any:
+        limit = policy.max_body if policy.max_body is not None else READ_CAP
+        body = yield ReadBody(limit)
+        if body is None:
+            return self._body_too_large(request, limit)
+        self.bodies_read += 1
+        form_pairs: list[tuple[str, str]] | None = None
+        if kind == _JSON:
+            doc, error = parse_json(body)
+            if error is not None:
+                return self._reject(
+                    request,
+                    "malformed_json",
+                    400,
+                    "malformed-json",
+                    "Bad Request",
+                    "The body is not valid JSON.",
+                    errors=[error],
+                )
+            if policy.json:
+                error = check_structure(body, doc, policy.json_limits)
+                if error is not None:
+                    return self._reject(
+                        request,
+                        "json_limits",
+                        422,
+                        "json-limits-exceeded",
+                        "Unprocessable Content",
+                        "The JSON body exceeds a structure limit.",
+                        errors=[error],
+                    )
+        else:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                text = body.decode("latin-1")
+            max_fields = policy.max_query_params
+            try:
+                form_pairs = parse_qsl(
+                    text,
+                    keep_blank_values=True,
+                    max_num_fields=max_fields,
+                )
+            except ValueError:
+                return self._reject(
+                    request,
+                    "too_many_form_fields",
+                    400,
+                    "too-many-parameters",
+                    "Bad Request",
+                    f"The form has more than {max_fields} fields.",
+                    max_query_params=max_fields,
+                )
+            doc = {}
+            for fname, value in form_pairs:
+                if fname in doc:
+                    prior = doc[fname]
+                    doc[fname] = [*prior, value] if isinstance(prior, list) else [prior, value]
+                else:
+                    doc[fname] = value
+        if policy.schema is not None:
+            errors = policy.schema(doc)
+            if errors:
+                return self._reject(
+                    request,
+                    "schema",
+                    422,
+                    "validation-failed",
+                    "Unprocessable Content",
+                    "The body does not match the expected schema.",
+                    errors=errors,
+                )
+        if policy.detector is not None and policy.threat_body:
+            # The body gets a budget of its own: the request part used little.
+            budget = [policy.threat_budget]
+            found: dict[str, set[str]] = {}
+            for path, value in iter_strings(doc, policy.threat_ignore):
+                ids = self._scan(policy, value, budget)
+                if ids:
+                    where = ".".join(str(safe_loc(p)) for p in path.split(".")) if path else ""
+                    found.setdefault(f"body:{where}", set()).update(ids)
+            if found:
+                answer = self._threat(request, policy, found)
+                if answer is not None:
+                    return answer
+        if policy.sanitize_fields:
+            new_body = self._sanitize_body(doc, form_pairs, policy)
+            if new_body is not None:
+                self.bodies_rewritten += 1
+                yield ReplaceBody(new_body)
+        return None
+
+    def _sanitize_body(
+        self, doc: Any, form_pairs: list[tuple[str, str]] | None, policy: Policy
+    ) -> bytes | None:
+        if form_pairs is None:
+            doc, changed = apply_to_fields(doc, policy.sanitize_fields, self.sanitizer)
+            if not changed:
+                return None
+            return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        names = {p[0] for p in policy.sanitize_fields if p}
+        changed = False
+        out = []
+        for fname, value in form_pairs:
+            if fname in names or "*" in names:
+                clean = self.sanitizer(value)
+                changed = changed or clean != value
+                value = clean
+            out.append((fname, value))
+        return urlencode(out).encode("ascii") if changed else None
+
+    # -- stats ------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Requests checked, rejections by reason and by threat rule, monitor detections."""
+        return {
+            "requests": self.requests,
+            "rejected": sum(self._counts.values()),
+            "rejected_by_reason": dict(self._counts),
+            "rejected_by_rule": dict(self._rule_counts),
+            "detections": dict(self._detections),
+            "shadow_rejections": dict(self._shadowed),
+            "bodies_read": self.bodies_read,
+            "bodies_rewritten": self.bodies_rewritten,
+            "scan_budget_exceeded": self.budget_exceeded,
+        }
+
+    def reset(self) -> None:
+        """Forget every count (for tests)."""
+        self._counts.clear()
+        self._rule_counts.clear()
+        self._detections.clear()
+        self._shadowed.clear()
+        self.requests = 0
+        self.bodies_read = 0
+        self.bodies_rewritten = 0
+        self.budget_exceeded = 0
+
+
+# -- handler level -------------------------------------------------------------
+
+
+def _frame_body(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes | None:
+    """The body from a framework request among the handler's arguments, if one is there."""
+    for arg in (*args, *kwargs.values()):
+        body = getattr(arg, "body", None)
+        if isinstance(body, bytes):  # Django's HttpRequest
+            return body
+    flask = sys.modules.get("flask")
+    if flask is not None and flask.has_request_context():
+        data = flask.request.get_data(cache=True)
+        return data if isinstance(data, bytes) else None
+    return None
+
+
+async def _aframe_body(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes | None:
+    for arg in (*args, *kwargs.values()):
+        body = getattr(arg, "body", None)
+        if body is not None and inspect.iscoroutinefunction(body):  # Starlette's Request
+            data = await body()
+            return data if isinstance(data, bytes) else None
+    return _frame_body(args, kwargs)
+
+
+def validate(
+    schema: Any = None,
+    *,
+    sanitize: Sequence[str] = (),
+    into: str | None = None,
+    sanitizer: Sanitizer | None = None,
+    max_json_depth: int | None = DEFAULTS["max_json_depth"],
+) -> Callable[[F], F]:
+    """Validate (and clean) a handler's JSON or form body; raise 422 when it does not fit.
+
+    Works on sync and async handlers. The body comes from
+    ``seawall.current_request().body`` (set once a :class:`Validation` layer
+    read it: give the route a schema, a sanitize rule or ``read_body=True``),
+    else from a framework request among the handler's arguments (Django's
+    ``request.body``, Starlette's ``await request.body()``) or Flask's
+    ``request.get_data()``.
+
+    Args:
+        schema: a JSON Schema dict, a pydantic model or a callable (see
+            :class:`Validation`); ``None``: only parse and sanitize.
+        sanitize: fields to clean of HTML (dotted paths, ``*`` for any key or item).
+        into: pass the parsed (and cleaned) body to the handler as this
+            keyword argument (a pydantic model instance when *schema* is one).
+        sanitizer: the :class:`~seawall.sanitize.Sanitizer` to use (default: nh3).
+        max_json_depth: nesting limit of the JSON body.
+
+    Raises:
+        ValidationFailed: 400 for a malformed body, 422 for one that does not fit.
+    """
+    check = compile_schema(schema, where="validate(schema)") if schema is not None else None
+    paths = tuple(tuple(p for p in f.split(".") if p) for f in sanitize)
+    clean = sanitizer or (Sanitizer() if paths else None)
+    limits = JsonLimits(max_json_depth, None, None, None)
+    is_model = isinstance(schema, type) and hasattr(schema, "model_validate")
+
+    def process(body: bytes | None) -> Any:
+        if body is None:
+            msg = (
+                "validate(): no request body available; let a Validation layer read it "
+                "(read_body=True) or take the framework's request as an argument"
+            )
+            raise ConfigurationError(msg)
+        view = current_request()
+        ctype = (view.header("content-type") if view is not None else None) or ""
+        if _body_kind(ctype.split(";", 1)[0].strip().lower()) == _FORM:
+            doc: Any = {}
+            for fname, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+                doc[fname] = value
+        else:
+            doc, error = parse_json(body or b"null")
+            if error is not None:
+                raise ValidationFailed(
+                    "The body is not valid JSON.",
+                    status=400,
+                    problem_type="malformed-json",
+                    errors=[error],
+                )
+            error = check_structure(body, doc, limits)
+            if error is not None:
+                raise ValidationFailed(
+                    "The JSON body exceeds a structure limit.",
+                    status=422,
+                    problem_type="json-limits-exceeded",
+                    title="Unprocessable Content",
+                    errors=[error],
+                )
+        if check is not None:
+            errors = check(doc)
+            if errors:
+                raise ValidationFailed(
+                    "The body does not match the expected schema.",
+                    status=422,
+                    problem_type="validation-failed",
+                    title="Unprocessable Content",
+                    errors=errors,
+                )
+        if paths and clean is not None:
+            doc, _ = apply_to_fields(doc, paths, clean)
+        if is_model:
+            return schema.model_validate(doc)
+        return doc
+
+    def decorator(fn: F) -> F:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                view = current_request()
+                body = view.body if view is not None and view.body is not None else None
+                if body is None:
+                    body = await _aframe_body(args, kwargs)
+                doc = process(body)
+                if into is not None:
+                    kwargs[into] = doc
+                return await fn(*args, **kwargs)
+
+            return cast("F", async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            view = current_request()
+            body = view.body if view is not None and view.body is not None else None
+            if body is None:
+                body = _frame_body(args, kwargs)
+            doc = process(body)
+            if into is not None:
+                kwargs[into] = doc
+            return fn(*args, **kwargs)
+
+        return cast("F", wrapper)
+
+    return decorator
