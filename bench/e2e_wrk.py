@@ -1,0 +1,233 @@
+"""
+End to end: uvicorn (1 worker) on 127.0.0.1 serving the same Starlette app
+bare, under seawall's recommended stack, and under slowapi's decorator, each
+driven by wrk for a bounded run; prints requests/s, p99 and the ratio to bare.
+
+    python bench/e2e_wrk.py [--seconds 10] [--connections 32] [--rounds 1]
+
+Needs ``wrk`` (Debian: ``apt-get install -y wrk``). The apps are defined
+here; uvicorn imports them from this file.
+
+Target (issue 6): the recommended stack keeps at least 0.85x of bare
+throughput (for scale: slowapi's decorator keeps about 0.67x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+HIGH = "1000000/minute"
+
+
+# -- the apps (imported by uvicorn) ---------------------------------------------
+
+
+def _starlette(endpoint: Any = None, middleware: list[Any] | None = None) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def item(request: Any) -> JSONResponse:
+        return JSONResponse({"id": int(request.path_params["item_id"])})
+
+    return Starlette(
+        routes=[Route("/items/{item_id:int}", endpoint or item)], middleware=middleware
+    )
+
+
+def _recommended() -> list[Any]:
+    from seawall import CircuitBreaker, ErrorCapture, RateLimit, Timing, Validation
+
+    return [Timing(), ErrorCapture(), RateLimit(HIGH), Validation(), CircuitBreaker()]
+
+
+def _build(name: str) -> Any:
+    if name == "bare":
+        return _starlette()
+    if name == "seawall":
+        from starlette.middleware import Middleware
+
+        from seawall.fastapi import SeawallMiddleware
+
+        return _starlette(middleware=[Middleware(SeawallMiddleware, layers=_recommended())])
+    if name == "slowapi":
+        from slowapi import Limiter
+        from slowapi.util import get_remote_address
+        from starlette.responses import JSONResponse
+
+        limiter = Limiter(key_func=get_remote_address)
+
+        @limiter.limit(HIGH)
+        async def item(request: Any) -> JSONResponse:
+            return JSONResponse({"id": int(request.path_params["item_id"])})
+
+        app = _starlette(endpoint=item)
+        app.state.limiter = limiter
+        return app
+    raise AttributeError(name)
+
+
+def __getattr__(name: str) -> Any:
+    # uvicorn e2e_wrk:bare / e2e_wrk:seawall / e2e_wrk:slowapi
+    if name in ("bare", "seawall", "slowapi"):
+        return _build(name)
+    raise AttributeError(name)
+
+
+# -- the driver ---------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(app: str, port: int) -> subprocess.Popen[bytes]:
+    cmd = [
+        str(Path(sys.executable).parent / "uvicorn"),
+        "--app-dir",
+        str(HERE),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        f"e2e_wrk:{app}",
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait(port: int, deadline: float) -> None:
+    import httpx
+
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/items/1", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    msg = "server did not start"
+    raise RuntimeError(msg)
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNITS[unit]
+
+
+def _run_wrk(port: int, seconds: int, connections: int, pid: int) -> tuple[float, float, float]:
+    """Run wrk; return requests/s, p99 ms and the server's CPU µs per request.
+
+    CPU time per request (from the server process's own counters) is what
+    load from other processes on a shared machine disturbs least.
+    """
+    import psutil
+
+    server = psutil.Process(pid)
+    before = server.cpu_times()
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            f"http://127.0.0.1:{port}/items/1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    ).stdout
+    after = server.cpu_times()
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    cpu = (after.user + after.system - before.user - before.system) / max(total, 1) * 1e6
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    if "Non-2xx" in out:
+        msg = f"non-2xx answers during the run:\n{out}"
+        raise RuntimeError(msg)
+    return rps, p99, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved runs per app")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
+    print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}")
+    apps = ("bare", "seawall", "slowapi")
+    results: dict[str, list[tuple[float, float, float]]] = {app: [] for app in apps}
+    for _ in range(args.rounds):
+        for app in apps:
+            port = _free_port()
+            proc = _serve(app, port)
+            try:
+                _wait(port, time.monotonic() + 60)
+                # A short warm-up so imports and first-request work are not measured.
+                _run_wrk(port, 1, args.connections, proc.pid)
+                results[app].append(_run_wrk(port, args.seconds, args.connections, proc.pid))
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def med(app: str, i: int) -> float:
+        return statistics.median(r[i] for r in results[app])
+
+    bare_rps, bare_cpu = med("bare", 0), med("bare", 2)
+    print(
+        f"\nuvicorn, 1 worker, wrk -t1 -c{args.connections} -d{args.seconds}s "
+        f"(median of {args.rounds} run(s))"
+    )
+    print(
+        f"  {'app':<34} {'req/s':>9} {'p99 ms':>8} {'vs bare':>8} "
+        f"{'CPU µs/req':>11} {'capacity':>9}"
+    )
+    labels = {
+        "bare": "bare Starlette",
+        "seawall": "+ seawall recommended stack",
+        "slowapi": "+ slowapi @limiter.limit",
+    }
+    for app in apps:
+        rps, p99, cpu = med(app, 0), med(app, 1), med(app, 2)
+        print(
+            f"  {labels[app]:<34} {rps:>9.0f} {p99:>8.2f} {rps / bare_rps:>7.2f}x "
+            f"{cpu:>11.1f} {bare_cpu / cpu:>8.2f}x"
+        )
+    ratio = med("seawall", 0) / bare_rps
+    capacity = bare_cpu / med("seawall", 2)
+    print(
+        f"\nseawall keeps {ratio:.2f}x of bare throughput measured, {capacity:.2f}x by server "
+        "CPU per request (target >= 0.85x; capacity is the figure to trust on a busy machine)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Framework adapters: thin native faces over the same engine.
+
+- :mod:`seawall.contrib.flask` (``from seawall.flask import Seawall``)
+- :mod:`seawall.contrib.django` (``seawall.django.SeawallMiddleware``)
+- :mod:`seawall.contrib.fastapi` (``from seawall.fastapi import SeawallMiddleware, limit``)
+
+Each imports its framework itself; this module imports none, and holds the
+few helpers the three share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from seawall._app import Seawall
+from seawall._core.stack import Stack
+from seawall.handlers import exempt_layers
+
+__all__ = ["exempt_twin", "settings_kwargs"]
+
+_W = TypeVar("_W", bound=Seawall)
+
+
+def settings_kwargs(
+    settings: Mapping[str, Any] | None,
+    *,
+    layers: Any = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Turn framework settings (the :func:`seawall.config.load_config` schema) into kwargs.
+
+    *layers*, when given, are layer objects used as they are; the settings
+    then hold only the top-level keys (``trusted_proxies``, ...).
+    ``SEAWALL_*`` environment variables override the settings, as everywhere.
+    """
+    from seawall.config import load_config
+
+    kwargs = load_config(dict(settings or {}), env=env)
+    if layers is not None:
+        kwargs["layers"] = list(layers)
+    return kwargs
+
+
+def exempt_twin(wall: _W) -> _W | None:
+    """A copy of *wall* running only the layers exempt handlers get; ``None`` if no layer differs.
+
+    The copy shares the app, the client resolver, the request ids and the
+    layer objects (so statistics are shared), only its stack is smaller.
+    """
+    kept = exempt_layers(wall.stack.layers)
+    if len(kept) == len(wall.stack.layers):
+        return None
+    # Not copy.copy: Seawall.__new__ needs the app to pick the driver class.
+    twin = object.__new__(type(wall))
+    twin.__dict__.update(wall.__dict__)
+    twin.stack = Stack(kept, order="as given", on_layer_error=wall.stack.on_layer_error)
+    return twin

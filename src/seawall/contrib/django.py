@@ -1,0 +1,620 @@
+"""Django: one middleware, sync and async, over the same engine as the drivers.
+
+::
+
+    # settings.py
+    MIDDLEWARE = ["seawall.django.SeawallMiddleware", ...]   # first, or near it
+    SEAWALL = {"timing": True, "error_capture": True, "rate_limit": "100/minute"}
+
+    # views.py
+    from seawall.django import limit
+
+    @limit("5/minute")
+    async def login(request): ...
+
+Theory of operation:
+
+1. Django builds the middleware once per handler and tells it whether the
+   next handler is async. The instance then runs in that mode only
+   (``markcoroutinefunction`` when async), so neither a WSGI nor an ASGI
+   deployment pays a sync/async switch.
+2. ``SEAWALL`` is read and validated when the middleware is built (the
+   first request, or ``get_wsgi_application()``/``get_asgi_application()``):
+   a bad key raises ``ImproperlyConfigured`` naming it.
+3. The request phase is the drivers' own: a :class:`~seawall.RequestView`
+   built from the ASGI scope (ASGI deployments) or ``request.META`` (WSGI),
+   then ``run_request``/``arun_request`` over the stack. A :class:`Respond`
+   becomes an ``HttpResponse``; otherwise the view runs with the request
+   bound (``seawall.current_request()``, ``request_id`` in every structlog
+   line). Body effects read ``request.body`` (Django has buffered it).
+4. View exceptions reach ``process_exception``: Django's own (``Http404``,
+   ``PermissionDenied``, ``SuspiciousOperation``, ``BadRequest``) are left to
+   Django; a ``Rejected`` becomes its problem+json; anything else goes to the
+   layers (ErrorCapture answers the problem+json 500).
+5. The layers' header edits apply to the response on the way out; the
+   outcome (with ``request.resolver_match.route`` as the route) is given to
+   ``on_complete`` when the response is built, or when a streaming response
+   is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import sys
+import weakref
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any, Literal, TypeVar
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings  # type: ignore[import-untyped]
+from django.core.exceptions import (  # type: ignore[import-untyped]
+    BadRequest,
+    ImproperlyConfigured,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+)
+from django.http import (  # type: ignore[import-untyped]
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+)
+from django.http.multipartparser import MultiPartParserError  # type: ignore[import-untyped]
+
+from seawall._app import Seawall
+from seawall._core.decisions import ReadBody, ReplaceBody, Respond
+from seawall._core.layer import Outcome, ResponseHead
+from seawall._core.request import RequestView
+from seawall._log import bind_request, current_request, unbind_request
+from seawall._run import arun_request, run_request
+from seawall.asgi import BodyTooLarge
+from seawall.contrib import exempt_twin, settings_kwargs
+from seawall.exceptions import ConfigurationError, Rejected, RequestTimeout
+from seawall.handlers import exempt, is_exempt
+
+__all__ = [
+    "DjangoWall",
+    "SeawallMiddleware",
+    "breaker",
+    "exempt",
+    "get_wall",
+    "limit",
+    "validate",
+]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_DJANGO_OWN = (Http404, PermissionDenied, SuspiciousOperation, BadRequest, MultiPartParserError)
+_STATE = "_seawall"
+
+
+class DjangoWall(Seawall):
+    """The engine state of one :class:`SeawallMiddleware`: stack, client resolver, ids.
+
+    Not callable as an app: the middleware drives it.
+    """
+
+    def __init__(self, app: Any, interface: Literal["asgi", "wsgi"], **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.interface = interface
+
+
+def _settings() -> dict[str, Any]:
+    data = getattr(settings, "SEAWALL", None)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        msg = f"SEAWALL: expected a dict of settings, got {type(data).__name__}"
+        raise ImproperlyConfigured(msg)
+    return dict(data)
+
+
+def build_wall(get_response: Any, interface: Literal["asgi", "wsgi"]) -> DjangoWall:
+    """Build the wall from ``settings.SEAWALL``; raise ``ImproperlyConfigured`` naming a bad key."""
+    data = _settings()
+    layers = data.pop("layers", None)
+    data.pop("interface", None)
+    try:
+        return DjangoWall(get_response, interface, **settings_kwargs(data, layers=layers))
+    except ConfigurationError as exc:
+        msg = f"SEAWALL: {exc}"
+        raise ImproperlyConfigured(msg) from None
+
+
+_last_wall: weakref.ref[DjangoWall] | None = None
+
+
+def get_wall() -> DjangoWall:
+    """The wall of the most recently built :class:`SeawallMiddleware`.
+
+    Django builds the middleware once per handler (once per process in
+    production; once per test client in tests), so this is the process's
+    wall: ``get_wall().stats()``, or ``seawall.testing.override(get_wall(), ...)``.
+
+    Raises:
+        LookupError: no ``SeawallMiddleware`` was built yet.
+    """
+    wall = None if _last_wall is None else _last_wall()
+    if wall is None:
+        msg = "no SeawallMiddleware built yet: is it in settings.MIDDLEWARE?"
+        raise LookupError(msg)
+    return wall
+
+
+class _State:
+    """One request's bookkeeping, kept on the request for ``process_exception``."""
+
+    __slots__ = (
+        "depth",
+        "exception",
+        "finished",
+        "responded_by",
+        "status",
+        "timed_out",
+        "tokens",
+        "ttfb",
+        "view",
+        "wall",
+    )
+
+    def __init__(self, wall: Seawall, view: RequestView) -> None:
+        self.wall = wall
+        self.view = view
+        self.depth = wall.stack.all_depth
+        self.exception: BaseException | None = None
+        self.responded_by: str | None = None
+        self.status: int | None = None
+        self.ttfb: float | None = None
+        self.timed_out = False
+        self.finished = False
+        self.tokens: Any = None
+
+
+def _get_header(response: HttpResponseBase, lname: str) -> str | None:
+    value = response.headers.get(lname)
+    return None if value is None else str(value)
+
+
+def _to_response(respond: Respond) -> HttpResponse:
+    response = HttpResponse(respond.body, status=respond.status, content_type=respond.content_type)
+    for name, value in respond.headers:
+        response.headers[name] = value
+    return response
+
+
+def _read_body(request: HttpRequest, view: RequestView, limit: int) -> bytes | None:
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        length = -1
+    if length > limit:
+        return None
+    try:
+        data: bytes = request.body  # Django buffers it and replays it to request.read()
+    except RequestDataTooBig:
+        return None
+    if len(data) > limit:
+        return None
+    view.body = data
+    return data
+
+
+def _replace_body(request: HttpRequest, view: RequestView, effect: ReplaceBody) -> None:
+    body = effect.body
+    request._body = body
+    request._stream = io.BytesIO(body)
+    request._read_started = False
+    for attr in ("_post", "_files"):
+        if hasattr(request, attr):
+            delattr(request, attr)
+    request.META["CONTENT_LENGTH"] = str(len(body))
+    if effect.content_type:
+        request.META["CONTENT_TYPE"] = effect.content_type
+        request.content_type = effect.content_type.split(";", 1)[0].strip()
+    view.body = body
+
+
+class _CountingStream:
+    """``request._stream`` that stops the view with a 413 past *limit* bytes."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._seen = 0
+
+    def _count(self, data: bytes) -> bytes:
+        self._seen += len(data)
+        if self._seen > self._limit:
+            raise BodyTooLarge(self._limit)
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._limit - self._seen + 1
+        return self._count(self._stream.read(size))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._limit - self._seen + 1
+        return self._count(self._stream.readline(size))
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+
+class SeawallMiddleware:
+    """The seawall layers as Django middleware, sync- and async-capable.
+
+    Add it to ``MIDDLEWARE`` (first, so it sees every request and its
+    timing covers the other middleware) and configure it with a ``SEAWALL``
+    dict in the :func:`seawall.config.load_config` schema, or
+    ``SEAWALL = {"layers": [...]}`` with layer objects.
+
+    Raises:
+        django.core.exceptions.ImproperlyConfigured: ``SEAWALL`` has an
+            unknown or ill-typed key (the message names it).
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            # Django then calls us with await: no thread hop on either side.
+            markcoroutinefunction(self)
+        self.wall = build_wall(get_response, "asgi" if self.async_mode else "wsgi")
+        global _last_wall
+        _last_wall = weakref.ref(self.wall)
+        self._exempt_wall = exempt_twin(self.wall)
+        self._exempt_views: dict[Any, bool] = {}
+
+    def __repr__(self) -> str:
+        mode = "async" if self.async_mode else "sync"
+        return f"<seawall.django.SeawallMiddleware {mode} {self.wall!r}>"
+
+    # -- shared steps ----------------------------------------------------------
+
+    def _pick(self, request: HttpRequest) -> Seawall:
+        twin = self._exempt_wall
+        if twin is None:
+            return self.wall
+        from django.urls import (  # type: ignore[import-untyped]
+            Resolver404,
+            get_resolver,
+            get_urlconf,
+            resolve,
+        )
+
+        urlconf = getattr(request, "urlconf", None) or get_urlconf()
+        has = self._exempt_views.get(urlconf)
+        if has is None:
+            # Only URLconfs with an exempt view pay for resolving early.
+            has = _any_exempt(get_resolver(urlconf).url_patterns)
+            self._exempt_views[urlconf] = has
+        if not has:
+            return self.wall
+        try:
+            match = resolve(request.path_info, urlconf)
+        except Resolver404:
+            return self.wall
+        return twin if is_exempt(match.func) else self.wall
+
+    def _begin(self, request: HttpRequest, wall: Seawall) -> _State:
+        started = perf_counter()
+        # META has the same keys under WSGI and ASGI (Django fills it from the
+        # scope), and is well-formed even where a test client's scope is not.
+        view = RequestView.from_wsgi(request.META, resolver=wall.resolver, started=started)
+        view.interface = wall.interface
+        rid = wall.ids.accept(request.META.get(wall._rid_environ))
+        view.request_id = rid
+        request.META["seawall.request_id"] = rid
+        state = _State(wall, view)
+        setattr(request, _STATE, state)
+        state.tokens = bind_request(view)
+        return state
+
+    def _body_io(self, request: HttpRequest, view: RequestView) -> Callable[[Any], Any]:
+        def body_io(effect: Any) -> Any:
+            if isinstance(effect, ReadBody):
+                return _read_body(request, view, effect.limit)
+            if isinstance(effect, ReplaceBody):
+                _replace_body(request, view, effect)
+                return None
+            raise TypeError(type(effect).__name__)  # pragma: no cover
+
+        return body_io
+
+    def _admit(self, request: HttpRequest, state: _State) -> HttpResponse | None:
+        """Arm the body limit a layer asked for; answer 413 now if Content-Length says so."""
+        view = state.view
+        view.admitted = perf_counter()
+        limit = view.max_body
+        if limit is None or view.body is not None:
+            return None
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            length = -1
+        if length > limit:
+            exc = BodyTooLarge(limit)
+            state.exception = exc
+            return self._rejection(request, state, exc)
+        stream = getattr(request, "_stream", None)
+        if stream is not None:
+            request._stream = _CountingStream(stream, limit)
+        return None
+
+    @staticmethod
+    def _rejection(request: HttpRequest, state: _State, exc: Rejected) -> HttpResponse:
+        return _to_response(
+            Respond.from_rejection(exc, instance=state.view.path, request_id=state.view.request_id)
+        )
+
+    def _finish_head(self, state: _State, response: HttpResponseBase) -> None:
+        wall = state.wall
+        view = state.view
+        head = ResponseHead(response.status_code, response, _get_header)
+        if view.response_headers:
+            head.extend(view.response_headers)
+        wall.stack.on_response(view, head, state.depth)
+        head.set(wall._rid_header, view.request_id)
+        headers = response.headers
+        for name in head.removed:
+            if name in headers:
+                del headers[name]
+        for name, value in head.added:
+            # Django keeps one value per header name: extra lines fold into a list.
+            old = headers.get(name)
+            headers[name] = value if old is None else f"{old}, {value}"
+        state.status = response.status_code
+        state.ttfb = perf_counter()
+
+    def _complete(self, request: HttpRequest, state: _State, response: Any) -> None:
+        if response is not None and getattr(response, "streaming", False):
+            # The real end of a streaming response is its close() (WSGI and ASGI).
+            response._resource_closers.append(lambda: self._finish(request, state))
+        else:
+            self._finish(request, state)
+
+    def _finish(self, request: HttpRequest, state: _State) -> None:
+        if state.finished:
+            return
+        state.finished = True
+        view = state.view
+        match = getattr(request, "resolver_match", None)
+        route = getattr(match, "route", None)
+        if route:
+            view.route = route if route.startswith("/") else "/" + route
+        now = perf_counter()
+        deadline = view.deadline
+        outcome = Outcome(
+            state.status,
+            state.exception,
+            now - view.started,
+            None if state.ttfb is None else state.ttfb - view.started,
+            view.route or view.path,
+            state.responded_by,
+            False,
+            state.timed_out or (deadline is not None and now - view.admitted > deadline),
+            view.route is not None,
+        )
+        state.wall.stack.on_complete(view, outcome, state.depth)
+
+    # -- sync ------------------------------------------------------------------
+
+    def __call__(self, request: HttpRequest) -> Any:
+        """Serve one request (a coroutine when the middleware is in async mode)."""
+        if self.async_mode:
+            return self._acall(request)
+        wall = self._pick(request)
+        stack = wall.stack
+        state = self._begin(request, wall)
+        view = state.view
+        response: Any = None
+        try:
+            respond, depth = run_request(stack, view, self._body_io(request, view))
+            state.depth = depth
+            if respond is not None:
+                state.responded_by = stack.names[depth]
+                response = _to_response(respond)
+            else:
+                response = self._admit(request, state) or self.get_response(request)
+            self._finish_head(state, response)
+        except BaseException as exc:
+            state.exception = state.exception or exc
+            response = None
+            raise
+        finally:
+            try:
+                self._complete(request, state, response)
+            finally:
+                unbind_request(state.tokens)
+        return response
+
+    # -- async -----------------------------------------------------------------
+
+    async def _acall(self, request: HttpRequest) -> Any:
+        wall = self._pick(request)
+        stack = wall.stack
+        state = self._begin(request, wall)
+        view = state.view
+        response: Any = None
+        sync_io = self._body_io(request, view)
+
+        async def body_io(effect: Any) -> Any:
+            # Django's ASGI handler has spooled the body already: no await needed.
+            return sync_io(effect)
+
+        try:
+            respond, depth = await arun_request(stack, view, body_io)
+            state.depth = depth
+            if respond is not None:
+                state.responded_by = stack.names[depth]
+                response = _to_response(respond)
+            else:
+                response = self._admit(request, state)
+                if response is None:
+                    if view.deadline is None:
+                        response = await self.get_response(request)
+                    else:
+                        response = await self._with_deadline(request, state, view.deadline)
+            self._finish_head(state, response)
+        except BaseException as exc:
+            state.exception = state.exception or exc
+            response = None
+            raise
+        finally:
+            try:
+                self._complete(request, state, response)
+            finally:
+                unbind_request(state.tokens)
+        return response
+
+    async def _with_deadline(self, request: HttpRequest, state: _State, seconds: float) -> Any:
+        try:
+            if sys.version_info >= (3, 11):
+                async with asyncio.timeout(seconds):
+                    return await self.get_response(request)
+            return await asyncio.wait_for(self.get_response(request), seconds)  # pragma: no cover
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            state.timed_out = True
+            state.exception = exc
+            return self._rejection(
+                request,
+                state,
+                RequestTimeout(
+                    f"The request took longer than {seconds:g} s.",
+                    extensions={"timeout": seconds},
+                ),
+            )
+
+    # -- exceptions --------------------------------------------------------------
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> Any:
+        """Render ``Rejected``; other view exceptions go to ErrorCapture (not Django's own)."""
+        state: _State | None = getattr(request, _STATE, None)
+        if state is None or isinstance(exception, _DJANGO_OWN):
+            return None
+        state.exception = exception
+        if isinstance(exception, Rejected):
+            return self._rejection(request, state, exception)
+        answer = state.wall.stack.on_exception(state.view, exception, state.depth)
+        if answer is None or settings.DEBUG:
+            return None  # logged; Django's technical 500 page stays in DEBUG
+        return _to_response(answer)
+
+
+def _any_exempt(patterns: Any) -> bool:
+    for pattern in patterns:
+        inner = getattr(pattern, "url_patterns", None)
+        if inner is not None:
+            if _any_exempt(inner):
+                return True
+        elif is_exempt(getattr(pattern, "callback", None)):
+            return True
+    return False
+
+
+# -- decorators ----------------------------------------------------------------
+
+
+def _set_route(request: Any) -> None:
+    view = current_request()
+    match = getattr(request, "resolver_match", None)
+    route = getattr(match, "route", None)
+    if view is not None and route:
+        view.route = route if route.startswith("/") else "/" + route
+
+
+def _render(request: Any, exc: Rejected) -> HttpResponse:
+    view = current_request()
+    return _to_response(
+        Respond.from_rejection(
+            exc,
+            instance=getattr(request, "path", None),
+            request_id=None if view is None else view.request_id,
+        )
+    )
+
+
+def _django_decorator(decorator: Callable[[Any], Any]) -> Callable[[_F], _F]:
+    """Adapt a handler decorator to Django views: functions, classes, ``method_decorator``."""
+    guarded_methods: dict[Any, Any] = {}
+
+    def apply(view: Any) -> Any:
+        if isinstance(view, type):
+            from django.utils.decorators import (  # type: ignore[import-untyped]
+                method_decorator,
+            )
+
+            return method_decorator(apply, name="dispatch")(view)
+        bound = getattr(view, "func", None)
+        function = getattr(bound, "__func__", None)
+        if function is not None:
+            # method_decorator builds partial(bound method) on every request:
+            # guard the underlying function once, so its state persists.
+            guarded = guarded_methods.get(function)
+            if guarded is None:
+                guarded = guarded_methods.setdefault(function, decorator(function))
+            target: Any = functools.partial(guarded, bound.__self__)  # type: ignore[union-attr]
+        else:
+            target = decorator(view)
+        if iscoroutinefunction(view):
+
+            async def async_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+                _set_route(request)
+                try:
+                    return await target(request, *args, **kwargs)
+                except Rejected as exc:
+                    return _render(request, exc)
+
+            wrapper: Any = async_wrapper
+        else:
+
+            def sync_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+                _set_route(request)
+                try:
+                    return target(request, *args, **kwargs)
+                except Rejected as exc:
+                    return _render(request, exc)
+
+            wrapper = sync_wrapper
+        with_name = getattr(view, "func", view)
+        functools.update_wrapper(wrapper, with_name)
+        return wrapper
+
+    return apply
+
+
+def limit(*args: Any, **kwargs: Any) -> Callable[[_F], _F]:
+    """Rate-limit a view (function, class or ``method_decorator``), sync or async.
+
+    Takes the arguments of ``seawall.limit``; a refusal is a 429 problem+json.
+    """
+    from seawall.layers.ratelimit import limit as handler_limit
+
+    return _django_decorator(handler_limit(*args, **kwargs))
+
+
+def breaker(*args: Any, **kwargs: Any) -> Callable[[_F], _F]:
+    """Put a view behind a circuit breaker (``seawall.breaker`` arguments); open: 503."""
+    from seawall.layers.breaker import breaker as handler_breaker
+
+    return _django_decorator(handler_breaker(*args, **kwargs))
+
+
+def validate(*args: Any, **kwargs: Any) -> Callable[[_F], _F]:
+    """Validate a view's requests (``seawall.validate`` arguments); refusals are problem+json."""
+    from seawall.layers.validation import validate as handler_validate
+
+    return _django_decorator(handler_validate(*args, **kwargs))

@@ -1,0 +1,384 @@
+"""FastAPI and Starlette: ``from seawall.fastapi import SeawallMiddleware, limit``.
+
+::
+
+    app.add_middleware(SeawallMiddleware, timing=True, error_capture=True,
+                       rate_limit="100/minute")
+
+    @app.post("/login", dependencies=[Depends(limit("5/minute"))])
+    async def login(): ...
+
+    document(app)      # the 429/503/413/415/422 problem responses in OpenAPI
+
+Theory of operation:
+
+1. :class:`SeawallMiddleware` is pure ASGI: it builds the same ASGI driver
+   ``seawall.Seawall`` does, from explicit keyword arguments (one per config
+   key, so Starlette's ParamSpec-typed ``add_middleware`` checks them).
+2. Starlette orders middleware as ``ServerErrorMiddleware -> user middleware
+   -> ExceptionMiddleware -> router``, so the exception handlers an app
+   registers run before the wall sees an exception: a ``Rejected`` (from a
+   dependency or a decorator) the app handles stays the app's; one it does
+   not handle reaches the driver, which renders it as problem+json.
+3. Exempt endpoints are found before the layers run by matching the app's
+   routes in order (the first full match decides), only when some
+   endpoint is marked exempt.
+4. The dependencies (:func:`limit`, :func:`breaker`, :func:`validate`) take the
+   ``Request`` themselves, so endpoints need no ``request`` parameter; they
+   set the request's route template (``/items/{id}``) before the check, so
+   route-level limits key by template, not by raw path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Literal
+
+from starlette.requests import Request
+from starlette.routing import Match
+
+from seawall._log import current_request
+from seawall.asgi import ASGIApp, ASGIMiddleware, Receive, Scope, Send
+from seawall.contrib import exempt_twin, settings_kwargs
+from seawall.handlers import is_exempt
+
+__all__ = [
+    "SeawallMiddleware",
+    "breaker",
+    "document",
+    "limit",
+    "problem_responses",
+    "validate",
+]
+
+_STATUSES_ATTR = "__seawall_statuses__"
+
+#: The problem statuses each layer (by config key or layer name) may answer.
+LAYER_STATUSES: dict[str, tuple[int, ...]] = {
+    "error_capture": (500,),
+    "errors": (500,),
+    "load_shedding": (503,),
+    "shedding": (503,),
+    "concurrency": (503,),
+    "rate_limit": (429,),
+    "ratelimit": (429,),
+    "validation": (400, 413, 415, 422),
+    "circuit_breaker": (503,),
+    "breaker": (503,),
+    "timeout": (504,),
+}
+
+_TITLES = {
+    400: "Bad Request",
+    403: "Forbidden",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem details.",
+    "properties": {
+        "type": {"type": "string", "format": "uri-reference"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "request_id": {"type": "string"},
+    },
+    "required": ["type", "title", "status"],
+}
+
+
+class SeawallMiddleware:
+    """The seawall layers as Starlette/FastAPI middleware (pure ASGI).
+
+    Every keyword is a key of the :func:`seawall.config.load_config` schema:
+    a layer key takes a table (``dict``), its shorthand (``rate_limit="100/minute"``),
+    ``True`` (defaults) or ``False`` (left out). As with every settings
+    source, only the layers named are used; with none named, the
+    recommended layers. *layers* takes layer objects instead, and *config*
+    a whole settings dict (the keywords override it).
+
+    Raises:
+        seawall.ConfigurationError: a setting is unknown or ill-typed.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        layers: Iterable[object] | None = None,
+        config: Mapping[str, Any] | None = None,
+        timing: Any = None,
+        error_capture: Any = None,
+        health: Any = None,
+        metrics: Any = None,
+        dashboard: Any = None,
+        load_shedding: Any = None,
+        concurrency: Any = None,
+        rate_limit: Any = None,
+        validation: Any = None,
+        circuit_breaker: Any = None,
+        timeout: Any = None,
+        trusted_proxies: Iterable[str] | None = None,
+        trusted_hops: int | None = None,
+        ipv6_prefix: int | None = None,
+        request_id_header: str | None = None,
+        order: Literal["canonical", "as given"] | None = None,
+        on_layer_error: Literal["continue", "raise"] | None = None,
+    ) -> None:
+        data = dict(config or {})
+        given = {
+            "timing": timing,
+            "error_capture": error_capture,
+            "health": health,
+            "metrics": metrics,
+            "dashboard": dashboard,
+            "load_shedding": load_shedding,
+            "concurrency": concurrency,
+            "rate_limit": rate_limit,
+            "validation": validation,
+            "circuit_breaker": circuit_breaker,
+            "timeout": timeout,
+            "trusted_proxies": None if trusted_proxies is None else list(trusted_proxies),
+            "trusted_hops": trusted_hops,
+            "ipv6_prefix": ipv6_prefix,
+            "request_id_header": request_id_header,
+            "order": order,
+            "on_layer_error": on_layer_error,
+        }
+        data.update({k: v for k, v in given.items() if v is not None})
+        data.pop("interface", None)
+        self.app = app
+        self._wall = ASGIMiddleware(app, **settings_kwargs(data, layers=layers))
+        self._exempt_wall = exempt_twin(self._wall)
+        self._routes_key: tuple[int, int] | None = None
+        self._routes: tuple[Any, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"<SeawallMiddleware {self._wall!r}>"
+
+    @property
+    def wall(self) -> ASGIMiddleware:
+        """The ASGI driver doing the work (``seawall.stats(app)`` finds it)."""
+        return self._wall
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection through the wall (or its exempt twin)."""
+        if self._exempt_wall is not None and scope["type"] == "http" and self._exempt(scope):
+            await self._exempt_wall(scope, receive, send)
+            return
+        await self._wall(scope, receive, send)
+
+    def _exempt(self, scope: Scope) -> bool:
+        app = scope.get("app")
+        routes = getattr(getattr(app, "router", app), "routes", None)
+        if not routes:
+            return False
+        key = (id(routes), len(routes))
+        if key != self._routes_key:
+            # Only apps with an exempt endpoint pay for route matching.
+            self._routes_key = key
+            has = any(is_exempt(getattr(r, "endpoint", None)) for r in routes)
+            self._routes = tuple(routes) if has else ()
+        for route in self._routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return is_exempt(getattr(route, "endpoint", None))
+        return False
+
+    @property
+    def layers(self) -> tuple[object, ...]:
+        """The layers, outermost first."""
+        return self._wall.layers
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of every layer's statistics."""
+        return self._wall.stats()
+
+
+# -- dependencies --------------------------------------------------------------
+
+
+def _route_of(request: Request) -> str | None:
+    """Put the matched route template on the request (scope and view) and return it."""
+    route = request.scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if template:
+        request.scope["seawall.route"] = template
+        view = current_request()
+        if view is not None:
+            view.route = template
+        return str(template)
+    return None
+
+
+def _mark(dependency: Any, statuses: tuple[int, ...]) -> Any:
+    setattr(dependency, _STATUSES_ATTR, statuses)
+    return dependency
+
+
+def limit(*args: Any, **kwargs: Any) -> Callable[[Request], Awaitable[None]]:
+    """A dependency that rate-limits a route: ``Depends(limit("5/minute"))``.
+
+    Takes the arguments of ``seawall.limit``. Each route template the
+    dependency guards (``/items/{id}`` is one route, whatever the id) gets
+    its own bucket per client, so one ``limit(...)`` can guard a whole router.
+    Raises ``RateLimited`` (429 problem+json, ``Retry-After``) when used up;
+    the ``RateLimit`` headers go on the response.
+    """
+    from seawall.layers.ratelimit import limit as handler_limit
+
+    first = handler_limit(*args, **kwargs)  # built now: a bad limit fails at import
+    guards: dict[str | None, Callable[[], Awaitable[None]]] = {}
+    spare = [first]
+
+    def guard_for(template: str | None) -> Callable[[], Awaitable[None]]:
+        limiter = spare.pop() if spare else handler_limit(*args, **kwargs)
+
+        async def route() -> None:
+            return None
+
+        # The bucket is named after the function the limiter guards: name it
+        # after the route so every route keeps its own counts.
+        route.__module__ = "route"
+        route.__qualname__ = template or "<unmatched>"
+        guarded: Callable[[], Awaitable[None]] = limiter(route)
+        guards[template] = guarded
+        return guarded
+
+    async def dependency(request: Request) -> None:
+        template = _route_of(request)
+        guarded = guards.get(template)
+        if guarded is None:
+            guarded = guard_for(template)
+        await guarded()
+
+    return _mark(dependency, (429,))  # type: ignore[no-any-return]
+
+
+def breaker(name: str, /, **options: Any) -> Callable[[Request], Any]:
+    """A dependency that puts a route behind the named breaker (``seawall.breaker`` options).
+
+    Open: 503 problem+json with ``Retry-After``. Closed or half-open: the
+    route runs and its outcome is recorded (an exception the breaker counts
+    as a failure, e.g. a ``RuntimeError`` or an ``HTTPException`` 5xx, is
+    one; a normal return is a success). The breaker is the one
+    ``@seawall.breaker(name)`` and ``@seawall.protect(breaker=name)`` use.
+    """
+    import time
+
+    from seawall._breaker.registry import breakers
+
+    found = breakers.get(name, **options)
+    clock = getattr(found, "_clock", time.monotonic)
+
+    async def dependency(request: Request) -> Any:
+        _route_of(request)
+        permit = await found.aacquire()
+        if type(permit) is float:
+            raise found.refusal(permit)
+        start = clock()
+        try:
+            yield None
+        except Exception as exc:
+            failed: bool | None = found.is_system_error(exc) or None
+            status = getattr(exc, "status_code", None)
+            if isinstance(status, int):
+                failed = status >= 500
+            await found.arecord(permit, failed, clock() - start)
+            raise
+        await found.arecord(permit, False, clock() - start)
+
+    return _mark(dependency, (503,))  # type: ignore[no-any-return]
+
+
+def validate(*args: Any, **kwargs: Any) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency that validates (and cleans) the request body; it returns the document.
+
+    Takes ``seawall.validate``'s arguments (``schema``, ``sanitize``, ...)::
+
+        @app.post("/users")
+        async def create(user: User = Depends(validate(User))): ...
+
+    A body that does not fit is a 422 problem+json (400 if malformed); the
+    dependency's value is the parsed, cleaned body (a model instance when
+    *schema* is a pydantic model).
+    """
+    from seawall.layers.validation import validate as handler_validate
+
+    kwargs["into"] = "document"
+
+    async def checked(request: Request, document: Any = None) -> Any:
+        return document
+
+    guarded = handler_validate(*args, **kwargs)(checked)
+
+    async def dependency(request: Request) -> Any:
+        _route_of(request)
+        return await guarded(request)
+
+    return _mark(dependency, LAYER_STATUSES["validation"])  # type: ignore[no-any-return]
+
+
+# -- OpenAPI -----------------------------------------------------------------
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for problem+json answers with these statuses."""
+    return {
+        status: {
+            "description": _TITLES.get(status, "Error"),
+            "content": {"application/problem+json": {"schema": _PROBLEM_SCHEMA}},
+        }
+        for status in sorted(set(statuses))
+    }
+
+
+def _wall_statuses(app: Any) -> set[int]:
+    found: set[int] = set()
+    for entry in getattr(app, "user_middleware", ()):
+        if entry.cls is not SeawallMiddleware:
+            continue
+        kwargs = dict(entry.kwargs)
+        for layer in kwargs.get("layers") or ():
+            found.update(LAYER_STATUSES.get(str(getattr(layer, "name", "")), ()))
+        settings = {**(kwargs.get("config") or {}), **kwargs}
+        for key, value in settings.items():
+            if key in LAYER_STATUSES and value is not None and value is not False:
+                found.update(LAYER_STATUSES[key])
+    return found
+
+
+def document(app: Any) -> None:
+    """Add the problem responses seawall may send to each route's OpenAPI operation.
+
+    A route gets the statuses of the middleware's layers (unless its
+    endpoint is exempt) and those of its seawall dependencies. Call it once,
+    after the routes and the middleware are added; responses the app already
+    documents are kept.
+    """
+    from fastapi.routing import APIRoute
+
+    wall = _wall_statuses(app)
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        statuses = set() if is_exempt(route.endpoint) else set(wall)
+        stack = list(route.dependant.dependencies)
+        while stack:
+            dep = stack.pop()
+            statuses.update(getattr(dep.call, _STATUSES_ATTR, ()))
+            stack.extend(dep.dependencies)
+        statuses.discard(500)  # FastAPI documents no 500s; neither do we
+        for status, doc in problem_responses(*statuses).items():
+            if status not in route.responses and str(status) not in route.responses:
+                route.responses[status] = doc
+    app.openapi_schema = None

@@ -1,0 +1,339 @@
+"""The Flask extension: ``from seawall.flask import Seawall``.
+
+::
+
+    app.config["SEAWALL"] = {"rate_limit": {"limit": "100/minute"}, "timing": True}
+    guard = Seawall(app)                 # or guard = Seawall(); guard.init_app(app)
+
+    @app.post("/login")
+    @guard.limit("5/minute")
+    def login(): ...
+
+Theory of operation:
+
+1. ``init_app`` wraps ``app.wsgi_app`` with the WSGI driver, built from
+   ``app.config["SEAWALL"]`` (the :func:`seawall.config.load_config` schema)
+   updated with the extension's keyword arguments.
+2. A URL value preprocessor (it runs before every ``before_request``) puts
+   the matched rule (``/items/<int:id>``) in ``view.route`` and
+   ``environ["seawall.route"]``, so statistics and breakers key by template
+   and handler decorators see it. (Flask clears the request from the
+   environ when it returns, so the rule cannot be read afterwards.)
+3. Flask turns unhandled exceptions into 500s itself, so they never reach
+   the driver. The ``got_request_exception`` signal hands them to the
+   layers (ErrorCapture logs and fingerprints them) and the problem+json
+   500 is served by a 500 error handler registered only if the app has
+   none. When Flask propagates exceptions (testing, debug,
+   ``PROPAGATE_EXCEPTIONS``) the driver sees them instead, and the signal
+   does nothing, so an error is captured exactly once. HTTP errors raised on
+   purpose (``abort(403)``, 404) are ``HTTPException`` and are never captured.
+4. :class:`~seawall.exceptions.Rejected` (raised by handler decorators) is
+   rendered as problem+json by an error handler registered only if the app
+   has none for it; the app's own handler for it (or a subclass) wins.
+5. Exempt views (``@guard.exempt``, or a blueprint marked with it) are
+   found before the layers run by matching the URL map, which is done only
+   when the app has an exempt view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flask import Blueprint, Flask, got_request_exception, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from seawall._core.decisions import Respond
+from seawall._log import current_request
+from seawall.contrib import exempt_twin, settings_kwargs
+from seawall.exceptions import Rejected
+from seawall.handlers import exempt as _mark_exempt
+from seawall.handlers import is_exempt
+from seawall.wsgi import WSGIMiddleware
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from flask.typing import ResponseReturnValue
+
+__all__ = ["Seawall"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_ANSWER = "seawall.flask.answer"
+
+
+class _Entry:
+    """What ``app.wsgi_app`` becomes: the wall, or its exempt twin for exempt views."""
+
+    __slots__ = ("_app", "_exempt_wall", "_scanned", "_wall", "has_exempt")
+
+    def __init__(self, app: Flask, wall: WSGIMiddleware) -> None:
+        self._app = app
+        self._wall = wall
+        self._exempt_wall = exempt_twin(wall)
+        self._scanned = -1
+        self.has_exempt = False
+
+    def _scan(self) -> None:
+        app = self._app
+        self._scanned = len(app.view_functions) + len(app.blueprints)
+        self.has_exempt = any(is_exempt(v) for v in app.view_functions.values()) or any(
+            is_exempt(bp) for bp in app.blueprints.values()
+        )
+
+    def _exempt(self, environ: WSGIEnvironment) -> bool:
+        app = self._app
+        try:
+            rule, _ = app.url_map.bind_to_environ(environ).match(return_rule=True)
+        except HTTPException:
+            return False  # no route: the wall applies in full
+        endpoint = rule.endpoint
+        if is_exempt(app.view_functions.get(endpoint)):
+            return True
+        name = endpoint.rpartition(".")[0]
+        while name:
+            if is_exempt(app.blueprints.get(name)):
+                return True
+            name = name.rpartition(".")[0]
+        return False
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """Serve one request through the wall (or the exempt twin)."""
+        twin = self._exempt_wall
+        if twin is not None:
+            app = self._app
+            if self._scanned != len(app.view_functions) + len(app.blueprints):
+                self._scan()
+            if self.has_exempt and self._exempt(environ):
+                return twin(environ, start_response)
+        return self._wall(environ, start_response)
+
+
+class Seawall:
+    """The Flask extension: protect an app with the seawall layers.
+
+    Args:
+        app: the Flask app (or call :meth:`init_app` later).
+        layers: layer objects, used as given (instead of the settings' layer tables).
+        **settings: settings in the :func:`seawall.config.load_config`
+            schema; they update ``app.config["SEAWALL"]``.
+
+    Raises:
+        seawall.ConfigurationError: a setting is unknown or ill-typed (the
+            message names the key).
+    """
+
+    def __init__(
+        self, app: Flask | None = None, *, layers: Iterable[object] | None = None, **settings: Any
+    ) -> None:
+        self.settings = settings
+        self.layers = None if layers is None else list(layers)
+        self.wall: WSGIMiddleware | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        return f"<seawall.flask.Seawall wall={self.wall!r}>"
+
+    # -- wiring ---------------------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        """Wrap *app*'s WSGI callable and register the hooks and error handlers."""
+        config = dict(app.config.get("SEAWALL") or {})
+        config.update(self.settings)
+        config.pop("interface", None)
+        kwargs = settings_kwargs(config, layers=self.layers)
+        wall = WSGIMiddleware(app.wsgi_app, **kwargs)
+        self.wall = wall
+        entry = _Entry(app, wall)
+        app.wsgi_app = entry  # type: ignore[method-assign]
+        app.extensions["seawall"] = entry
+        app.url_value_preprocessor(_set_route)
+        got_request_exception.connect(self._on_exception, app, weak=False)
+        # Flask keys handlers by status code (HTTP errors) or None (others);
+        # the app's own handlers, registered before us, are kept.
+        spec = app.error_handler_spec[None]
+        if not any(issubclass(cls, Rejected) for cls in spec[None]):
+            app.register_error_handler(Rejected, _render_rejected)
+        if not spec[500]:
+            app.register_error_handler(InternalServerError, _render_500)
+
+    def _on_exception(self, sender: Flask, exception: BaseException, **_: Any) -> None:
+        propagate = sender.config["PROPAGATE_EXCEPTIONS"]
+        if propagate is None:
+            propagate = sender.testing or sender.debug
+        if propagate:
+            return  # Flask re-raises: the driver captures it (once).
+        view = current_request()
+        entry = sender.extensions.get("seawall")
+        # One extension may serve several apps: use the wall of the sender.
+        wall = getattr(entry, "_wall", None)
+        if view is None or wall is None or not wall.stack.has_exception_hooks:
+            return
+        rule = request.url_rule
+        if rule is not None:
+            view.route = rule.rule
+        answer = wall.stack.on_exception(view, exception, wall.stack.all_depth)
+        if answer is not None:
+            view.state[_ANSWER] = answer
+
+    # -- decorators -----------------------------------------------------------
+
+    def limit(self, *args: Any, **kwargs: Any) -> Callable[[_F], _F]:
+        """Rate-limit a view, or a whole blueprint (``seawall.limit`` arguments).
+
+        Each view (or blueprint) decorated gets its own bucket per client.
+        """
+        from seawall.layers.ratelimit import limit
+
+        def apply(target: _F) -> _F:
+            if isinstance(target, Blueprint):
+                target.before_request(limit(*args, **kwargs)(_blueprint_check(target)))
+                return target
+            return limit(*args, **kwargs)(target)  # type: ignore[return-value]
+
+        return apply
+
+    def validate(self, *args: Any, **kwargs: Any) -> Callable[[_F], _F]:
+        """Validate the requests of a view or a blueprint (``seawall.validate`` arguments)."""
+        from seawall.layers.validation import validate
+
+        def apply(target: _F) -> _F:
+            if isinstance(target, Blueprint):
+                target.before_request(validate(*args, **kwargs)(_blueprint_check(target)))
+                return target
+            return validate(*args, **kwargs)(target)
+
+        return apply
+
+    def breaker(self, name: str | None = None, /, **options: Any) -> Callable[[_F], _F]:
+        """Put a view or a whole blueprint behind a circuit breaker (``seawall.breaker``).
+
+        On a blueprint, every view's outcome feeds one breaker (named after
+        the blueprint unless *name* is given): a 5xx response or an
+        unhandled exception is a failure.
+        """
+        from seawall.layers.breaker import breaker
+
+        def apply(target: _F) -> _F:
+            if isinstance(target, Blueprint):
+                _blueprint_breaker(target, name or f"blueprint:{target.name}", options)
+                return target
+            guarded: _F = breaker(name, **options)(_responding(target))
+            return guarded
+
+        return apply
+
+    @staticmethod
+    def exempt(target: _F) -> _F:
+        """Exempt a view or a blueprint from the rejecting layers (:func:`seawall.exempt`)."""
+        return _mark_exempt(target)
+
+
+def _responding(view: Any) -> Any:
+    """*view*, returning a response object: the breaker judges it by ``status_code``.
+
+    Flask views may return ``(body, status)`` tuples, which carry no
+    ``status_code`` until Flask makes them a response.
+    """
+    import functools
+    import inspect
+
+    from flask import current_app
+
+    if inspect.iscoroutinefunction(view):
+
+        @functools.wraps(view)
+        async def async_responding(*args: Any, **kwargs: Any) -> Any:
+            return current_app.make_response(await view(*args, **kwargs))
+
+        return async_responding
+
+    @functools.wraps(view)
+    def responding(*args: Any, **kwargs: Any) -> Any:
+        return current_app.make_response(view(*args, **kwargs))
+
+    return responding
+
+
+def _blueprint_check(blueprint: Blueprint) -> Callable[..., None]:
+    """A no-op to guard with a handler decorator, run before every view of *blueprint*."""
+
+    def check(**_: Any) -> None:
+        return None
+
+    # Handler decorators name their state after the function: one per blueprint.
+    check.__module__ = blueprint.import_name
+    check.__qualname__ = f"blueprint:{blueprint.name}"
+    return check
+
+
+def _blueprint_breaker(blueprint: Blueprint, name: str, options: dict[str, Any]) -> None:
+    """Feed one breaker with every view of *blueprint*: permit before, outcome after."""
+    import time
+
+    from seawall._breaker.registry import breakers
+
+    found = breakers.get(name, **options)
+    clock = getattr(found, "_clock", time.monotonic)
+    key = f"seawall.breaker.{name}"
+
+    def acquire() -> None:
+        permit = found.acquire()
+        if type(permit) is float:
+            raise found.refusal(permit)
+        request.environ[key] = (permit, clock())
+
+    def record(response: Any) -> Any:
+        held = request.environ.pop(key, None)
+        if held is not None:
+            found.record(held[0], response.status_code >= 500, clock() - held[1])
+        return response
+
+    def teardown(exc: BaseException | None) -> None:
+        # Reached with the permit still held only when Flask propagated an
+        # exception (no response was made): a failure.
+        held = request.environ.pop(key, None)
+        if held is not None:
+            found.record(held[0], exc is not None or None, clock() - held[1])
+
+    blueprint.before_request(acquire)
+    blueprint.after_request(record)
+    blueprint.teardown_request(teardown)
+
+
+def _set_route(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    rule = request.url_rule
+    if rule is not None:
+        template = rule.rule
+        environ = request.environ
+        environ["seawall.route"] = template
+        view = environ.get("seawall.request")
+        if view is not None:
+            view.route = template
+
+
+def _problem(respond: Respond) -> ResponseReturnValue:
+    from flask import current_app
+
+    response = current_app.response_class(respond.body, status=respond.status)
+    response.headers["Content-Type"] = respond.content_type
+    for name, value in respond.headers:
+        response.headers.add(name, value)
+    return response
+
+
+def _render_rejected(exc: Rejected) -> ResponseReturnValue:
+    view = current_request()
+    return _problem(
+        Respond.from_rejection(
+            exc, instance=request.path, request_id=None if view is None else view.request_id
+        )
+    )
+
+
+def _render_500(exc: InternalServerError) -> ResponseReturnValue:
+    view = current_request()
+    answer = None if view is None else view.state.pop(_ANSWER, None)
+    if answer is None:
+        return exc  # abort(500) on purpose, or no ErrorCapture: Flask's own page
+    return _problem(answer)

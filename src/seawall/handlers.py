@@ -1,0 +1,93 @@
+"""``seawall.exempt``: mark a handler that the wall's rejecting layers leave alone.
+
+::
+
+    from seawall import exempt
+
+    @app.get("/health")
+    @exempt
+    def health(): ...
+
+An exempt handler still gets the observing layers (Timing, ErrorCapture,
+Health, Metrics: every layer placed before load shedding in the canonical
+order) but never the rejecting ones (LoadShedding, ConcurrencyLimit,
+RateLimit, Validation, CircuitBreaker, Timeout and custom layers). The
+framework adapters honour the mark: they resolve the route before the
+layers run (Flask and Django resolve the view, FastAPI/Starlette match the
+app's routes) and only when some handler is marked, so apps without
+exemptions pay nothing.
+
+The mark is an attribute, so it survives ``functools.wraps`` and can be put
+on a function view, a class-based view, a Flask blueprint or a method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, overload
+
+from seawall._core.layer import ORDER
+
+__all__ = ["EXEMPT_ATTR", "exempt", "exempt_layers", "is_exempt"]
+
+#: The attribute :func:`exempt` sets on what it marks.
+EXEMPT_ATTR = "__seawall_exempt__"
+
+_T = TypeVar("_T")
+
+
+@overload
+def exempt(handler: _T, /) -> _T: ...
+
+
+@overload
+def exempt(handler: None = None, /) -> Callable[[_T], _T]: ...
+
+
+def exempt(handler: Any = None, /) -> Any:
+    """Mark *handler* as exempt from the wall's rejecting layers.
+
+    Use it bare (``@exempt``) or called (``@exempt()``); it returns the
+    handler itself, unchanged but for the mark, so it costs nothing per call
+    and works on sync and async handlers, classes and blueprints alike.
+    """
+    if handler is None:
+        return exempt
+    try:
+        setattr(handler, EXEMPT_ATTR, True)
+    except (AttributeError, TypeError):
+        # A bound method: mark the function underneath.
+        setattr(handler.__func__, EXEMPT_ATTR, True)
+    return handler
+
+
+def is_exempt(handler: Any) -> bool:
+    """Whether *handler* (or the class or function it wraps) carries the exempt mark.
+
+    Looks through ``view_class`` (Django and Flask class-based views),
+    ``cls`` (Django REST framework), ``func`` (``functools.partial``) and the
+    ``__wrapped__`` chain of decorators.
+    """
+    seen = 0
+    while handler is not None and seen < 16:
+        seen += 1
+        if getattr(handler, EXEMPT_ATTR, False) is True:
+            return True
+        for attr in ("view_class", "cls"):
+            inner = getattr(handler, attr, None)
+            if isinstance(inner, type) and getattr(inner, EXEMPT_ATTR, False) is True:
+                return True
+        handler = getattr(handler, "__wrapped__", None) or getattr(handler, "func", None)
+    return False
+
+
+def exempt_layers(layers: Iterable[object]) -> list[object]:
+    """The layers an exempt handler still gets: those outside load shedding.
+
+    Those are the observing layers (timing, error capture, health, metrics);
+    every layer from load shedding inwards, custom layers included, may
+    refuse a request, so an exempt handler skips it.
+    """
+    from seawall._core.stack import layer_order
+
+    return [layer for layer in layers if layer_order(layer) < ORDER["shedding"]]

@@ -1,0 +1,87 @@
+"""Django views and URLconf for the adapter tests (sync and async)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.urls import path
+from django.views import View
+
+from seawall import request_id
+from seawall.django import exempt
+from seawall.exceptions import RateLimited
+
+
+def item(request, id):
+    return JsonResponse({"id": id, "rid": request_id()})
+
+
+async def aitem(request, id):
+    await asyncio.sleep(0)
+    return JsonResponse({"id": id, "rid": request_id()})
+
+
+def boom(request):
+    raise RuntimeError("boom with secret hunter2")
+
+
+async def aboom(request):
+    raise RuntimeError("async boom with secret hunter2")
+
+
+def missing(request):
+    raise Http404("nothing here")
+
+
+def denied(request):
+    raise PermissionDenied
+
+
+def suspicious(request):
+    raise SuspiciousOperation("odd")
+
+
+def rejected(request):
+    raise RateLimited("slow down", retry_after=7)
+
+
+def echo(request):
+    return HttpResponse(request.body, content_type="application/octet-stream")
+
+
+def stream(request):
+    return StreamingHttpResponse(iter([b"a", b"b", b"c"]))
+
+
+async def slow(request):
+    await asyncio.sleep(float(request.GET.get("s", "0.2")))
+    return HttpResponse(b"late")
+
+
+@exempt
+def free(request):
+    return HttpResponse(b"free")
+
+
+class ItemView(View):
+    def get(self, request, id):
+        return JsonResponse({"id": id, "cbv": True})
+
+
+urlpatterns = [
+    path("items/<int:id>", item),
+    path("aitems/<int:id>", aitem),
+    path("boom", boom),
+    path("aboom", aboom),
+    path("missing", missing),
+    path("denied", denied),
+    path("suspicious", suspicious),
+    path("rejected", rejected),
+    path("echo", echo),
+    path("stream", stream),
+    path("slow", slow),
+    path("free", free),
+    path("cbv/<int:id>", ItemView.as_view()),
+]

@@ -1,0 +1,231 @@
+"""The Django middleware, through Django's own test clients (sync and async)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import AsyncClient, Client, override_settings
+
+from seawall.django import SeawallMiddleware, get_wall
+from seawall.layers import Timing
+from tests.contrib.layers import Deadline, Deny, MaxBody, Outcomes, Upper
+
+
+@pytest.fixture
+def seawall_settings() -> Iterator[Any]:
+    """``seawall_settings(**SEAWALL)``: override settings.SEAWALL for the test."""
+    overrides: list[Any] = []
+
+    def apply(**config: Any) -> None:
+        o = override_settings(SEAWALL=config)
+        o.enable()
+        overrides.append(o)
+
+    yield apply
+    for o in reversed(overrides):
+        o.disable()
+
+
+def problem(response: Any) -> dict[str, Any]:
+    assert response.headers["Content-Type"] == "application/problem+json"
+    return json.loads(response.content)  # type: ignore[no-any-return]
+
+
+def aget(path: str, **kw: Any) -> Any:
+    async def run() -> Any:
+        return await AsyncClient().get(path, **kw)
+
+    return asyncio.run(run())
+
+
+class TestWiring:
+    def test_capabilities(self) -> None:
+        """One class, both modes: Django picks without an adapter thread hop."""
+        assert SeawallMiddleware.sync_capable is True
+        assert SeawallMiddleware.async_capable is True
+
+        async def async_next(request: Any) -> Any:
+            return None
+
+        from asgiref.sync import iscoroutinefunction
+
+        assert iscoroutinefunction(SeawallMiddleware(async_next))
+        assert not iscoroutinefunction(SeawallMiddleware(lambda request: None))
+
+    def test_settings_validated_naming_the_key(self, seawall_settings: Any) -> None:
+        """A bad SEAWALL key raises ImproperlyConfigured naming it."""
+        seawall_settings(timming=True)
+        with pytest.raises(ImproperlyConfigured, match="timming"):
+            Client().get("/items/1")
+        seawall_settings(timing={"slow": "fast"})
+        with pytest.raises(ImproperlyConfigured, match=r"timing\.slow"):
+            Client().get("/items/1")
+
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    def test_config_and_request_id(self, seawall_settings: Any, mode: str) -> None:
+        """SEAWALL builds the layers; the request id is bound for the view and echoed."""
+        seawall_settings(timing={"response_time_header": True})
+        response = Client().get("/items/3") if mode == "sync" else aget("/items/3")
+        assert response.status_code == 200
+        assert "X-Response-Time" in response.headers
+        assert "Server-Timing" in response.headers
+        assert response.json()["rid"] == response.headers["X-Request-ID"]
+        assert [type(layer) for layer in get_wall().layers] == [Timing]
+        assert get_wall().interface == ("wsgi" if mode == "sync" else "asgi")
+
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    @pytest.mark.parametrize("path", ["/items/4", "/aitems/4", "/cbv/4"])
+    def test_route_template(self, seawall_settings: Any, mode: str, path: str) -> None:
+        """Sync, async and class-based views report the route template."""
+        outcomes = Outcomes()
+        seawall_settings(layers=[outcomes])
+        response = Client().get(path) if mode == "sync" else aget(path)
+        assert response.status_code == 200
+        outcome = outcomes.outcomes[-1]
+        assert outcome.route == path.rsplit("/", 1)[0] + "/<int:id>"
+        assert outcome.templated
+        assert outcome.status == 200
+
+    def test_streaming_completes_at_close(self, seawall_settings: Any) -> None:
+        """A streaming response finishes its bookkeeping when it is closed."""
+        outcomes = Outcomes()
+        seawall_settings(layers=[outcomes])
+        response = Client().get("/stream")
+        assert b"".join(response.streaming_content) == b"abc"
+        response.close()
+        assert [o.route for o in outcomes.outcomes] == ["/stream"]
+
+
+class TestErrors:
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    @pytest.mark.parametrize("path", ["/boom", "/aboom"])
+    def test_view_exception_captured(
+        self, seawall_settings: Any, logs: list[dict[str, Any]], mode: str, path: str
+    ) -> None:
+        """A view's exception becomes one captured error and a problem+json 500."""
+        seawall_settings(error_capture=True)
+        client: Any = Client(raise_request_exception=False)
+        if mode == "sync":
+            response = client.get(path)
+        else:
+
+            async def run() -> Any:
+                return await AsyncClient(raise_request_exception=False).get(path)
+
+            response = asyncio.run(run())
+        assert response.status_code == 500
+        body = problem(response)
+        assert body["type"] == "urn:seawall:problem:internal-error"
+        assert b"hunter2" not in response.content
+        assert body["request_id"] == response.headers["X-Request-ID"]
+        assert len([e for e in logs if e["event"] == "seawall.error.captured"]) == 1
+
+    @pytest.mark.parametrize(
+        ("path", "status"), [("/missing", 404), ("/denied", 403), ("/suspicious", 400)]
+    )
+    def test_django_exceptions_keep_their_meaning(
+        self, seawall_settings: Any, logs: list[dict[str, Any]], path: str, status: int
+    ) -> None:
+        """Http404, PermissionDenied and SuspiciousOperation stay Django's answers."""
+        seawall_settings(error_capture=True)
+        response = Client().get(path)
+        assert response.status_code == status
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert not [e for e in logs if e["event"] == "seawall.error.captured"]
+
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    def test_rejected_rendered(self, seawall_settings: Any, mode: str) -> None:
+        """A Rejected raised by a view is its problem+json."""
+        seawall_settings(timing=True)
+        response = Client().get("/rejected") if mode == "sync" else aget("/rejected")
+        assert response.status_code == 429
+        body = problem(response)
+        assert body["detail"] == "slow down"
+        assert body["instance"] == "/rejected"
+        assert response.headers["Retry-After"] == "7"
+        assert "Server-Timing" in response.headers
+
+    def test_debug_keeps_django_page_but_captures(
+        self, seawall_settings: Any, logs: list[dict[str, Any]]
+    ) -> None:
+        """In DEBUG, Django's technical 500 page stays; the error is still captured."""
+        seawall_settings(error_capture=True)
+        with override_settings(DEBUG=True):
+            response = Client(raise_request_exception=False).get("/boom")
+        assert response.status_code == 500
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert len([e for e in logs if e["event"] == "seawall.error.captured"]) == 1
+
+
+class TestLayers:
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    def test_layer_rejection(self, seawall_settings: Any, mode: str) -> None:
+        """A layer's Respond is sent before the view, with the layers' headers."""
+        seawall_settings(layers=[Timing(), Deny()])
+        kw = {"headers": {"x-deny": "1"}}
+        response = Client().get("/items/1", **kw) if mode == "sync" else aget("/items/1", **kw)
+        assert response.status_code == 429
+        assert problem(response)["detail"] == "Slow down."
+        assert response.headers["Retry-After"] == "7"
+        assert response.headers["X-Deny-Policy"] == "test"
+        assert "Server-Timing" in response.headers
+        ok = Client().get("/items/1")
+        assert ok.headers["X-Deny-Checked"] == "1"
+
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    def test_body_effects(self, seawall_settings: Any, mode: str) -> None:
+        """ReadBody/ReplaceBody: the view reads the replaced body."""
+        seawall_settings(layers=[Upper(limit=16)])
+        ctype = "application/octet-stream"
+        if mode == "sync":
+            response = Client().post("/echo", b"hello", content_type=ctype)
+            big = Client().post("/echo", b"x" * 17, content_type=ctype)
+        else:
+
+            async def run() -> Any:
+                c = AsyncClient()
+                return (
+                    await c.post("/echo", b"hello", content_type=ctype),
+                    await c.post("/echo", b"x" * 17, content_type=ctype),
+                )
+
+            response, big = asyncio.run(run())
+        assert response.content == b"HELLO"
+        assert big.status_code == 413
+
+    def test_max_body(self, seawall_settings: Any) -> None:
+        """A body over request.max_body is a 413 problem, the view never reads it."""
+        seawall_settings(layers=[MaxBody(limit=8)])
+        ctype = "application/octet-stream"
+        assert Client().post("/echo", b"12345678", content_type=ctype).content == b"12345678"
+        response = Client().post("/echo", b"123456789", content_type=ctype)
+        assert response.status_code == 413
+        assert problem(response)["max_body"] == 8
+
+    def test_async_deadline(self, seawall_settings: Any) -> None:
+        """An async view past request.deadline is cancelled and answered 504."""
+        outcomes = Outcomes()
+        seawall_settings(layers=[outcomes, Deadline(0.05)])
+        response = aget("/slow?s=2")
+        assert response.status_code == 504
+        assert problem(response)["type"] == "urn:seawall:problem:timeout"
+        assert outcomes.outcomes[-1].timed_out
+
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    def test_exempt_view(self, seawall_settings: Any, mode: str) -> None:
+        """An @exempt view skips rejecting layers, keeps observing ones."""
+        outcomes = Outcomes()
+        seawall_settings(layers=[Timing(), outcomes, Deny()])
+        kw = {"headers": {"x-deny": "1"}}
+        response = Client().get("/free", **kw) if mode == "sync" else aget("/free", **kw)
+        assert response.status_code == 200
+        assert "Server-Timing" in response.headers
+        assert "X-Deny-Checked" not in response.headers
+        assert outcomes.outcomes[-1].route == "/free"
+        assert Client().get("/items/1", **kw).status_code == 429
+        assert Client().get("/nowhere", **kw).status_code == 429

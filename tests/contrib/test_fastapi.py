@@ -1,0 +1,211 @@
+"""FastAPI/Starlette middleware, through Starlette's TestClient."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from seawall.exceptions import CircuitOpen, ConfigurationError, RateLimited
+from seawall.fastapi import SeawallMiddleware, document, exempt, problem_responses
+from seawall.layers import ErrorCapture, Timing
+from seawall.stats import find_seawall
+from tests.contrib.layers import Deny, Outcomes, Upper
+
+
+def make_app(**kw: Any) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(SeawallMiddleware, **kw)
+
+    @app.get("/items/{id}")
+    async def item(id: int) -> Any:
+        return {"id": id}
+
+    @app.get("/sitems/{id}")
+    def sitem(id: int) -> Any:
+        return {"id": id}
+
+    @app.get("/boom")
+    async def boom() -> Any:
+        raise RuntimeError("boom with secret hunter2")
+
+    @app.get("/sboom")
+    def sboom() -> Any:
+        raise RuntimeError("sync boom with secret hunter2")
+
+    @app.get("/rejected")
+    async def rejected() -> Any:
+        raise RateLimited("slow down", retry_after=7)
+
+    @app.get("/open")
+    async def is_open() -> Any:
+        raise CircuitOpen("open", retry_after=3)
+
+    @app.exception_handler(CircuitOpen)
+    async def mine(request: Request, exc: CircuitOpen) -> JSONResponse:
+        return JSONResponse({"mine": exc.detail}, status_code=503)
+
+    @app.post("/echo")
+    async def echo(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(await request.body())
+
+    @app.get("/free")
+    @exempt
+    async def free() -> Any:
+        return {"free": True}
+
+    return app
+
+
+def problem(response: Any) -> dict[str, Any]:
+    assert response.headers["content-type"] == "application/problem+json"
+    return json.loads(response.content)  # type: ignore[no-any-return]
+
+
+class TestWiring:
+    def test_keywords_build_layers(self) -> None:
+        """Explicit keywords, one per config key, build the layers."""
+        app = make_app(timing={"response_time_header": True}, error_capture=True)
+        client = TestClient(app)
+        response = client.get("/items/3")
+        assert response.json() == {"id": 3}
+        assert "x-response-time" in response.headers
+        assert "x-request-id" in response.headers
+        wall = find_seawall(app)
+        assert [type(layer) for layer in wall.layers] == [Timing, ErrorCapture]
+
+    def test_config_dict_and_override(self) -> None:
+        """config= gives a settings dict; keywords override it."""
+        app = make_app(config={"timing": {"server_timing": False}}, timing=True)
+        assert "server-timing" in TestClient(app).get("/items/1").headers
+
+    def test_bad_setting_fails_at_startup(self) -> None:
+        """A bad value names the key when the app starts."""
+        app = make_app(timing={"slow": "fast"})
+        with pytest.raises(ConfigurationError, match=r"timing\.slow"), TestClient(app):
+            pass
+
+    @pytest.mark.parametrize("path", ["/items/1", "/sitems/1"], ids=["async", "sync"])
+    def test_route_template(self, path: str) -> None:
+        """Statistics and outcomes key by the route template, sync and async endpoints."""
+        outcomes = Outcomes()
+        app = make_app(layers=[Timing(), outcomes])
+        client = TestClient(app)
+        for n in (1, 2):
+            assert client.get(path[:-1] + str(n)).status_code == 200
+        template = path.rsplit("/", 1)[0] + "/{id}"
+        assert {o.route for o in outcomes.outcomes} == {template}
+        assert find_seawall(app).stats()["timing"]["routes"][template]["count"] == 2
+
+    def test_plain_starlette(self) -> None:
+        """Starlette apps use the same middleware."""
+        from starlette.middleware import Middleware
+
+        async def home(request: Any) -> PlainTextResponse:
+            return PlainTextResponse("hi")
+
+        app = Starlette(
+            routes=[Route("/", home)],
+            middleware=[Middleware(SeawallMiddleware, layers=[Deny()])],
+        )
+        client = TestClient(app)
+        assert client.get("/").headers["x-deny-checked"] == "1"
+        assert client.get("/", headers={"x-deny": "1"}).status_code == 429
+
+
+class TestErrors:
+    @pytest.mark.parametrize("path", ["/boom", "/sboom"], ids=["async", "sync"])
+    def test_exception_captured(self, path: str, logs: list[dict[str, Any]]) -> None:
+        """An endpoint's exception is one captured error and a problem+json 500."""
+        app = make_app(error_capture=True)
+        response = TestClient(app, raise_server_exceptions=False).get(path)
+        assert response.status_code == 500
+        body = problem(response)
+        assert "hunter2" not in response.text
+        assert body["request_id"] == response.headers["x-request-id"]
+        assert len([e for e in logs if e["event"] == "seawall.error.captured"]) == 1
+
+    def test_rejected_rendered(self) -> None:
+        """A Rejected the app does not handle is rendered as problem+json."""
+        response = TestClient(make_app(timing=True)).get("/rejected")
+        assert response.status_code == 429
+        assert problem(response)["detail"] == "slow down"
+        assert response.headers["retry-after"] == "7"
+        assert "server-timing" in response.headers
+
+    def test_app_exception_handler_wins(self) -> None:
+        """The app's handler for one of our exceptions still runs."""
+        response = TestClient(make_app(timing=True)).get("/open")
+        assert response.status_code == 503
+        assert response.json() == {"mine": "open"}
+
+    def test_http_errors_not_captured(self, logs: list[dict[str, Any]]) -> None:
+        """404 from the router is FastAPI's answer, not an error."""
+        response = TestClient(make_app(error_capture=True)).get("/nowhere")
+        assert response.status_code == 404
+        assert response.json() == {"detail": "Not Found"}
+        assert not [e for e in logs if e["event"] == "seawall.error.captured"]
+
+
+class TestLayers:
+    def test_layer_rejection_and_headers(self) -> None:
+        """A layer's Respond goes out before routing, with the layers' headers."""
+        client = TestClient(make_app(layers=[Timing(), Deny()]))
+        response = client.get("/items/1", headers={"x-deny": "1"})
+        assert response.status_code == 429
+        assert problem(response)["detail"] == "Slow down."
+        assert response.headers["retry-after"] == "7"
+        assert "server-timing" in response.headers
+        assert client.get("/items/1").headers["x-deny-checked"] == "1"
+
+    def test_body_effects(self) -> None:
+        """ReadBody/ReplaceBody reach the endpoint."""
+        client = TestClient(make_app(layers=[Upper(limit=16)]))
+        assert client.post("/echo", content=b"hello").text == "HELLO"
+        assert client.post("/echo", content=b"x" * 17).status_code == 413
+
+    def test_exempt_endpoint(self) -> None:
+        """@exempt endpoints skip rejecting layers, keep observing ones."""
+        outcomes = Outcomes()
+        client = TestClient(make_app(layers=[Timing(), outcomes, Deny()]))
+        response = client.get("/free", headers={"x-deny": "1"})
+        assert response.status_code == 200
+        assert "server-timing" in response.headers
+        assert "x-deny-checked" not in response.headers
+        assert outcomes.outcomes[-1].route == "/free"
+        assert client.get("/items/1", headers={"x-deny": "1"}).status_code == 429
+        assert client.get("/nowhere", headers={"x-deny": "1"}).status_code == 429
+
+
+class TestOpenAPI:
+    def test_document_adds_problem_responses(self) -> None:
+        """document(app) lists the statuses the middleware's layers may send."""
+        app = make_app(rate_limit="100/minute", circuit_breaker=True, validation=True)
+        document(app)
+        paths = app.openapi()["paths"]
+        item = paths["/items/{id}"]["get"]["responses"]
+        for status in ("429", "503", "413", "415", "422", "400"):
+            assert status in item, status
+        assert "application/problem+json" in item["429"]["content"]
+        assert "200" in item
+        assert "429" not in paths["/free"]["get"]["responses"]
+
+    def test_problem_responses_helper(self) -> None:
+        """problem_responses() gives a responses= mapping for one route."""
+        app = FastAPI()
+
+        @app.get("/x", responses=problem_responses(429, 503))
+        async def x() -> Any:
+            return {}
+
+        responses = app.openapi()["paths"]["/x"]["get"]["responses"]
+        assert set(responses) >= {"429", "503"}
+        schema = responses["429"]["content"]["application/problem+json"]["schema"]
+        assert schema["required"] == ["type", "title", "status"]
