@@ -12,15 +12,32 @@ from typing import Any
 ROUNDS = 9
 
 
-def asgi_scope(path: str = "/", method: str = "GET", headers: list[tuple[bytes, bytes]] | None = None,
-               client: str = "127.0.0.1") -> dict[str, Any]:
+def asgi_scope(
+    path: str = "/",
+    method: str = "GET",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    client: str = "127.0.0.1",
+) -> dict[str, Any]:
     return {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-        "query_string": b"", "client": (client, 50000), "server": ("127.0.0.1", 8000),
-        "headers": headers if headers is not None else [
-            (b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench/1.0"), (b"accept", b"*/*"),
-            (b"accept-encoding", b"gzip"), (b"connection", b"keep-alive"),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "client": (client, 50000),
+        "server": ("127.0.0.1", 8000),
+        "headers": headers
+        if headers is not None
+        else [
+            (b"host", b"127.0.0.1:8000"),
+            (b"user-agent", b"bench/1.0"),
+            (b"accept", b"*/*"),
+            (b"accept-encoding", b"gzip"),
+            (b"connection", b"keep-alive"),
         ],
     }
 
@@ -29,12 +46,25 @@ def wsgi_environ(path: str = "/", method: str = "GET") -> dict[str, Any]:
     import io
 
     return {
-        "REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000", "HTTP_USER_AGENT": "bench/1.0",
-        "HTTP_ACCEPT": "*/*", "HTTP_ACCEPT_ENCODING": "gzip", "HTTP_CONNECTION": "keep-alive",
-        "wsgi.input": io.BytesIO(b""), "wsgi.errors": io.StringIO(), "wsgi.url_scheme": "http",
-        "wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.multiprocess": False,
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_USER_AGENT": "bench/1.0",
+        "HTTP_ACCEPT": "*/*",
+        "HTTP_ACCEPT_ENCODING": "gzip",
+        "HTTP_CONNECTION": "keep-alive",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
         "wsgi.run_once": False,
     }
 
@@ -58,7 +88,9 @@ def time_asgi(app: Any, n: int, scope_factory: Callable[[], dict[str, Any]] = as
     return asyncio.run(loop())
 
 
-def time_wsgi(app: Any, n: int, environ_factory: Callable[[], dict[str, Any]] = wsgi_environ) -> float:
+def time_wsgi(
+    app: Any, n: int, environ_factory: Callable[[], dict[str, Any]] = wsgi_environ
+) -> float:
     def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
         return None
 

@@ -70,8 +70,12 @@ def main() -> None:
         "Seawall + Timing + ErrorCapture": Seawall(star, layers=[Timing(), ErrorCapture()]),
         "(scale) BaseHTTPMiddleware passthrough": base_http_passthrough(star),
     }
-    medians = compare({k: (lambda a=a: time_asgi(a, n)) for k, a in asgi_cases.items()}, args.rounds)
-    report(f"ASGI (Starlette), {n} requests x {args.rounds} rounds, medians", medians, "bare Starlette")
+    medians = compare(
+        {k: (lambda a=a: time_asgi(a, n)) for k, a in asgi_cases.items()}, args.rounds
+    )
+    report(
+        f"ASGI (Starlette), {n} requests x {args.rounds} rounds, medians", medians, "bare Starlette"
+    )
 
     flask = flask_app()
     wsgi_cases = {
@@ -81,7 +85,9 @@ def main() -> None:
         "Seawall + ErrorCapture": Seawall(flask, layers=[ErrorCapture()]),
         "Seawall + Timing + ErrorCapture": Seawall(flask, layers=[Timing(), ErrorCapture()]),
     }
-    medians = compare({k: (lambda a=a: time_wsgi(a, n)) for k, a in wsgi_cases.items()}, args.rounds)
+    medians = compare(
+        {k: (lambda a=a: time_wsgi(a, n)) for k, a in wsgi_cases.items()}, args.rounds
+    )
     report(f"WSGI (Flask), {n} requests x {args.rounds} rounds, medians", medians, "bare Flask")
 
 

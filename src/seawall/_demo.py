@@ -88,8 +88,27 @@ def build_demo_app(slow: float = 0.2) -> tuple[Any, list[Step]]:
     return Seawall(demo_app, layers=layers, interface="wsgi"), steps
 
 
+def _health(cls: Any) -> tuple[object, list[Step]]:
+    # trend=False: the demo is over before a trend could be learnt.
+    return cls(trend=False), [Step("a readiness probe", path="/health/ready")]
+
+
+def _metrics(cls: Any) -> tuple[object, list[Step]]:
+    return cls(), [Step("a Prometheus scrape", path="/metrics")]
+
+
+def _shedding(cls: Any) -> tuple[object, list[Step]]:
+    return cls(critical=["/health/*"]), []
+
+
+def _concurrency(cls: Any) -> tuple[object, list[Step]]:
+    return cls(64), []
+
+
 def _rate_limit(cls: Any) -> tuple[object, list[Step]]:
-    return cls("5/minute"), [Step("a burst past 5/minute", path="/api/items", repeat=4)]
+    # A generous default and one tight rule, so only the burst below is limited.
+    layer = cls("1000/minute", rules={"GET /api/items": "5/minute"})
+    return layer, [Step("a burst past 5/minute", path="/api/items", repeat=7)]
 
 
 def _validation(cls: Any) -> tuple[object, list[Step]]:
@@ -117,10 +136,19 @@ def _breaker(cls: Any) -> tuple[object, list[Step]]:
     return layer, [Step("a failing upstream trips the breaker", path="/flaky", repeat=5)]
 
 
+def _timeout(cls: Any) -> tuple[object, list[Step]]:
+    return cls(10.0), []
+
+
 _EXTRAS: list[tuple[str, str, Callable[[Any], tuple[object, list[Step]]]]] = [
+    ("seawall.layers.health", "Health", _health),
+    ("seawall.layers.metrics", "Metrics", _metrics),
+    ("seawall.layers.shedding", "LoadShedding", _shedding),
+    ("seawall.layers.concurrency", "ConcurrencyLimit", _concurrency),
     ("seawall.layers.ratelimit", "RateLimit", _rate_limit),
     ("seawall.layers.validation", "Validation", _validation),
     ("seawall.layers.breaker", "CircuitBreaker", _breaker),
+    ("seawall.layers.timeout", "Timeout", _timeout),
 ]
 
 

@@ -99,9 +99,7 @@ def run_request(
     return None, stack.all_depth
 
 
-def start_request(
-    stack: Stack, request: RequestView
-) -> tuple[Respond | None, int, Any]:
+def start_request(stack: Stack, request: RequestView) -> tuple[Respond | None, int, Any]:
     """
     Run ``on_request`` hooks synchronously until one yields an effect.
 
