@@ -1,6 +1,7 @@
-"""Session-scoped Redis Cluster (7000-7002) and Sentinel (6391 + 26391), torn down after.
+"""Session-scoped Redis Cluster (3 masters) and Sentinel (master + sentinel), torn down after.
 
-Started from the installed redis-server binary in temporary directories;
+Started from the installed redis-server binary in temporary directories, on
+free ports picked at start (fixed ports collide with other runs on the host);
 skipped with a reason when the binary is absent (failed under
 SEAWALL_REQUIRE_REDIS).
 """
@@ -15,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_topologies.servers import RedisCluster, RedisSentinel, require_binary
-
-CLUSTER_PORTS = (7000, 7001, 7002)
-SENTINEL_MASTER_PORT, SENTINEL_PORT = 6391, 26391
+from tests.redis_topologies.servers import (
+    RedisCluster,
+    RedisSentinel,
+    free_cluster_ports,
+    free_port,
+    require_binary,
+)
 
 
 def _start_or_skip(what: str, start: object) -> None:
@@ -32,10 +36,10 @@ def _start_or_skip(what: str, start: object) -> None:
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisCluster]:
-    """A 3-master Redis Cluster on 127.0.0.1:7000-7002."""
+    """A 3-master Redis Cluster on three free ports of 127.0.0.1."""
     require_binary()
     workdir = Path(tempfile.mkdtemp(prefix="seawall-cluster-"))
-    cluster = RedisCluster(CLUSTER_PORTS, workdir)
+    cluster = RedisCluster(free_cluster_ports(3), workdir)
     _start_or_skip("Cluster", cluster.start)
     yield cluster
     cluster.stop()
@@ -44,10 +48,10 @@ def redis_cluster() -> Iterator[RedisCluster]:
 
 @pytest.fixture(scope="session")
 def redis_sentinel() -> Iterator[RedisSentinel]:
-    """A master on 6391 watched by a sentinel on 26391 (service 'mymaster')."""
+    """A master watched by one sentinel (service 'mymaster'), on free ports."""
     require_binary()
     workdir = Path(tempfile.mkdtemp(prefix="seawall-sentinel-"))
-    setup = RedisSentinel(SENTINEL_MASTER_PORT, SENTINEL_PORT, workdir)
+    setup = RedisSentinel(free_port(), free_port(), workdir)
     _start_or_skip("Sentinel setup", setup.start)
     yield setup
     setup.stop()

@@ -42,6 +42,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_cluster_ports(count: int) -> tuple[int, ...]:
+    """*count* free ports whose Cluster bus ports (port + 10000) are free too.
+
+    Random, not fixed: other test runs on the same machine must not collide.
+    """
+    import random
+
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randint(20000, 50000)
+        if port in ports or port + 10000 in ports:
+            continue
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        ports.append(port)
+    return tuple(ports)
+
+
 def ping(port: int, timeout: float = 0.2) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:

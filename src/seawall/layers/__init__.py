@@ -57,9 +57,23 @@ def __getattr__(name: str) -> Any:
 def recommended_layers() -> list[object]:
     """The stack ``Seawall(app)`` uses when no layers are given, on in-memory defaults.
 
-    See docs/architecture.md for what it contains and why.
+    Timing, ErrorCapture, a generous per-client ``RateLimit("1000/minute")``,
+    ``Validation()`` request limits (1 MB bodies, JSON depth 32, ...; no
+    schemas, no threat detection) and a per-route ``CircuitBreaker`` that
+    opens at a 50% failure rate over at least 20 calls. See
+    docs/architecture.md for why each is there and how to change it.
     """
+    from seawall.layers.breaker import CircuitBreaker
     from seawall.layers.errors import ErrorCapture
+    from seawall.layers.ratelimit import RateLimit
     from seawall.layers.timing import Timing
+    from seawall.layers.validation import Validation
 
-    return [Timing(), ErrorCapture()]
+    return [
+        Timing(),
+        ErrorCapture(),
+        RateLimit("1000/minute"),
+        Validation(),
+        # Per route, so one broken endpoint cannot take the whole service down with it.
+        CircuitBreaker(per="route", failure_rate_threshold=0.5),
+    ]
