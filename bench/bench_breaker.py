@@ -2,19 +2,24 @@
 Circuit breaker, Timeout and @protect costs, in one run.
 
     python bench/bench_breaker.py [--n 40000] [--requests 2000] [--rounds 5]
+                                  [--redis redis://127.0.0.1:6379/0 | --redis '']
 
 1. Per guarded call: a direct call, pybreaker, and seawall's Breaker
    (closed, the consecutive and the failure-rate forms), the open-state
    fast-fail of both, and @seawall.protect with no failures.
 2. Per request: Seawall on a bare ASGI and WSGI app, without and with
    CircuitBreaker (and Timeout), closed and open.
+3. Shared state (when Redis answers): a call and a request through a breaker
+   whose state lives in Redis. These are wall-clock times (the cost is the
+   round trips, which CPU time would not show).
+4. A summary: each figure against its target, a direct call and pybreaker.
 
 Targets (issue 4): closed-state overhead <= 3 µs per call and <= pybreaker's
 own cost.
 
-Times are CPU time of the benchmark thread (``time.thread_time``), so other
-processes competing for the cores do not inflate them; the rounds are
-interleaved and the medians printed.
+Times in 1 and 2 are CPU time of the benchmark thread (``time.thread_time``),
+so other processes competing for the cores do not inflate them; the rounds
+are interleaved and the medians printed.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import contextlib
 
 import pybreaker
+import structlog
 from _harness import asgi_scope, compare, report, wsgi_environ
 
 from seawall import CircuitBreaker, Seawall, Timeout
@@ -44,6 +50,70 @@ def work() -> int:
 
 async def awork() -> int:
     return 1
+
+
+def wall_per_call(fn: Any, n: int) -> float:
+    """Wall-clock µs per call (for calls that wait on Redis)."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def wall_asgi(app: Any, layer: CircuitBreaker, n: int) -> float:
+    """Wall-clock µs per request, ASGI, background writes included."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def loop() -> float:
+        scopes = [asgi_scope() for _ in range(n)]
+        t0 = time.perf_counter()
+        for scope in scopes:
+            await app(scope, receive, send)
+        store = layer.breaker().shared
+        if store is not None:
+            await store.drain()  # the outcomes' writes are part of the cost
+        return (time.perf_counter() - t0) / n * 1e6
+
+    return asyncio.run(loop())
+
+
+def wall_wsgi(app: Any, n: int) -> float:
+    """Wall-clock µs per request, WSGI."""
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        return None
+
+    environs = [wsgi_environ() for _ in range(n)]
+    t0 = time.perf_counter()
+    for env in environs:
+        result = app(env, start_response)
+        for _ in result:
+            pass
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def redis_answers(url: str) -> bool:
+    """Whether a Redis server answers at *url* (the shared section is skipped if not)."""
+    if not url:
+        return False
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
 
 
 def per_call(fn: Any, n: int) -> float:
@@ -140,8 +210,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40_000)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="'' to skip")
     args = parser.parse_args()
     n, rounds = args.n, args.rounds
+    # The manual open() calls below log a transition; keep the tables readable.
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
 
     # -- 1. per guarded call, closed -------------------------------------------------
     pyb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)
@@ -169,17 +242,8 @@ def main() -> None:
         "@protect (nothing configured)": lambda: per_call(p_plain, n),
         "@protect(retry=3, breaker, bulkhead, fallback)": lambda: per_call(p_full, n),
     }
-    medians = compare(cases, rounds)
-    report(
-        f"Per guarded call, closed, {n} calls x {rounds} rounds, medians", medians, "direct call"
-    )
-    base = medians["direct call"]
-    added = medians["seawall Breaker.call (failure rate, count)"] - base
-    pyb_added = medians["pybreaker.call"] - base
-    print(
-        f"  -> seawall adds {added:.2f} µs per call (target <= 3), "
-        f"pybreaker adds {pyb_added:.2f} µs: ratio {added / pyb_added:.2f}x pybreaker"
-    )
+    closed = compare(cases, rounds)
+    report(f"Per guarded call, closed, {n} calls x {rounds} rounds, medians", closed, "direct call")
 
     # -- 1b. open-state fast-fail -------------------------------------------------------
     pyb_open = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=3600)
@@ -196,11 +260,8 @@ def main() -> None:
         ),
         "seawall open: acquire() refusal, no raise": lambda: per_call(ours_open.acquire, n),
     }
-    report(
-        f"Open-state fast-fail, {n} calls x {rounds} rounds, medians",
-        compare(fail_cases, rounds),
-        "direct call",
-    )
+    opened = compare(fail_cases, rounds)
+    report(f"Open-state fast-fail, {n} calls x {rounds} rounds, medians", opened, "direct call")
 
     # -- 1c. async ---------------------------------------------------------------------------
     ours_async = Breaker("async", failure_rate_threshold=0.5)
@@ -238,10 +299,9 @@ def main() -> None:
         ),
         "+ CircuitBreaker (open: 503)": Seawall(asgi_ok, layers=[open_asgi], interface="asgi"),
     }
+    asgi = compare({k: (lambda a=a: time_asgi(a, r)) for k, a in asgi_cases.items()}, rounds)
     report(
-        f"Per request, ASGI, {r} requests x {rounds} rounds, medians",
-        compare({k: (lambda a=a: time_asgi(a, r)) for k, a in asgi_cases.items()}, rounds),
-        "Seawall, no layers",
+        f"Per request, ASGI, {r} requests x {rounds} rounds, medians", asgi, "Seawall, no layers"
     )
     open_wsgi = CircuitBreaker(wait_in_open=3600)
     open_wsgi.open()
@@ -259,11 +319,108 @@ def main() -> None:
         ),
         "+ CircuitBreaker (open: 503)": Seawall(wsgi_ok, layers=[open_wsgi], interface="wsgi"),
     }
+    wsgi = compare({k: (lambda a=a: time_wsgi(a, r)) for k, a in wsgi_cases.items()}, rounds)
     report(
-        f"Per request, WSGI, {r} requests x {rounds} rounds, medians",
-        compare({k: (lambda a=a: time_wsgi(a, r)) for k, a in wsgi_cases.items()}, rounds),
-        "Seawall, no layers",
+        f"Per request, WSGI, {r} requests x {rounds} rounds, medians", wsgi, "Seawall, no layers"
     )
+
+    # -- 3. shared state in Redis (wall clock) ----------------------------------------
+    if redis_answers(args.redis):
+        shared(args.redis, max(200, r // 4), rounds)
+    else:
+        print(f"\nShared state: skipped (no Redis answers at {args.redis!r})")
+
+    summary(closed, opened, asgi, wsgi)
+
+
+def shared(url: str, m: int, rounds: int) -> None:
+    """Breaker state in Redis: one round trip to take a permit, one to give it back."""
+    prefix = f"bench-{time.time_ns()}"
+    ours = Breaker("bench", storage=url, key_prefix=prefix, storage_timeout=1.0)
+    options: dict[str, Any] = {"storage": url, "key_prefix": prefix, "storage_timeout": 1.0}
+    shared_layer, local_layer = CircuitBreaker(**options), CircuitBreaker()
+    asgi_shared = Seawall(asgi_ok, layers=[shared_layer], interface="asgi")
+    wsgi_shared = Seawall(wsgi_ok, layers=[CircuitBreaker(**options)], interface="wsgi")
+    asgi_local = Seawall(asgi_ok, layers=[local_layer], interface="asgi")
+    wsgi_local = Seawall(wsgi_ok, layers=[CircuitBreaker()], interface="wsgi")
+    cases = {
+        "direct call": lambda: wall_per_call(work, m),
+        "Breaker.call, state in Redis": lambda: wall_per_call(lambda: ours.call(work), m),
+        "ASGI request, CircuitBreaker in memory": lambda: wall_asgi(asgi_local, local_layer, m),
+        "ASGI request, CircuitBreaker in Redis": lambda: wall_asgi(asgi_shared, shared_layer, m),
+        "WSGI request, CircuitBreaker in memory": lambda: wall_wsgi(wsgi_local, m),
+        "WSGI request, CircuitBreaker in Redis": lambda: wall_wsgi(wsgi_shared, m),
+    }
+    report(
+        f"Shared state in Redis ({url}), wall clock, {m} calls x {rounds} rounds, medians",
+        compare(cases, rounds),
+        "direct call",
+    )
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"*{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def summary(
+    closed: dict[str, float],
+    opened: dict[str, float],
+    asgi: dict[str, float],
+    wsgi: dict[str, float],
+) -> None:
+    """Each figure against its target, a direct call and pybreaker."""
+    direct = closed["direct call"]
+    pyb = closed["pybreaker.call"]
+    pyb_added = pyb - direct
+    print("\nSummary (issue 4 targets: closed-state overhead <= 3 µs and <= pybreaker's own cost)")
+    print(f"  {'case':<46} {'added µs':>9} {'x direct':>9} {'x pybreaker':>12}  target")
+    rows = [
+        ("Breaker.call (failure rate, count)", "seawall Breaker.call (failure rate, count)"),
+        ("Breaker.call (fail_max)", "seawall Breaker.call (fail_max)"),
+        ("Breaker.call (time window + slow)", "seawall Breaker.call (time window + slow)"),
+        ("Breaker decorator", "seawall Breaker decorator"),
+        ("@protect (nothing configured)", "@protect (nothing configured)"),
+        ("@protect(retry=3, breaker, bulkhead, fallback)",
+         "@protect(retry=3, breaker, bulkhead, fallback)"),
+    ]  # fmt: skip
+    for label, key in rows:
+        added = closed[key] - direct
+        ok = added <= 3.0 and added <= pyb_added
+        target = "met" if ok else "NOT met"
+        if key.startswith("@protect"):
+            target = "(no target)"
+        print(
+            f"  {label:<46} {added:>+9.2f} {closed[key] / direct:>8.1f}x "
+            f"{added / pyb_added:>11.2f}x  {target}"
+        )
+    print(f"  {'pybreaker.call (reference)':<46} {pyb_added:>+9.2f} {pyb / direct:>8.1f}x "
+          f"{1.0:>11.2f}x")  # fmt: skip
+    open_ours = opened["seawall open: raises CircuitOpen"] - opened["direct call"]
+    open_pyb = opened["pybreaker open: raises CircuitBreakerError"] - opened["direct call"]
+    refusal = opened["seawall open: acquire() refusal, no raise"] - opened["direct call"]
+    print(
+        f"  {'open fast-fail, raising':<46} {open_ours:>+9.2f} "
+        f"{opened['seawall open: raises CircuitOpen'] / opened['direct call']:>8.1f}x "
+        f"{open_ours / open_pyb:>11.2f}x  (no target)"
+    )
+    print(f"  {'open refusal without the exception (layer path)':<46} {refusal:>+9.2f}")
+    for name, table in (("ASGI", asgi), ("WSGI", wsgi)):
+        added = table["+ CircuitBreaker (global, closed)"] - table["Seawall, no layers"]
+        # The breaker's own share: over a no-op layer with the same hooks (the
+        # driver builds an Outcome for any layer with on_complete).
+        own = table["+ CircuitBreaker (global, closed)"] - table["+ no-op layer (same hooks)"]
+        print(
+            f"  {'per request, ' + name + ', CircuitBreaker closed':<46} {added:>+9.2f} "
+            f"{'':>9} {'':>12}  {'met' if added <= 3.0 else 'NOT met'} (<= 3)"
+        )
+        print(
+            f"  {'  of which the breaker itself (vs no-op layer)':<46} {own:>+9.2f} "
+            f"{'':>9} {own / pyb_added:>11.2f}x  "
+            f"{'met' if own <= pyb_added else 'NOT met'} (<= pybreaker)"
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ Retries are for outbound calls only: seawall never retries an incoming
 request (a client's request is not ours to repeat).
 
 Events: ``seawall.protect.retry`` (each retry: attempt, wait, error),
-``seawall.protect.failed`` (gave up), ``seawall.protect.fallback``,
+``seawall.protect.recovered`` (succeeded after retries: attempts),
+``seawall.protect.failed`` (gave up: error, attempts), ``seawall.protect.fallback``,
 ``seawall.protect.rejected`` (breaker open or bulkhead full),
 ``seawall.protect.timeout``; the counters are in :meth:`Policy.stats`.
 """
@@ -416,9 +417,11 @@ class Policy:
 
     # -- one attempt: breaker(timeout(bulkhead(call))) ------------------------------
 
-    def _record(self, permit: Any, failed: bool | None, duration: float) -> None:
+    def _record(
+        self, permit: Any, failed: bool | None, duration: float, exc: BaseException | None = None
+    ) -> None:
         if self.breaker is not None:
-            self.breaker.record(permit, failed, duration)
+            self.breaker.record(permit, failed, duration, exc=exc)
 
     def _refused(self, retry_after: float) -> CircuitBreakerOpen:
         self.rejected += 1
@@ -462,7 +465,8 @@ class Policy:
                     bulkhead.release()
         except BaseException as exc:
             if breaker is not None:
-                breaker.record(permit, self._classify(exc), clock() - start if timed else None)
+                duration = clock() - start if timed else None
+                breaker.record(permit, self._classify(exc), duration, exc=exc)
             raise
         if not timed and self.retry_if_result is None:
             if breaker is not None:
@@ -501,7 +505,7 @@ class Policy:
             if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
                 failed = True
             if breaker is not None:
-                await breaker.arecord(permit, failed, clock() - start)
+                await breaker.arecord(permit, failed, clock() - start, exc=exc)
             raise
         failed = self._bad_result(result) if self.retry_if_result is not None else False
         if breaker is not None:
@@ -541,6 +545,7 @@ class Policy:
     def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run *func* through the pipeline (sync)."""
         self.calls += 1
+        retrying: Any = None
         try:
             try:
                 result = self._attempt(func, args, kwargs)
@@ -560,13 +565,14 @@ class Policy:
             retrying = self._retrying.copy()
             result = retrying(self._attempt, func, args, kwargs)
         except Exception as exc:
-            return self._gave_up(exc)
-        self.successes += 1
+            return self._gave_up(exc, _attempts(retrying))
+        self._recovered(_attempts(retrying))
         return result
 
     async def acall(self, func: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         """Await *func* through the pipeline."""
         self.calls += 1
+        retrying: Any = None
         try:
             try:
                 result = await self._aattempt(func, args, kwargs)
@@ -586,11 +592,11 @@ class Policy:
             retrying = self._aretrying.copy()
             result = await retrying(self._aattempt, func, args, kwargs)
         except Exception as exc:
-            value = self._gave_up(exc)
+            value = self._gave_up(exc, _attempts(retrying))
             if inspect.isawaitable(value):
                 value = await value
             return value
-        self.successes += 1
+        self._recovered(_attempts(retrying))
         return result
 
     def _first_wait(self, exc: BaseException | None) -> float:
@@ -598,18 +604,27 @@ class Policy:
         hinted = retry_after_of(exc) if exc is not None else None
         return wait if hinted is None else max(wait, hinted)
 
-    def _gave_up(self, exc: Exception) -> Any:
-        """Fall back, or re-raise *exc* (the caller is inside its ``except``)."""
+    def _recovered(self, attempts: int) -> None:
+        """Count a success that needed retries, and say after how many attempts."""
+        self.successes += 1
+        logger.info("seawall.protect.recovered", call=self.name, attempts=attempts)
+
+    def _gave_up(self, exc: Exception, attempts: int = 1) -> Any:
+        """Fall back, or re-raise *exc* (the caller is inside its ``except``).
+
+        *attempts*: the calls made (a refused attempt included).
+        """
         rejected = isinstance(exc, (CircuitOpen, BulkheadFull))
         if isinstance(exc, BulkheadFull):
             self.rejected += 1
+        error = type(exc).__name__
         if not rejected:
             self.failures += 1
-            logger.warning("seawall.protect.failed", call=self.name, error=type(exc).__name__)
+            logger.warning("seawall.protect.failed", call=self.name, error=error, attempts=attempts)
         if self.fallback is _NO_FALLBACK or not isinstance(exc, self.fallback_on):
             raise exc
         self.fallbacks += 1
-        logger.info("seawall.protect.fallback", call=self.name, error=type(exc).__name__)
+        logger.info("seawall.protect.fallback", call=self.name, error=error, attempts=attempts)
         fallback = self.fallback
         return fallback(exc) if callable(fallback) else fallback
 
@@ -655,13 +670,20 @@ class Policy:
             if type(permit) is float:
                 raise self._refused(permit)
         if self.bulkhead is not None:
-            self.bulkhead.acquire()
+            try:
+                self.bulkhead.acquire()
+            except BaseException as exc:
+                # A full bulkhead says nothing of the downstream: hand the
+                # permit back uncounted, or a half-open probe would be lost.
+                self.rejected += isinstance(exc, BulkheadFull)
+                self._record(permit, None, 0.0)
+                raise
         start = self._clock()
         try:
             yield
         except BaseException as exc:
             self.failures += 1
-            self._record(permit, self._classify(exc), self._clock() - start)
+            self._record(permit, self._classify(exc), self._clock() - start, exc)
             raise
         finally:
             if self.bulkhead is not None:
@@ -685,7 +707,13 @@ class Policy:
             if type(permit) is float:
                 raise self._refused(permit)
         if self.bulkhead is not None:
-            await self.bulkhead.aacquire()
+            try:
+                await self.bulkhead.aacquire()
+            except BaseException as exc:
+                self.rejected += isinstance(exc, BulkheadFull)
+                if breaker is not None:
+                    await breaker.arecord(permit, None, 0.0)  # see _block
+                raise
         start = self._clock()
         try:
             if self.timeout is not None and sys.version_info >= (3, 11):
@@ -700,7 +728,7 @@ class Policy:
                 failed = True
                 self._overran(self._clock() - start, cancelled=True)
             if breaker is not None:
-                await breaker.arecord(permit, failed, self._clock() - start)
+                await breaker.arecord(permit, failed, self._clock() - start, exc=exc)
             raise
         finally:
             if self.bulkhead is not None:
@@ -728,6 +756,13 @@ class Policy:
         stack = _cms.get()
         _cms.set(stack[:-1])
         return await stack[-1].__aexit__(*exc_info)  # type: ignore[no-any-return]
+
+
+def _attempts(retrying: Any) -> int:
+    """The attempts a call made: the first, plus those its tenacity loop ran."""
+    if retrying is None:
+        return 1
+    return 1 + int(retrying.statistics.get("attempt_number", 0))
 
 
 async def _with_timeout(call: Awaitable[Any], seconds: float) -> Any:

@@ -96,3 +96,24 @@ def test_wsgi_half_open_admits_exactly_the_permitted_probes(clock: ManualClock) 
     assert codes.count(200) == PROBES
     assert codes.count(503) == N - PROBES
     assert layer.breaker().current_state == "closed"
+
+
+def test_no_lock_is_held_across_the_guarded_call(clock: ManualClock) -> None:
+    """Threads are inside one breaker's call() at the same time (pybreaker serialises them).
+
+    Each call waits at a barrier for the others: held under a lock, the
+    first would wait alone until the barrier broke. Also half-open: the
+    permitted probes run together.
+    """
+    from seawall._breaker import Breaker
+
+    for state in ("closed", "half-open"):
+        b = Breaker("nolock", fail_max=5, permitted_calls_in_half_open=4, clock=clock)
+        if state == "half-open":
+            b.open()
+            clock.advance(30)
+        inside = threading.Barrier(4, timeout=5)
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _, b=b, w=inside.wait: b.call(w), range(4)))
+        assert sorted(results) == [0, 1, 2, 3]  # every thread passed the barrier
+        assert b.current_state == "closed"

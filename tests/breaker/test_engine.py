@@ -322,6 +322,53 @@ class TestPybreakerInterface:
         assert b.state.name == OPEN
         assert b.current_state == OPEN
 
+    def test_pybreaker_listeners_hear_every_call(self, clock: ManualClock) -> None:
+        """before_call, success and failure reach a pybreaker listener, sync and async."""
+        heard: list[Any] = []
+
+        class Listener(pybreaker.CircuitBreakerListener):
+            def before_call(self, cb: Any, func: Any, *args: Any, **kwargs: Any) -> None:
+                heard.append(("before", func.__name__, args))
+
+            def success(self, cb: Any) -> None:
+                heard.append(("success", cb.name))
+
+            def failure(self, cb: Any, exc: BaseException) -> None:
+                heard.append(("failure", type(exc).__name__))
+
+        b = Breaker("heard", fail_max=5, clock=clock)
+        b.add_listener(Listener())
+        b.call(ok)
+        with pytest.raises(Down):
+            b.call(fail)
+        excluded = Breaker("ex", fail_max=5, exclude=[Business], listeners=b.listeners)
+
+        def business(n: int) -> None:
+            raise Business
+
+        with pytest.raises(Business):
+            excluded.call(business, 7)  # excluded: neither a success nor a failure
+
+        async def aok() -> str:
+            return "ok"
+
+        asyncio.run(b.call_async(aok))
+        with b.calling():
+            pass
+        assert heard == [
+            ("before", "ok", ()),
+            ("success", "heard"),
+            ("before", "fail", ()),
+            ("failure", "Down"),
+            ("before", "business", (7,)),
+            ("before", "aok", ()),
+            ("success", "heard"),
+            ("success", "heard"),
+        ]
+        b.remove_listener(b.listeners[0])
+        b.call(ok)
+        assert len(heard) == 8
+
     def test_excluded_exceptions_are_not_failures(self, clock: ManualClock) -> None:
         """pybreaker's exclusions (types and predicates) are honoured."""
         b = Breaker("t", fail_max=1, exclude=[Business, lambda e: "benign" in str(e)], clock=clock)

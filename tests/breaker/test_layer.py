@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -154,6 +155,32 @@ class TestPer:
         assert statuses(client, "/items/503", "/items/502") == [503, 502]
         assert statuses(client, "/items/42", "/users/1") == [503, 200]
         assert set(layer.stats()["breakers"]) == {"/items/{id}", "/items/500", "/users/1"}
+
+    def test_the_issue_example_per_route_over_a_time_window(
+        self, interface: str, clock: ManualClock
+    ) -> None:
+        """failure_rate 0.5, minimum 20, 60 s time window, per="route": as the issue writes it."""
+        layer = CircuitBreaker(
+            failure_rate_threshold=0.5, minimum_number_of_calls=20, sliding_window_size=60,
+            sliding_window_type="time", wait_in_open=30, per="route", clock=clock,
+        )  # fmt: skip
+        client = client_for(routed(interface, [layer]))
+        statuses(client, "/items/0")  # learn the template (the first request has only its path)
+        # 10 failures 61 s ago are forgotten: they never add up with the later ones.
+        assert statuses(client, *["/items/500"] * 10) == [500] * 10
+        clock.advance(61)
+        assert statuses(client, *["/items/1"] * 10, *["/items/500"] * 9) == [200] * 10 + [500] * 9
+        assert layer.breaker("/items/{id}").current_state == "closed"  # 19 calls: too few
+        clock.advance(5)
+        assert statuses(client, "/items/500") == [500]  # 10 of 20 failed: 50%
+        response = client.get("/items/2")
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "30"
+        assert statuses(client, "/users/1", "/users/2") == [200, 200]  # another route
+        clock.advance(30)
+        assert statuses(client, "/items/3", "/items/4") == [200, 200]  # the probe closed it
+        window = layer.stats()["breakers"]["/items/{id}"]
+        assert window["transitions"] == {"opened": 1, "half_open": 1, "closed": 1}
 
     def test_request_route_set_by_an_adapter_is_used(
         self, interface: str, clock: ManualClock
@@ -386,3 +413,117 @@ def test_handler_decorator_refusal_is_rendered_by_both_drivers(
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["retry-after"] == "20"
     assert response.json()["breaker"] == "upstream"
+
+
+class TestTimeoutOnASGI:
+    """What the ASGI driver does with a Timeout deadline, seen from the app's side."""
+
+    @staticmethod
+    def _call(wall: Any, path: str = "/") -> tuple[list[dict[str, Any]], BaseException | None]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+            "root_path": "", "query_string": b"", "headers": [], "client": ("1.2.3.4", 1),
+            "server": ("t", 80),
+        }  # fmt: skip
+        error: BaseException | None = None
+        try:
+            asyncio.run(wall(scope, receive, send))
+        except Exception as exc:
+            error = exc
+        return sent, error
+
+    def test_the_handler_is_cancelled_and_504_sent(self, logs: list[dict[str, Any]]) -> None:
+        """The app stops at its await: code after it never runs; 504 problem+json."""
+        reached: list[str] = []
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            reached.append("started")
+            try:
+                await asyncio.sleep(5)
+                reached.append("after the sleep")
+            except asyncio.CancelledError:
+                reached.append("cancelled")
+                raise
+
+        layer = CircuitBreaker(fail_max=1)
+        wall = seawall.Seawall(app, layers=[layer, Timeout(0.05)], interface="asgi")
+        sent, error = self._call(wall)
+        assert error is None
+        assert reached == ["started", "cancelled"]
+        assert sent[0]["status"] == 504
+        headers = dict(sent[0]["headers"])
+        assert headers[b"content-type"] == b"application/problem+json"
+        assert json.loads(sent[1]["body"])["type"].endswith("timeout")
+        assert layer.breaker().current_state == "open"  # the overrun was a failure
+        event = next(e for e in logs if e["event"] == "seawall.timeout.exceeded")
+        assert event["cancelled"] is True
+
+    def test_a_started_response_is_cut_short_not_restarted(self) -> None:
+        """Past the deadline after the response started: no second start, no 504."""
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"part", "more_body": True})
+            await asyncio.sleep(5)
+            await send({"type": "http.response.body", "body": b"rest"})
+
+        layer = CircuitBreaker(fail_max=1)
+        timeout = Timeout(0.05)
+        wall = seawall.Seawall(app, layers=[layer, timeout], interface="asgi")
+        sent, _ = self._call(wall)
+        starts = [m for m in sent if m["type"] == "http.response.start"]
+        assert [m["status"] for m in starts] == [200]
+        assert b"rest" not in b"".join(m.get("body", b"") for m in sent)
+        assert timeout.stats()["exceeded"] == 1
+        assert layer.breaker().current_state == "open"
+
+
+class TestPatterns:
+    @pytest.mark.parametrize(
+        ("template", "path", "matches"),
+        [
+            ("/items/{id}", "/items/7", True),
+            ("/items/{id}", "/items/7/parts", False),
+            ("/items/{id:int}", "/items/7", True),
+            ("/items/{id:int}", "/items/x", False),
+            ("/files/{rest:path}", "/files/a/b", True),
+            ("/items/<int:id>", "/items/12", True),
+            ("/items/<int:id>", "/items/new", False),
+            ("/users/<name>", "/users/ada", True),
+            ("/users/<name>", "/users/ada/posts", False),
+            ("/users/<str:name>", "/users/ada", True),
+            ("/files/<path:rest>", "/files/a/b/c", True),
+            ("/pick/<any(a, b):kind>", "/pick/a", True),
+            ("/reports/*", "/reports/2026/q1", True),
+        ],
+    )
+    def test_templates_of_every_framework(self, template: str, path: str, matches: bool) -> None:
+        """Starlette {id}, Flask and Django <int:id>, globs: one parameter is one segment."""
+        from seawall._breaker.patterns import compile_pattern
+
+        assert bool(compile_pattern(template).fullmatch(path)) is matches
+
+    def test_per_route_learns_flask_and_django_templates(
+        self, interface: str, clock: ManualClock
+    ) -> None:
+        """A learned /orders/<int:id> keys /orders/9 before that path was ever seen."""
+        from tests.breaker import apps
+
+        apps.TEMPLATES["orders"] = "/orders/<int:id>"
+        try:
+            layer = CircuitBreaker(per="route", fail_max=2, clock=clock)
+            client = client_for(routed(interface, [layer]))
+            assert statuses(client, "/orders/1", "/orders/500", "/orders/502") == [200, 500, 502]
+            assert statuses(client, "/orders/9") == [503]
+            assert "/orders/<int:id>" in layer.stats()["breakers"]
+        finally:
+            del apps.TEMPLATES["orders"]

@@ -70,33 +70,46 @@ def drive(
     return b, recorder, most_probes
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(config=configs, script=steps)
 def test_never_opens_before_the_minimum_number_of_calls(
     config: dict[str, Any], script: list[tuple[Any, ...]]
 ) -> None:
-    """The first opening happens only once the window held the minimum number of calls."""
+    """Every CLOSED -> OPEN happens with at least the minimum number of calls in the window.
+
+    Checked at each opening (not only the first: the window starts empty
+    again after every transition), against the window figures the stats API
+    showed just before the outcome that tripped it.
+    """
     clock = ManualClock()
-    b = Breaker("p", clock=clock, **config)
+    recorder = Recorder()
+    b = Breaker("p", clock=clock, listeners=[recorder], **config)
     minimum = config["minimum_number_of_calls"]
-    if config["sliding_window_type"] == "count":
-        minimum = min(minimum, config["sliding_window_size"])
-    recorded = 0
+    size = config["sliding_window_size"]
+    count_window = config["sliding_window_type"] == "count"
+    if count_window:
+        minimum = min(minimum, size)
     held: list[Any] = []
+    openings = 0
     for step in script:
         if step[0] == "acquire":
             permit = b.acquire()
             if not isinstance(permit, float):
                 held.append(permit)
         elif step[0] == "record" and held:
+            before = b.stats()
             b.record(held.pop(step[2] % len(held)), step[1])
-            if step[1] is not None:
-                recorded += 1
+            if b.transitions["opened"] > before["transitions"]["opened"] and (
+                before["state"] == CLOSED
+            ):
+                openings += 1
+                assert step[1] is not None  # an ignored outcome never decides
+                calls = before["window"]["calls"] + 1
+                assert (min(calls, size) if count_window else calls) >= minimum
         elif step[0] == "advance":
             clock.advance(step[1])
-        if b.transitions["opened"]:
-            assert recorded >= minimum
-            break
+    # Every CLOSED -> OPEN was checked above (none slipped through another path).
+    assert openings == recorder.changes.count((CLOSED, OPEN))
 
 
 @settings(max_examples=100, deadline=None)

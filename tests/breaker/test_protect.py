@@ -87,6 +87,11 @@ class TestAcceptance:
         retries = [e for e in logs if e["event"] == "seawall.protect.retry"]
         assert [e["attempt"] for e in retries] == [2, 3, 4, 2, 3]
         assert any(e["event"] == "seawall.protect.rejected" for e in logs)
+        # Each call's outcome, with the attempts it made (a refused one included).
+        failed = [e["attempts"] for e in logs if e["event"] == "seawall.protect.failed"]
+        fallbacks = [e["attempts"] for e in logs if e["event"] == "seawall.protect.fallback"]
+        assert failed == [4]  # calls 2 and 3 ended on the breaker's refusal, not a failure
+        assert fallbacks == [4, 3, 1]
 
     def test_async_failing_downstream(self, clock: ManualClock) -> None:
         """The same pipeline on asyncio."""
@@ -118,14 +123,75 @@ class TestAcceptance:
         ]
         assert calls == 6
 
+    def test_the_issue_example_with_a_failure_rate_breaker(
+        self, clock: ManualClock, logs: list[dict[str, Any]]
+    ) -> None:
+        """protect(retry=3, breaker=..., timeout=2.0, fallback=None) over a rate breaker.
+
+        Minimum 8 calls, threshold 50%: the 8th failed attempt (the last retry of
+        the second call) opens it; the third call never reaches the downstream.
+        """
+        calls = 0
+        sleeps = Sleeps()
+
+        @protect(
+            retry=3,
+            breaker="rate-payments",
+            timeout=2.0,
+            fallback=None,
+            breaker_options={
+                "failure_rate_threshold": 0.5,
+                "minimum_number_of_calls": 8,
+                "sliding_window_size": 20,
+                "clock": clock,
+            },
+            asleep=sleeps.asleep,
+            jitter=0,
+        )
+        async def charge(card: str) -> str:
+            nonlocal calls
+            calls += 1
+            raise Down(card)
+
+        breaker = breakers["rate-payments"]
+
+        async def main() -> None:
+            assert await charge("a") is None
+            assert calls == 4
+            assert breaker.stats()["window"]["calls"] == 4
+            assert breaker.current_state == "closed"
+            assert await charge("b") is None
+            assert calls == 8
+            assert breaker.current_state == "open"
+            assert await charge("c") is None
+            assert calls == 8  # refused at once: the downstream is not touched
+
+        asyncio.run(main())
+        stats = charge.protect.stats()  # type: ignore[attr-defined]
+        assert stats["attempts"] == 9  # 4 + 4 + the refused one
+        assert stats["retries"] == 6
+        assert (stats["fallbacks"], stats["rejected"], stats["failures"]) == (3, 1, 2)
+        assert (breaker.failures, breaker.rejected) == (8, 1)
+        assert len(sleeps.waits) == 6  # the refusal was never retried
+        opened = [e for e in logs if e["event"] == "seawall.breaker.opened"]
+        assert [(e["reason"], e["calls"], e["failures"]) for e in opened] == [
+            ("failure_rate", 8, 8)
+        ]
+
 
 class TestRetry:
-    def test_success_after_retries(self) -> None:
-        """Two failures then success: the result comes back, 3 attempts."""
+    def test_success_after_retries(self, logs: list[dict[str, Any]]) -> None:
+        """Two failures then success: the result comes back, 3 attempts, logged as recovered."""
         downstream = Downstream(fail=2)
-        call = protect(retry=3, sleep=Sleeps(), jitter=0)(downstream)
+        call = protect(retry=3, sleep=Sleeps(), jitter=0, name="flaky")(downstream)
         assert call() == "ok"
         assert downstream.calls == 3
+        recovered = [e for e in logs if e["event"] == "seawall.protect.recovered"]
+        assert [(e["call"], e["attempts"]) for e in recovered] == [("flaky", 3)]
+        assert call() == "ok"  # a first-time success: counted, not logged
+        assert len([e for e in logs if e["event"] == "seawall.protect.recovered"]) == 1
+        stats = call.protect.stats()  # type: ignore[attr-defined]
+        assert (stats["calls"], stats["attempts"], stats["successes"]) == (2, 4, 2)
 
     def test_only_configured_exceptions_are_retried(self) -> None:
         """retry_on=(TimeoutError,): a ConnectionError is raised at once."""
@@ -314,6 +380,38 @@ class TestContextManager:
                     await asyncio.sleep(5)
 
         asyncio.run(main())
+
+    def test_a_full_bulkhead_hands_the_probe_permit_back(self, clock: ManualClock) -> None:
+        """Half-open with one probe: a block refused by its bulkhead does not use the probe up."""
+        from seawall._breaker import Breaker
+
+        breaker = Breaker("probe", fail_max=1, wait_in_open=5, clock=clock)
+        breaker.open()
+        clock.advance(5)
+        bulkhead = Bulkhead(1)
+        bulkhead.acquire()  # the only slot is taken
+        guard = protect(breaker=breaker, bulkhead=bulkhead)
+        with pytest.raises(BulkheadFull), guard:
+            pass
+        assert guard.stats()["rejected"] == 1
+        bulkhead.release()
+        with guard:  # the probe permit is still there: this block is the probe
+            pass
+        assert breaker.current_state == "closed"
+
+        async def main() -> None:
+            breaker.open()
+            clock.advance(5)
+            await bulkhead.aacquire()
+            with pytest.raises(BulkheadFull):
+                async with guard:
+                    pass
+            bulkhead.release()
+            async with guard:
+                pass
+
+        asyncio.run(main())
+        assert breaker.current_state == "closed"
 
     def test_retry_needs_a_function(self) -> None:
         """A block cannot be retried: say so rather than silently not retrying."""

@@ -185,3 +185,144 @@ def test_one_process_failures_open_the_breaker_for_all(redis_url: str, key_prefi
     )
     assert [r[1] for r in results] == ["open", "open", "open"]
     assert results[1][2] == results[2][2] == pytest.approx(10.0)  # Retry-After: all of it
+
+
+def test_three_worker_processes_admit_exactly_the_probes_over_http(
+    redis_url: str, key_prefix: str
+) -> None:
+    """100 concurrent requests on 3 workers (1 ASGI, 2 WSGI) sharing Redis: 3 reach an app."""
+    now = 4_000_000.0
+    opener = _workers.layer(redis_url, key_prefix, now)
+    opener.open()  # in Redis, opened at *now*; the workers' clock is past wait_in_open
+    ctx = _context()
+    barrier = ctx.Barrier(3)
+    entered, answered = ctx.Value("i", 0), ctx.Value("i", 0)
+    release = ctx.Event()
+    out = ctx.Queue()
+    plan = (("asgi", 34), ("wsgi", 33), ("wsgi", 33))
+    shared_args = (barrier, entered, answered, release, out)
+    procs = [
+        ctx.Process(
+            target=_workers.http_half_open,
+            args=(redis_url, key_prefix, now + 10, interface, n, *shared_args),
+        )
+        for interface, n in plan
+    ]
+    for p in procs:
+        p.start()
+    permitted = _workers.LAYER["permitted_calls_in_half_open"]
+    deadline = time.monotonic() + 60
+    # The probes are held inside the apps until every other request was answered.
+    while answered.value < 100 - permitted and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    codes = [code for _, worker_codes, _ in results for code in worker_codes]
+    assert entered.value == permitted
+    assert codes.count(200) == permitted
+    assert codes.count(503) == 100 - permitted
+    assert all(errors == 0 for _, _, errors in results)  # Redis answered every call
+    watcher = _workers.layer(redis_url, key_prefix, now + 10).breaker()
+    permit = watcher.acquire()
+    assert not isinstance(permit, float)
+    assert not permit.probe
+    assert watcher.current_state == "closed"  # the 3 probes succeeded, from any worker
+
+
+def test_one_worker_failures_open_the_layer_for_all_over_http(
+    redis_url: str, key_prefix: str
+) -> None:
+    """An ASGI worker's ten 500s open the breaker; WSGI and ASGI workers then answer 503."""
+    ctx = _context()
+    opened = ctx.Event()
+    entered = ctx.Value("i", 0)
+    out = ctx.Queue()
+    plan = ("asgi", "wsgi", "asgi")
+    procs = [
+        ctx.Process(
+            target=_workers.http_fail_or_watch,
+            args=(redis_url, key_prefix, 5_000_000.0, interface, role, opened, entered, out),
+        )
+        for role, interface in enumerate(plan)
+    ]
+    for p in procs:
+        p.start()
+    results = sorted(out.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert results[0][2] == [500] * 10
+    assert entered.value == 10  # the watchers' requests never reached their apps
+    for _, _, answer, state in results[1:]:
+        assert answer == [503, "10"]  # Retry-After: the whole wait_in_open
+        assert state == "open"
+    assert results[0][3] == "open"
+
+
+def test_shared_stats_show_the_redis_window(
+    redis_url: str, key_prefix: str, clock: ManualClock
+) -> None:
+    """Two instances fill one window; each one's stats show the shared figures."""
+    a, b = (
+        Breaker(
+            "st", minimum_number_of_calls=10, storage=redis_url, key_prefix=key_prefix,
+            clock=clock,
+        )
+        for _ in range(2)
+    )  # fmt: skip
+    a.record(a.acquire(), True)
+    b.record(b.acquire(), False)
+    b.record(b.acquire(), False)
+    window = b.stats()["window"]
+    assert (window["calls"], window["failures"]) == (3, 1)
+    assert window["failure_rate"] == round(1 / 3, 4)
+    assert a.stats()["window"]["calls"] == 1  # a saw the window when it held one call
+    a.open()
+    assert a.stats()["window"]["calls"] == 0
+
+
+@pytest.mark.parametrize("window", ["count", "time"])
+def test_the_shared_engine_decides_like_the_local_one(
+    redis_url: str, key_prefix: str, window: str
+) -> None:
+    """The same 400 outcomes into a local and a Redis breaker: same states, same window.
+
+    Well past the window size, so evicting old outcomes (and their Redis
+    bookkeeping) is exercised, with failures, slow calls and clock moves.
+    """
+    import random
+
+    rng = random.Random(4)
+    clock = ManualClock(1_000_000.0)
+    settings: dict[str, Any] = {
+        "sliding_window_type": window, "sliding_window_size": 10,
+        "minimum_number_of_calls": 6, "failure_rate_threshold": 0.6,
+        "slow_call_rate_threshold": 0.7, "slow_call_duration": 1.0,
+        "permitted_calls_in_half_open": 2, "wait_in_open": 5, "clock": clock,
+    }  # fmt: skip
+    local = Breaker("twin", **settings)
+    shared = Breaker("twin", storage=redis_url, key_prefix=key_prefix, **settings)
+    states = set()
+    for _ in range(400):
+        clock.advance(rng.choice([0.0, 0.0, 0.3, 1.0, 6.0]))
+        failed = rng.random() < 0.45
+        duration = rng.choice([0.1, 0.1, 2.0])
+        permits = local.acquire(), shared.acquire()
+        assert isinstance(permits[0], float) == isinstance(permits[1], float)
+        if not isinstance(permits[0], float):
+            local.record(permits[0], failed, duration)
+            shared.record(permits[1], failed, duration)
+        assert shared.current_state == local.current_state
+        states.add(local.current_state)
+        if local.current_state == "closed" and not isinstance(permits[0], float):
+            ours, theirs = local.stats()["window"], shared.stats()["window"]
+            assert (theirs["calls"], theirs["failures"], theirs["slow_calls"]) == (
+                ours["calls"], ours["failures"], ours["slow_calls"],
+            )  # fmt: skip
+    assert states == {"closed", "open", "half-open"}
+    assert shared.shared is not None
+    assert shared.shared.errors == 0
+    assert shared.transitions == local.transitions

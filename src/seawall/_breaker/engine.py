@@ -561,7 +561,8 @@ class Breaker(pybreaker.CircuitBreaker):
                 window = self._window
                 window.record((FAILED if failed else 0) | (SLOW if slow else 0), now)
                 self._consecutive = self._consecutive + 1 if failed else 0
-                calls, failures, slow_n = window.totals(now)
+                # record() brought the window up to *now*: its totals are current.
+                calls, failures, slow_n = window.calls, window.failures, window.slow
                 trip = config.trip_reason(calls, failures, slow_n, self._consecutive)
                 if trip is not None:
                     change = self._transition(
@@ -573,7 +574,8 @@ class Breaker(pybreaker.CircuitBreaker):
                         failures=failures,
                         slow_calls=slow_n,
                     )
-        self._emit(change)
+        if change is not None:
+            self._emit(change)
 
     # -- permits, local or shared ---------------------------------------------------
 
@@ -602,9 +604,21 @@ class Breaker(pybreaker.CircuitBreaker):
         self._emit(change)
         return permit
 
-    def record(self, permit: Permit, failed: bool | None, duration: float | None = None) -> None:
-        """Give back *permit* with its outcome (sync); count it."""
-        self._count(failed, duration)
+    def record(
+        self,
+        permit: Permit,
+        failed: bool | None,
+        duration: float | None = None,
+        *,
+        exc: BaseException | None = None,
+    ) -> None:
+        """Give back *permit* with its outcome (sync); count it.
+
+        *exc* is the exception the call raised, if any: pybreaker listeners'
+        ``failure(cb, exc)`` receive it (``None`` for a failure without one,
+        such as a 5xx response or a deadline overrun).
+        """
+        self._count(failed, duration, exc)
         self._give_back(permit, failed, duration)
 
     def _give_back(self, permit: Permit, failed: bool | None, duration: float | None) -> None:
@@ -617,10 +631,15 @@ class Breaker(pybreaker.CircuitBreaker):
                 self._emit(self._store.record_sync(permit, failed, self._is_slow(duration)))
 
     async def arecord(
-        self, permit: Permit, failed: bool | None, duration: float | None = None
+        self,
+        permit: Permit,
+        failed: bool | None,
+        duration: float | None = None,
+        *,
+        exc: BaseException | None = None,
     ) -> None:
-        """Give back *permit* with its outcome on the event loop; count it."""
-        self._count(failed, duration)
+        """Give back *permit* with its outcome on the event loop; count it (see :meth:`record`)."""
+        self._count(failed, duration, exc)
         if type(permit) is _Epoch:
             self.record_local(permit, failed, duration)
         elif self._store is not None and self._store.available():
@@ -635,10 +654,11 @@ class Breaker(pybreaker.CircuitBreaker):
         duration: float | None = None,
         *,
         counted: bool = False,
+        exc: BaseException | None = None,
     ) -> None:
         """Give back *permit* without waiting: on the event loop, Redis runs in a task."""
         if not counted:
-            self._count(failed, duration)
+            self._count(failed, duration, exc)
         if type(permit) is _Epoch or self._store is None or not self._store.available():
             self._give_back(permit, failed, duration)
             return
@@ -658,7 +678,9 @@ class Breaker(pybreaker.CircuitBreaker):
     def _is_slow(self, duration: float | None) -> bool:
         return duration is not None and duration >= self._slow_after
 
-    def _count(self, failed: bool | None, duration: float | None) -> None:
+    def _count(
+        self, failed: bool | None, duration: float | None, exc: BaseException | None = None
+    ) -> None:
         # Plain increments under the GIL: a rare lost count under heavy
         # thread contention is cheaper than a lock per call.
         self.calls += 1
@@ -670,6 +692,37 @@ class Breaker(pybreaker.CircuitBreaker):
             self.successes += 1
         if duration is not None and duration >= self._slow_after:
             self.slow_calls += 1
+        if self._listeners and failed is not None:
+            self._tell(failed, exc)
+
+    def _tell(self, failed: bool, exc: BaseException | None) -> None:
+        """Tell pybreaker listeners of one outcome: ``failure(cb, exc)`` or ``success(cb)``."""
+        for listener in tuple(self._listeners):
+            try:
+                if failed:
+                    listener.failure(self, exc)  # type: ignore[arg-type]
+                else:
+                    listener.success(self)
+            except Exception as error:
+                logger.error(
+                    "seawall.breaker.listener_failed",
+                    breaker=self.name,
+                    listener=type(listener).__name__,
+                    exc_info=error,
+                )
+
+    def _before(self, func: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        """Call the listeners' ``before_call(cb, func, *args, **kwargs)`` (as pybreaker does)."""
+        for listener in tuple(self._listeners):
+            try:
+                listener.before_call(self, func, *args, **kwargs)
+            except Exception as error:
+                logger.error(
+                    "seawall.breaker.listener_failed",
+                    breaker=self.name,
+                    listener=type(listener).__name__,
+                    exc_info=error,
+                )
 
     def refusal(self, retry_after: float) -> CircuitBreakerOpen:
         """The exception for a refused call (counts it)."""
@@ -697,6 +750,8 @@ class Breaker(pybreaker.CircuitBreaker):
         """Record an untimed success: the closed-state fast path of :meth:`call`."""
         self.calls += 1
         self.successes += 1
+        if self._listeners:
+            self._tell(False, None)
         window = self._count_window
         if type(permit) is not _Epoch or permit.state is not CLOSED or window is None:
             self._give_back(permit, False, None)
@@ -744,25 +799,34 @@ class Breaker(pybreaker.CircuitBreaker):
         permit = self._permit()
         if type(permit) is float:
             raise self.refusal(permit)
+        if self._listeners:
+            self._before(func, args, kwargs)
         if self._needs_time:
             clock = self._clock
             start = clock()
             try:
                 result = func(*args, **kwargs)
             except BaseException as exc:
-                self.record(permit, self.failure_of(exc), clock() - start)
+                self.record(permit, self.failure_of(exc), clock() - start, exc=exc)
                 raise
             end = clock()
-            self._count(False, end - start)
+            duration = end - start
+            # _count(False, duration), inline: this is every timed success.
+            self.calls += 1
+            self.successes += 1
+            if duration >= self._slow_after:
+                self.slow_calls += 1
+            if self._listeners:
+                self._tell(False, None)
             if type(permit) is _Epoch:
-                self.record_local(permit, False, end - start, end)
+                self.record_local(permit, False, duration, end)
             else:
-                self._give_back(permit, False, end - start)
+                self._give_back(permit, False, duration)
             return result
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
-            self.record(permit, self.failure_of(exc), None)
+            self.record(permit, self.failure_of(exc), None, exc=exc)
             raise
         self._succeeded(permit)
         return result
@@ -774,13 +838,15 @@ class Breaker(pybreaker.CircuitBreaker):
         permit = self._permit()  # local: no I/O, no await needed
         if type(permit) is float:
             raise self.refusal(permit)
+        if self._listeners:
+            self._before(func, args, kwargs)
         if self._needs_time:
             clock = self._clock
             start = clock()
             try:
                 result = await func(*args, **kwargs)
             except BaseException as exc:
-                self.record(permit, self.failure_of(exc), clock() - start)
+                self.record(permit, self.failure_of(exc), clock() - start, exc=exc)
                 raise
             self.record(permit, False, clock() - start)
             return result
@@ -788,7 +854,7 @@ class Breaker(pybreaker.CircuitBreaker):
             result = await func(*args, **kwargs)
         except BaseException as exc:
             # A cancelled call tells nothing about the service: failure_of says None.
-            self.record(permit, self.failure_of(exc), None)
+            self.record(permit, self.failure_of(exc), None, exc=exc)
             raise
         self._succeeded(permit)
         return result
@@ -799,12 +865,14 @@ class Breaker(pybreaker.CircuitBreaker):
         permit = await self.aacquire()
         if type(permit) is float:
             raise self.refusal(permit)
+        if self._listeners:
+            self._before(func, args, kwargs)
         clock = self._clock
         start = clock()
         try:
             result = await func(*args, **kwargs)
         except BaseException as exc:
-            await self.arecord(permit, self.failure_of(exc), clock() - start)
+            await self.arecord(permit, self.failure_of(exc), clock() - start, exc=exc)
             raise
         await self.arecord(permit, False, clock() - start)
         return result
@@ -821,7 +889,7 @@ class Breaker(pybreaker.CircuitBreaker):
             yield
         except BaseException as exc:
             failed = self.failure_of(exc)
-            self.record(permit, failed, clock() - start if clock is not None else None)
+            self.record(permit, failed, clock() - start if clock is not None else None, exc=exc)
             raise
         self.record(permit, False, clock() - start if clock is not None else None)
 
@@ -837,7 +905,8 @@ class Breaker(pybreaker.CircuitBreaker):
             yield
         except BaseException as exc:
             failed = self.failure_of(exc)
-            await self.arecord(permit, failed, clock() - start if clock is not None else None)
+            duration = clock() - start if clock is not None else None
+            await self.arecord(permit, failed, duration, exc=exc)
             raise
         await self.arecord(permit, False, clock() - start if clock is not None else None)
 
@@ -874,9 +943,13 @@ class Breaker(pybreaker.CircuitBreaker):
             opened_at = self._opened_at
             consecutive = self._consecutive
         state = self.current_state
+        store = self._store
+        if store is not None and store.available():
+            # Shared: the Redis window as this process last saw it.
+            calls, failures, slow = store.last_window
         out: dict[str, Any] = {
             "state": state,
-            "storage": "redis" if self._store is not None else "memory",
+            "storage": "redis" if store is not None else "memory",
             "window": {
                 "type": self.config.sliding_window_type,
                 "size": self.config.sliding_window_size,
@@ -899,6 +972,6 @@ class Breaker(pybreaker.CircuitBreaker):
             out["retry_after"] = round(max(0.0, opened_at + self.config.wait_in_open - now), 3)
         if epoch.state == HALF_OPEN:
             out["probes_in_flight"] = epoch.probes - epoch.done
-        if self._store is not None:
-            out["shared"] = self._store.stats()
+        if store is not None:
+            out["shared"] = store.stats()
         return out

@@ -137,7 +137,7 @@ if tonumber(ARGV[3]) == 1 then
   if verdict == 1 then return {1, 1, 'probe_failed', tostring(pf), pd, pf, ps} end
   return {0, 3, 'probes_succeeded', '0', pd, pf, ps}
 end
-if st ~= 0 or outcome == 2 then return {st, 0, '', '0', 0, 0, 0} end
+if st ~= 0 or outcome == 2 then return {st, 0, 'ignored', '0', 0, 0, 0} end
 local code = outcome + 2 * slow
 local cf = 0
 if outcome == 1 then cf = redis.call('HINCRBY', K, 'cf', 1) else redis.call('HSET', K, 'cf', 0) end
@@ -150,9 +150,12 @@ if tonumber(ARGV[6]) == 0 then
   slows = redis.call('HINCRBY', K, 'sl', slow)
   if redis.call('LLEN', W) > size then
     local old = tonumber(redis.call('RPOP', W))
+    local old_failed = old % 2
+    local old_slow = (old - old_failed) / 2
     calls = redis.call('HINCRBY', K, 'n', -1)
-    fails = redis.call('HINCRBY', K, 'f', -(old % 2))
-    slows = redis.call('HINCRBY', K, 'sl', -math.floor(old / 2))
+    -- Only non-zero decrements: Lua formats -0 as "-0", which HINCRBY rejects.
+    if old_failed > 0 then fails = redis.call('HINCRBY', K, 'f', -old_failed) end
+    if old_slow > 0 then slows = redis.call('HINCRBY', K, 'sl', -old_slow) end
   end
   redis.call('EXPIRE', W, ttl)
 else
@@ -284,6 +287,9 @@ class RedisBreakerStore:
         ]
         self._ttl = str(ttl)
         self.last_state = CLOSED
+        # The shared window's (calls, failures, slow) as the last RECORD here
+        # saw them: stats() must not pay a round trip (it may run on a loop).
+        self.last_window = (0, 0, 0)
         self._sync: Any = None
         self._sync_scripts: tuple[Any, Any, Any] | None = None
         self._lock = threading.Lock()
@@ -415,7 +421,10 @@ class RedisBreakerStore:
         state, transition, reason, value, calls, failures, slow = answer
         self.last_state = _STATES[int(state)]
         if transition == 0:
+            if not probe and int(state) == 0 and _text(reason) == "":
+                self.last_window = (int(calls), int(failures), int(slow))
             return None
+        self.last_window = (0, 0, 0)  # every transition clears the window
         reason_text = _text(reason)
         if transition == 1:
             figures = {"value": round(float(_text(value)), 4), "calls": int(calls),
@@ -460,6 +469,7 @@ class RedisBreakerStore:
             raise self._failed(exc) from exc
         self._ok()
         self.last_state = state
+        self.last_window = (0, 0, 0)
 
     async def set_state_async(self, state: str) -> None:
         """Force *state* for every process, on the event loop."""
@@ -474,6 +484,7 @@ class RedisBreakerStore:
             raise self._failed(exc) from exc
         self._ok()
         self.last_state = state
+        self.last_window = (0, 0, 0)
 
     def set_state_background(self, state: str) -> None:
         """Force *state* without blocking an event loop (a task there, else now)."""

@@ -97,20 +97,26 @@ class TimeWindow:
     def record(self, code: int, now: float) -> None:
         """Add one outcome at time *now* (seconds)."""
         sec = int(now)
-        self._advance(sec)
+        last = self._last
+        if sec > last:
+            self._advance(sec)
+            last = sec
         # A clock that went back a little (another thread's older reading)
         # lands in the newest bucket rather than resurrect an expired one.
-        i = min(sec, self._last) % self.size
-        failed = code & FAILED
-        slow = (code & SLOW) >> 1
+        i = (sec if sec < last else last) % self.size
         self._calls[i] += 1
-        self._fail[i] += failed
-        self._slow[i] += slow
         self.calls += 1
-        self.failures += failed
-        self.slow += slow
+        if code:  # the common success touches two counters only
+            failed = code & FAILED
+            slow = (code & SLOW) >> 1
+            self._fail[i] += failed
+            self._slow[i] += slow
+            self.failures += failed
+            self.slow += slow
 
     def totals(self, now: float) -> tuple[int, int, int]:
         """``(calls, failures, slow)`` in the last *size* seconds before *now*."""
-        self._advance(int(now))
+        sec = int(now)
+        if sec > self._last:
+            self._advance(sec)
         return self.calls, self.failures, self.slow

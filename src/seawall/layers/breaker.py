@@ -39,7 +39,7 @@ from datetime import timedelta
 from typing import Any, ClassVar, TypeVar, overload
 
 from seawall._breaker.engine import Breaker, BreakerConfig
-from seawall._breaker.patterns import compile_pattern, compile_patterns
+from seawall._breaker.patterns import compile_pattern, compile_patterns, count_params
 from seawall._breaker.registry import breakers
 from seawall._breaker.shared import RedisBreakerStore, SharedPermit
 from seawall._core.layer import ORDER, Outcome
@@ -267,7 +267,7 @@ class CircuitBreaker:
             with self._lock:
                 if template not in self._known and len(self._known) < self.max_routes:
                     self._known.add(template)
-                    params = template.count("{") + template.count("*")
+                    params = count_params(template)
                     # A new sorted list, swapped in whole: readers iterating the
                     # old one never see a list being sorted in place (empty).
                     self._templates = sorted(
@@ -352,7 +352,7 @@ class CircuitBreaker:
             return
         # The app's own time: the layers before it are not the app's slowness.
         duration = outcome.duration - (request.admitted - request.started)
-        found.record_background(permit, failed, duration)
+        found.record_background(permit, failed, duration, exc=outcome.exception)
 
     # -- manual control and figures -------------------------------------------------
 
@@ -427,7 +427,7 @@ def breaker(name: Any = None, /, **options: Any) -> Any:
                     result = await func(*args, **kwargs)
                 except BaseException as exc:
                     failed = found.failure_of(exc)
-                    await found.arecord(permit, failed, clock() - start)
+                    await found.arecord(permit, failed, clock() - start, exc=exc)
                     raise
                 await found.arecord(permit, _failed_result(result), clock() - start)
                 return result
@@ -444,7 +444,7 @@ def breaker(name: Any = None, /, **options: Any) -> Any:
                 result = func(*args, **kwargs)
             except BaseException as exc:
                 failed = found.failure_of(exc)
-                found.record(permit, failed, clock() - start)
+                found.record(permit, failed, clock() - start, exc=exc)
                 raise
             found.record(permit, _failed_result(result), clock() - start)
             return result
