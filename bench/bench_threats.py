@@ -11,7 +11,8 @@ detected when the answer is the 403 ``abnormal-usage-detected``.
 Places: ``query`` (``?q=<line>``), ``json`` (``{"q": "<line>"}``), ``form``
 (``q=<line>`` form-encoded) and ``header`` (``User-Agent: <line>``). "raw"
 puts the line as is (query: unencoded in the query string; form: encoded
-once, as browsers do); "urlenc" URL-encodes it once more.
+once, as browsers do); "urlenc" URL-encodes it once more (in the query with
+``+`` for spaces, as browsers encode a GET form).
 
 By default each file is sampled (``--sample`` lines, seeded): the full
 corpora take several minutes on two cores; ``--full`` runs every line.
@@ -95,7 +96,8 @@ def make(place: str, encoded: bool, line: str) -> tuple[RequestView, bytes | Non
     query = ""
     body: bytes | None = None
     if place == "query":
-        query = "q=" + (value if encoded else line.replace("#", "%23"))
+        # Encoded the way browsers send form fields in a GET: spaces as "+".
+        query = "q=" + (quote_plus(line, safe="") if encoded else line.replace("#", "%23"))
     elif place == "json":
         body = json.dumps({"q": value}).encode()
         headers.append((b"content-type", b"application/json"))

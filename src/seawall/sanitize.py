@@ -107,6 +107,8 @@ class Sanitizer:
             return text  # nothing to clean; the common case costs one scan
         clean = self._clean
         out = clean(text)
+        if out == text:
+            return text  # already a fixed point: a second call would change nothing
         for _ in range(MAX_ROUNDS - 1):
             again = clean(out)
             if again == out:

@@ -228,3 +228,119 @@ class TestContentLength:
         )
         assert Validation(max_body=100).on_request(view) is None
         assert view.max_body == 100
+
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+class TestFormFields:
+    def test_form_field_count_boundary(self, interface: str) -> None:
+        client = echo_client(interface, [Validation(max_query_params=3)])
+        # A trailing "&" is no field: counted like the query.
+        at = b"a=1&b=2&c=3&"
+        assert client.post("/", content=at, headers=FORM).content == at
+        response = client.post("/", content=b"a=1&b=2&c=3&d", headers=FORM)
+        assert response.status_code == 400
+        assert problem(response)["max_query_params"] == 3
+
+
+SECRET = "hunter2-very-secret-value"
+
+
+@pytest.mark.parametrize(
+    ("settings", "method", "url", "headers", "body", "status"),
+    [
+        pytest.param(
+            {"methods": ["GET"]}, "POST", f"/{SECRET}", {}, SECRET.encode(), 405, id="405"
+        ),
+        pytest.param({"max_url": 20}, "GET", f"/?q={SECRET}", {}, None, 414, id="414"),
+        pytest.param(
+            {"max_header_bytes": 100}, "GET", "/", {"x-a": SECRET * 5}, None, 431, id="431"
+        ),
+        pytest.param(
+            {"max_headers": 3},
+            "GET",
+            "/",
+            {f"x-{SECRET}-{i}": SECRET for i in range(5)},
+            None,
+            431,
+            id="431-count",
+        ),
+        pytest.param(
+            {"max_query_params": 1},
+            "GET",
+            f"/?a={SECRET}&b={SECRET}",
+            {},
+            None,
+            400,
+            id="400-query",
+        ),
+        pytest.param(
+            {"content_types": ["application/json"]},
+            "POST",
+            "/",
+            {"content-type": f"application/x-{SECRET}"},
+            SECRET.encode(),
+            415,
+            id="415",
+        ),
+        pytest.param(
+            {"max_body": 10}, "POST", "/", JSON, json.dumps([SECRET]).encode(), 413, id="413"
+        ),
+        pytest.param(
+            {}, "POST", "/", JSON, b'{"' + SECRET.encode() + b'": tru}', 400, id="400-json"
+        ),
+        pytest.param(
+            {"max_json_string": 5},
+            "POST",
+            "/",
+            JSON,
+            json.dumps({SECRET: SECRET}).encode(),
+            422,
+            id="422-string",
+        ),
+        pytest.param(
+            {"max_json_keys": 1},
+            "POST",
+            "/",
+            JSON,
+            json.dumps({SECRET: 1, "b" + SECRET: 2}).encode(),
+            422,
+            id="422-keys",
+        ),
+        pytest.param(
+            {"threats": "block"},
+            "GET",
+            f"/?{SECRET}=%27%20or%201%3D1--{SECRET}",
+            {},
+            None,
+            403,
+            id="403-query",
+        ),
+        pytest.param(
+            {"threats": "block"},
+            "POST",
+            "/",
+            JSON,
+            json.dumps({SECRET: f"<script>{SECRET}</script>"}).encode(),
+            403,
+            id="403-body",
+        ),
+    ],
+)
+def test_no_rejection_echoes_the_input(
+    interface: str,
+    settings: dict[str, Any],
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    status: int,
+) -> None:
+    client = echo_client(interface, [Validation(**settings)])
+    response = client.request(method, url, headers=headers, content=body)
+    assert response.status_code == status
+    problem(response)
+    assert SECRET not in response.text
+    assert "hunter2" not in response.text
+    assert "hunter2" not in "".join(f"{k}{v}" for k, v in response.headers.items())

@@ -171,6 +171,26 @@ class TestDecorator:
         with pytest.raises(ValidationFailed):
             asyncio.run(endpoint(StarletteLikeRequest()))
 
+    def test_form_body_repeats_become_lists_as_in_the_layer(self) -> None:
+        schema = {"type": "object", "properties": {"tag": {"type": "array"}}}
+
+        @seawall.validate(schema, into="data")
+        def handler(data: Any) -> Any:
+            return data
+
+        view = RequestView(
+            method="POST",
+            path="/",
+            headers=[(b"content-type", b"application/x-www-form-urlencoded")],
+            request_id="r2",
+        )
+        view.body = b"tag=a&tag=b"
+        tokens = bind_request(view)
+        try:
+            assert handler() == {"tag": ["a", "b"]}
+        finally:
+            unbind_request(tokens)
+
     def test_no_body_anywhere_is_a_configuration_error(self) -> None:
         @seawall.validate(USER_SCHEMA)
         def handler() -> None:
@@ -210,3 +230,56 @@ class TestDecorator:
         client = client_for(Seawall(app, layers=[Validation(read_body=True)]))
         assert client.post("/", json={"name": "Ann"}).json() == {"name": "Ann"}
         assert client.post("/", json={"name": 5}).status_code == 422
+
+
+class TestMessagesNeverEchoValues:
+    def test_pydantic_discriminator_tag_is_redacted(self, interface: str) -> None:
+        from typing import Annotated, Literal
+
+        class Cat(pydantic.BaseModel):
+            kind: Literal["cat"]
+
+        class Dog(pydantic.BaseModel):
+            kind: Literal["dog"]
+
+        class Owner(pydantic.BaseModel):
+            pet: Annotated[Cat | Dog, pydantic.Field(discriminator="kind")]
+
+        # pydantic's own message quotes the tag it was sent.
+        with pytest.raises(pydantic.ValidationError, match=SECRET):
+            Owner.model_validate({"pet": {"kind": SECRET}})
+        client = echo_client(interface, [Validation(schemas={"/": Owner})])
+        response = client.post("/", json={"pet": {"kind": SECRET}})
+        assert response.status_code == 422
+        errors = problem(response)["errors"]
+        assert errors[0]["type"] == "union_tag_invalid"
+        assert "<redacted>" in errors[0]["msg"]
+        assert SECRET not in response.text
+        assert SECRET[:12] not in response.text
+
+    @pytest.mark.parametrize(
+        "check",
+        [
+            pytest.param(lambda d: [f"{d['code']} is not a known code"], id="string"),
+            pytest.param(
+                lambda d: [{"loc": ["body", d["code"]], "msg": "bad", "type": "x", "input": d}],
+                id="dict-with-input",
+            ),
+            pytest.param(
+                lambda d: (_ for _ in ()).throw(ValueError(f"bad {d['code']!r}")), id="raises"
+            ),
+            pytest.param(lambda d: [f"bad code {d['code'][:15]}..."], id="cut-down echo"),
+        ],
+    )
+    def test_callable_messages_lose_echoes(self, interface: str, check: Any) -> None:
+        client = echo_client(interface, [Validation(schemas={"/": check})])
+        response = client.post("/", json={"code": SECRET})
+        assert response.status_code == 422
+        errors = problem(response)["errors"]
+        assert errors
+        assert all(set(e) == {"loc", "msg", "type"} for e in errors)
+        assert SECRET[:12] not in response.text
+
+    def test_short_values_and_schema_words_are_kept(self) -> None:
+        validate = compile_schema(lambda d: ["age must be at least 18"])
+        assert validate({"age": 7, "name": "Ann"})[0]["msg"] == "age must be at least 18"

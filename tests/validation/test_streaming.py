@@ -230,3 +230,54 @@ def test_wsgi_app_can_read_a_replayed_body_in_chunks() -> None:
     list(wall(environ, lambda *a: None))
     assert b"".join(seen) == body
     assert all(len(c) <= 3 for c in seen)
+
+
+@pytest.mark.parametrize(
+    ("settings", "content_type"),
+    [
+        pytest.param({}, b"application/octet-stream", id="no check reads this type"),
+        pytest.param(
+            {"json": False, "threats": "block", "threat_body": False},
+            b"application/json",
+            id="json off",
+        ),
+    ],
+)
+def test_a_body_no_check_needs_streams_chunk_by_chunk(
+    settings: dict[str, Any], content_type: bytes
+) -> None:
+    # The app sees each chunk as its own message, as the server sent it: the
+    # layer did not read, join or replay the body.
+    chunks = [b"[1," * 100, b"2," * 100, b"3]"]
+    seen: list[bytes] = []
+    pulled = 0
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            seen.append(message.get("body", b""))
+            # The next chunk is pulled only once the app asks for it.
+            assert pulled == len(seen)
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        pulled += 1
+        return {
+            "type": "http.request",
+            "body": chunks[pulled - 1],
+            "more_body": pulled < len(chunks),
+        }
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    wall = Seawall(app, layers=[Validation(**settings)], interface="asgi")
+    asyncio.run(wall(_scope(content_type), receive, send))
+    assert sent[0]["status"] == 200
+    assert seen == chunks

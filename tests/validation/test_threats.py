@@ -307,3 +307,57 @@ def test_short_values_are_cached_within_a_bound(monkeypatch: pytest.MonkeyPatch)
         detector.scan(value)
     assert len(detector._cache) <= 3
     assert detector.scan("<script>") == ("xss-script-tag",)
+
+
+class TestRuleClasses:
+    """Classes of attack the rules name, each with a benign look-alike that must pass."""
+
+    @pytest.mark.parametrize(
+        ("value", "rule"),
+        [
+            ("or 1=1--", "sqli-bool-leading"),
+            ("and true#", "sqli-bool-leading"),
+            ("|| 'a'='a'", "sqli-bool-leading"),
+            ("x'||'abc", "sqli-string-op"),
+            ("' or ''-'", "sqli-string-bool"),
+            ('" or 2^"', "sqli-string-bool"),
+            ("name'/*", "sqli-string-terminator"),
+            ("1 and ord(mid((select pass from t),1,1))>5", "sqli-blind-extract"),
+            ("exec master..xp_dirtree '\\\\x\\y'", "sqli-exec-proc"),
+            ("zip://upload.jpg#shell", "traversal-wrapper"),
+            ("php://input", "traversal-wrapper"),
+        ],
+    )
+    def test_attack(self, value: str, rule: str) -> None:
+        assert rule in Detector(level=1).scan(value)
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            '{"color":"#d860a7","bg":"#FFF"}',
+            "1; exec will create the case",
+            "Or 1 more thing",
+            "and so it goes",
+            "DRESS SIZE 18';",
+            "see http://php.net/manual",
+        ],
+    )
+    def test_benign(self, value: str) -> None:
+        assert Detector(level=1).scan(value) == ()
+
+    def test_unencoded_shell_chain_in_the_query(self, interface: str) -> None:
+        # A raw "&" splits the chain into bare names; CGI-style code hands the
+        # whole query to a shell, so the chain is put back together.
+        client = echo_client(interface, [Validation(threats="block")])
+        assert client.get("/?host=127.0.0.1&&id").status_code == 403
+        assert client.get("/?host=127.0.0.1&+sleep+5").status_code == 403
+        # Bare flags stay flags.
+        assert client.get("/?page=2&id&more&set").status_code == 200
+        assert client.get("/?a=1&&b=2").status_code == 200
+
+    def test_plus_is_a_space_in_the_query(self, interface: str) -> None:
+        # How browsers send form fields in a GET: spaces as "+", no "%" at all.
+        client = echo_client(interface, [Validation(threats="block")])
+        assert client.get("/?q=1'+or+1=1--").status_code == 403
+        assert client.get("/?id=1+union+select+1,2").status_code == 403
+        assert client.get("/?q=c++and+c%2B%2B+books").status_code == 200

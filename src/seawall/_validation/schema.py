@@ -10,9 +10,12 @@ A schema can be:
   a list of error dicts or strings, or raises
   :class:`~seawall.exceptions.ValidationFailed` or :class:`ValueError`.
 
-Errors are ``{"loc", "msg", "type"}`` dicts. Messages are built from the
-schema, never from the input, so a problem body cannot echo what the client
-sent.
+Errors are ``{"loc", "msg", "type"}`` dicts. Messages of JSON Schema errors
+are built from the schema, never from the input. Messages written by others
+(pydantic's, a callable's) are checked against the body: a value longer than
+:data:`SHORT` characters that shows up in one is replaced by ``<redacted>``
+(pydantic quotes a bad discriminator tag, a callable may quote anything), so
+a problem body cannot echo what the client sent.
 """
 
 from __future__ import annotations
@@ -24,11 +27,78 @@ from typing import Any
 from seawall._validation.fields import safe_loc
 from seawall.exceptions import ConfigurationError, ValidationFailed
 
-__all__ = ["Validator", "compile_schema"]
+__all__ = ["SHORT", "Validator", "compile_schema", "safe_errors"]
 
 Validator = Callable[[Any], list[dict[str, Any]]]
 
 _MAX_MSG = 160
+#: Values up to this long may appear in messages (``"a"``, ``"yes"``: enum-like
+#: tokens a message names anyway); longer ones are redacted.
+SHORT = 4
+#: A message holding this many leading characters of a longer value echoes it.
+_PREFIX = 12
+#: Strings of the body compared with messages, at most (the error path only).
+_MAX_VALUES = 2000
+
+
+def _values(doc: Any) -> list[str]:
+    """The body's string values and long numbers, longest first.
+
+    Keys are left out: they are field names, which locations and messages may
+    name (:func:`safe_loc` decides how much of a key is sent back).
+    """
+    found: set[str] = set()
+    stack = [doc]
+    while stack and len(found) < _MAX_VALUES:
+        node = stack.pop()
+        if isinstance(node, str):
+            if len(node) > SHORT:
+                found.add(node)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            text = str(node)
+            if len(text) > SHORT:
+                found.add(text)
+    return sorted(found, key=len, reverse=True)
+
+
+def _redact(msg: str, values: list[str]) -> str:
+    for value in values:
+        if value in msg:
+            msg = msg.replace(value, "<redacted>")
+        elif len(value) > _PREFIX and value[:_PREFIX] in msg:
+            # A cut-down echo ("'hunter2-very-se...'"): where it ends is unknown.
+            return "the value is not valid"
+    return msg
+
+
+def safe_errors(errors: list[Any], doc: Any) -> list[dict[str, Any]]:
+    """Errors written by others made safe to send: ``loc``, ``msg``, ``type`` only.
+
+    Locations keep array indexes and short plain keys (:func:`safe_loc`);
+    locations and messages (cut to 160 characters) lose any echo of *doc*'s values.
+    """
+    values: list[str] | None = None
+    out = []
+    for item in errors[:20]:
+        if isinstance(item, Mapping):
+            raw_loc = item.get("loc", ["body"])
+            loc = [safe_loc(p) for p in raw_loc] if isinstance(raw_loc, (list, tuple)) else ["body"]
+            msg = str(item.get("msg", "invalid"))[:_MAX_MSG]
+            kind = str(item.get("type", "invalid"))[:64]
+        else:
+            loc, msg, kind = ["body"], str(item)[:_MAX_MSG], "invalid"
+        if values is None:
+            values = _values(doc)
+        if values:
+            loc = [
+                "<redacted>" if isinstance(p, str) and _redact(p, values) != p else p for p in loc
+            ]
+        out.append({"loc": loc, "msg": _redact(msg, values), "type": kind})
+    return out
 
 
 def _short(value: Any) -> str:
@@ -123,16 +193,11 @@ def _pydantic(model: Any) -> Validator:
         try:
             model.model_validate(doc)
         except pydantic.ValidationError as exc:
-            return [
-                {
-                    "loc": _loc(e["loc"]),
-                    "msg": str(e["msg"])[:_MAX_MSG],
-                    "type": str(e["type"]),
-                }
-                for e in exc.errors(include_input=False, include_url=False, include_context=False)[
-                    :20
-                ]
-            ]
+            errors = exc.errors(include_input=False, include_url=False, include_context=False)
+            return safe_errors(
+                [{"loc": _loc(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors],
+                doc,
+            )
         return []
 
     return validate
@@ -143,22 +208,16 @@ def _callable(fn: Callable[[Any], Any]) -> Validator:
         try:
             result = fn(doc)
         except ValidationFailed as exc:
-            return exc.errors or [
-                {"loc": ["body"], "msg": exc.detail[:_MAX_MSG], "type": "invalid"}
-            ]
+            return safe_errors(
+                exc.errors or [{"loc": ["body"], "msg": exc.detail, "type": "invalid"}], doc
+            )
         except ValueError as exc:
-            return [{"loc": ["body"], "msg": str(exc)[:_MAX_MSG], "type": "invalid"}]
+            return safe_errors([str(exc)], doc)
         if result is None or result is True:
             return []
         if result is False:
             return [{"loc": ["body"], "msg": "the body is not valid", "type": "invalid"}]
-        errors = []
-        for item in result:
-            if isinstance(item, str):
-                errors.append({"loc": ["body"], "msg": item[:_MAX_MSG], "type": "invalid"})
-            else:
-                errors.append(dict(item))
-        return errors
+        return safe_errors([result] if isinstance(result, (str, Mapping)) else list(result), doc)
 
     return validate
 

@@ -77,6 +77,18 @@ def _body_kind(media: str) -> str | None:
     return None
 
 
+def _form_doc(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """A form as a dict for schemas and detection: a repeated field becomes a list."""
+    doc: dict[str, Any] = {}
+    for fname, value in pairs:
+        if fname in doc:
+            prior = doc[fname]
+            doc[fname] = [*prior, value] if isinstance(prior, list) else [prior, value]
+        else:
+            doc[fname] = value
+    return doc
+
+
 def _media_allowed(media: str, allowed: tuple[str, ...]) -> bool:
     for item in allowed:
         if item == media:
@@ -466,14 +478,29 @@ class Validation:
         if query:
             # Raw (still percent-encoded) pieces: the detector decodes them
             # itself, including overlong UTF-8 that a strict decoder would turn
-            # into replacement characters and so hide.
+            # into replacement characters and so hide. Only "+" is decoded
+            # here: it is a space in a query (a literal plus comes as %2B),
+            # but not in the JSON and header values the detector also reads.
+            after_empty = False
             for part in query.split("&"):
                 if not part:
+                    after_empty = True
                     continue
-                qname, _, value = part.partition("=")
+                qname, eq, value = part.partition("=")
                 if ignore and unquote_plus(qname) in ignore:
+                    after_empty = False
                     continue
-                ids = self._scan(policy, qname, budget) + self._scan(policy, value, budget)
+                scanned = qname.replace("+", " ")
+                if not eq and (after_empty or " " in scanned or "%20" in scanned):
+                    # A bare "name" after "&&" or with blanks in it is no
+                    # parameter but a shell chain sent unencoded (`?q=x&&id`,
+                    # `?host=a&+sleep+5`): CGI-style code hands the raw query to
+                    # a shell, so scan it with the separators it came with.
+                    scanned = ("&&" if after_empty else "&") + scanned
+                after_empty = False
+                ids = self._scan(policy, scanned, budget)
+                if value:
+                    ids += self._scan(policy, value.replace("+", " "), budget)
                 if ids:
                     where = safe_loc(unquote_plus(qname))
                     found.setdefault(f"query:{where}", set()).update(ids)
@@ -560,13 +587,13 @@ class Validation:
             except UnicodeDecodeError:
                 text = body.decode("latin-1")
             max_fields = policy.max_query_params
-            try:
-                form_pairs = parse_qsl(
-                    text,
-                    keep_blank_values=True,
-                    max_num_fields=max_fields,
-                )
-            except ValueError:
+            # Counted like the query (non-empty pieces), not by parse_qsl's
+            # max_num_fields, which counts separators: "a=1&" would be two.
+            if (
+                max_fields is not None
+                and text.count("&") >= max_fields
+                and sum(1 for part in text.split("&") if part) > max_fields
+            ):
                 return self._reject(
                     request,
                     "too_many_form_fields",
@@ -576,13 +603,8 @@ class Validation:
                     f"The form has more than {max_fields} fields.",
                     max_query_params=max_fields,
                 )
-            doc = {}
-            for fname, value in form_pairs:
-                if fname in doc:
-                    prior = doc[fname]
-                    doc[fname] = [*prior, value] if isinstance(prior, list) else [prior, value]
-                else:
-                    doc[fname] = value
+            form_pairs = parse_qsl(text, keep_blank_values=True)
+            doc = _form_doc(form_pairs)
         if policy.schema is not None:
             errors = policy.schema(doc)
             if errors:
@@ -732,9 +754,7 @@ def validate(
         view = current_request()
         ctype = (view.header("content-type") if view is not None else None) or ""
         if _body_kind(ctype.split(";", 1)[0].strip().lower()) == _FORM:
-            doc: Any = {}
-            for fname, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
-                doc[fname] = value
+            doc: Any = _form_doc(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         else:
             doc, error = parse_json(body or b"null")
             if error is not None:

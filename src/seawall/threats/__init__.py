@@ -129,6 +129,11 @@ class Detector:
         if _plain(text):
             return ()
         if "/*" in text or "*/" in text:
+            opened = text.rfind("/*")
+            if opened >= 0 and "*/" not in text[opened:]:
+                # A comment that never closes swallows the rest of the query,
+                # as "--" does ("admin'/*"): say so to the rules.
+                text = f"{text[:opened]} -- {text[opened + 2 :]}"
             # MySQL runs /*!50000 union*/ and ignores /**/: keep the words, drop the markers.
             text = " ".join(_SQL_COMMENT.sub(" ", text).split())
         return self._match(text)

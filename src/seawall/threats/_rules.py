@@ -81,6 +81,11 @@ _OPERAND = (
     + _Q
     + r"|[a-z_][\w.]{0,30}|@@?\w{1,30})"
 )
+# Arithmetic or bitwise operators between literals ('' - '', 1 ^ 1): an expression
+# where a value was expected, as in ' OR ''-'.
+_LITERAL_ARITH = r"(?:" + _Q + r"[^'\"`]{0,30}" + _Q + r"|\d{1,20}) ?[-+*/%^&|] ?(?:" + _Q + r"|\d)"
+# A CSS colour after "#" ("#d860a7"): a value, not a MySQL comment.
+_HEX_COLOUR = r"[0-9a-f]{8}\b|[0-9a-f]{6}\b|[0-9a-f]{3}\b"
 _CMP = (
     r"(?:=|<>|!=|<=>|>=|<=|<|>| like\b| regexp\b| rlike\b| is (?:not )?null\b| in ?\(| between\b)"
 )
@@ -165,9 +170,11 @@ RULES: tuple[Rule, ...] = (
         + _KW_BOOL
         + r"\b ?(?:not )?\({0,5} ?(?:"
         + _OPERAND
-        + r" ?"
+        + r" ?\){0,5} ?"
         + _CMP
         + r"|-?\d{1,20} ?(?:--|#|;|\)|$)|"
+        + _LITERAL_ARITH
+        + r"|"
         + _ANY_CALL
         + r"|(?:true|false|null|exists|select)\b)",
         "a quote closed, then a boolean operator and a comparison (' OR 1=1)",
@@ -178,7 +185,7 @@ RULES: tuple[Rule, ...] = (
         "sqli",
         1,
         _Q + r" ?\){0,5} ?(?:=|<>|!=|<=>|>=|<=| ?like\b| ?regexp\b| ?rlike\b| ?between\b| ?in ?\(|"
-        r"\+ ?\(|\|\| ?\(| ?is (?:not )?null\b| ?sounds like\b)"
+        r"\+ ?\(|\|\|| ?is (?:not )?null\b| ?sounds like\b)"
         r" ?\({0,5} ?(?:" + _Q + r"[^\s'\"]|\d|@|" + _ANY_CALL + r"|select\b|null\b|true\b|"
         r"false\b)",
         "a quote closed, then a comparison ('a'='a)",
@@ -188,7 +195,7 @@ RULES: tuple[Rule, ...] = (
         "sqli-string-terminator",
         "sqli",
         1,
-        _Q + r" ?\){0,5} ?(?:;(?: ?$| ?--| ?#| ?/\*)|-- ?$|-- |#(?!\d)|/\*|%00)",
+        _Q + r" ?\){0,5} ?(?:; ?(?:--|#|/\*)|-- ?$|-- |#(?!\d|" + _HEX_COLOUR + r")|/\*|%00)",
         "a quote closed, then a statement end or a comment",
         _QUOTES,
     ),
@@ -208,16 +215,28 @@ RULES: tuple[Rule, ...] = (
         "sqli-number-bool",
         "sqli",
         1,
-        r"\d\){0,5} (?:"
+        r"\d(?:\){1,5} ?| )(?:"
         + _KW_BOOL
         + r"|like|rlike|regexp)\b ?(?:not )?\({0,5} ?(?:"
         + _OPERAND
-        + r" ?"
+        + r" ?\){0,5} ?"
         + _CMP
         + r"|"
         + _ANY_CALL
         + r"|(?:true|false|null|exists|select)\b)",
         "a number, then a boolean operator and a comparison (1 AND 1=1)",
+    ),
+    _r(
+        "sqli-bool-leading",
+        "sqli",
+        1,
+        r"^ ?\){0,5} ?(?:or|and|xor|\|\||&&) ?\({0,5} ?(?:"
+        + _OPERAND
+        + r" ?(?:=|<>|!=|<=>|>=|<=|<|>| like\b) ?\(? ?"
+        + _OPERAND
+        + r"|true\b|false\b) ?\){0,5} ?(?:--|#|;|$)",
+        "a value that is a boolean operator and a tautology (OR 1=1--)",
+        ("or", "and", "||", "&&"),
     ),
     _r(
         "sqli-number-keyword",
@@ -236,10 +255,29 @@ RULES: tuple[Rule, ...] = (
         1,
         r";\s?(?:select\b|insert into\b|update \w{1,40} set\b|delete from\b|drop \w{1,20}\b|"
         r"create (?:table|user|database|procedure|function)\b|alter (?:table|user)\b|"
-        r"truncate\b|exec(?:ute)? ?[(\w@]|declare @|shutdown\b|waitfor (?:delay|time)\b|"
+        r"truncate\b|exec(?:ute)? ?(?:[(@]|(?:master|xp_|sp_|dbo|sys)\w{0,40}|"
+        r"\w{1,40} ?(?:$|[;,('\"@#]|--))|"
+        r"declare @|shutdown\b|waitfor (?:delay|time)\b|"
         r"grant \w|revoke \w|begin (?:declare|exec)|set @|if ?\(|call \w{1,40} ?\()",
         "a statement after a semicolon",
         (";",),
+    ),
+    _r(
+        "sqli-blind-extract",
+        "sqli",
+        1,
+        r"\b(?:ascii|ord|hex|unicode|length|char_length|len) ?\( ?\(? ?(?:substring|substr|mid|"
+        r"left|right|select)\b ?\(?",
+        "a character of a value extracted for blind inference (ASCII(SUBSTRING(...)))",
+        ("(",),
+    ),
+    _r(
+        "sqli-exec-proc",
+        "sqli",
+        1,
+        r"\bexec(?:ute)? ?\(? ?(?:master\.{1,2}(?:dbo\.)?)?(?:xp|sp)_\w",
+        "EXEC of a system stored procedure (xp_..., sp_...)",
+        ("exec",),
     ),
     _r(
         "sqli-comment-end",
@@ -472,6 +510,14 @@ RULES: tuple[Rule, ...] = (
         r"u2215|c0%af|c1%9c|c1%af|c0%5c|e0%80%af|%32%65|%35%63)",
         "an encoded dot or separator that survived decoding",
         ("%",),
+    ),
+    _r(
+        "traversal-wrapper",
+        "traversal",
+        1,
+        r"\b(?:php|phar|zip|expect|glob|compress\.zlib|compress\.bzip2)://",
+        "a PHP stream wrapper (php://filter, phar://): file inclusion",
+        ("://",),
     ),
     _r(
         "traversal-absolute",
