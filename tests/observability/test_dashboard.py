@@ -14,9 +14,17 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import httpx
 import pytest
 from tests.apps import wsgi_app
-from tests.observability.test_metrics import OpenBreaker
 
-from seawall import Dashboard, ErrorCapture, LoadShedding, Metrics, Seawall, Timing
+from seawall import (
+    Dashboard,
+    ErrorCapture,
+    LoadShedding,
+    Metrics,
+    RateLimit,
+    Seawall,
+    Timeout,
+    Timing,
+)
 from seawall._observe.page import CSS, SCRIPT, csp
 from seawall._observe.sampler import StaticSignals
 from seawall.config import build_layer
@@ -30,15 +38,19 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
 def real_breaker() -> Any:
-    """The project's CircuitBreaker if it has landed, else the stand-in with the same stats."""
-    try:
-        from seawall.layers.breaker import CircuitBreaker  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return OpenBreaker()
-    try:
-        return CircuitBreaker(fail_max=3)
-    except TypeError:
-        return OpenBreaker()
+    """The project's CircuitBreaker: three failures open it."""
+    from seawall import CircuitBreaker
+
+    return CircuitBreaker(fail_max=3)
+
+
+class KeyedLimits:
+    """A layer reporting top limited keys, in the shape the dashboard reads (``top_limited``)."""
+
+    name = "keyedlimits"
+
+    def stats(self) -> dict[str, Any]:
+        return {"top_limited": [{"key": "client-<b>7</b>", "rule": "burst", "count": 5}]}
 
 
 class TestOptIn:
@@ -158,6 +170,7 @@ def served_wall() -> Iterator[tuple[str, Any, Any]]:
     breaker = real_breaker()
     layers = [Timing(), ErrorCapture(), Metrics(),
               LoadShedding(signals=StaticSignals(cpu=10.0)), Dashboard(token=TOKEN, refresh=1),
+              RateLimit(rules={"/status/*": "1/minute"}), Timeout(5, rules={"/slow/*": 9}),
               breaker]  # fmt: skip
     wall = Seawall(wsgi_app, layers=layers)
     server = make_server("127.0.0.1", 0, wall, server_class=WSGIServer, handler_class=_Quiet)
@@ -204,17 +217,32 @@ def test_the_dashboard_loads_in_headless_chromium(
             assert client.get("/boom").status_code == 500  # opens the breaker, groups an error
         for _ in range(3):
             client.get("/")
+        # The first passes the rate limit and meets the open breaker; then 429s.
+        assert [client.get("/status/200").status_code for _ in range(3)] == [503, 429, 429]
         feed = client.get("/_seawall/stats.json", headers=BEARER).json()
     assert [b["state"] for b in feed["summary"]["breakers"]] == ["open"]
+    [(rule, counts)] = feed["layers"]["ratelimit"]["rules"].items()
+    assert counts["limited"] == 2
 
     url = f"{base}/_seawall?token={TOKEN}"
+    [dashboard] = [layer for layer in _wall.stack.layers if isinstance(layer, Dashboard)]
+    views = dashboard.views
     dom = run_chromium(url, tmp_path / "profile", "--dump-dom")
+    # The page itself, then the feed again and again: it refreshes itself.
+    assert dashboard.views - views >= 3, dashboard.views - views
     console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
     assert console == [], console
     assert 'data-loaded="1"' in dom.stdout, dom.stdout[:2000]
     assert 'data-state="open"' in dom.stdout
     assert feed["summary"]["breakers"][0]["name"] in dom.stdout
     assert "tests.apps.Boom" in dom.stdout  # the error group
+    # Top limited keys and rules: this client under the rule, when RateLimit
+    # reports its top limited keys, and the rule with its refusals; never
+    # Timeout's per-route seconds (settings, not counts).
+    expected = []
+    if "top_limited" in feed["layers"]["ratelimit"]:
+        expected += ["ratelimit", f"key ({rule})", "127.0.0.1", "2"]
+    assert limits_cells(dom.stdout) == [*expected, "ratelimit", "rule", rule, "2"]
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
@@ -226,6 +254,68 @@ def test_the_dashboard_loads_in_headless_chromium(
     docs_img = ROOT / "docs" / "img"
     docs_img.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot, docs_img / "dashboard.png")
+
+
+def limits_cells(dom: str) -> list[str]:
+    """The cells of the page's "top limited keys and rules" table."""
+    limits = re.search(r'<div id="limits">(.*?)</div>', dom, re.S)
+    assert limits is not None, dom[:2000]
+    return re.findall(r"<td[^>]*>(.*?)</td>", limits.group(1))
+
+
+@pytest.mark.server
+def test_top_limited_keys_are_shown_as_text(tmp_path: Path) -> None:
+    """A layer reporting ``top_limited`` gets its keys listed, markup shown as text."""
+    if chromium_binary() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    wall = Seawall(wsgi_app, layers=[Dashboard(token=TOKEN), KeyedLimits()])
+    server = make_server("127.0.0.1", 0, wall, server_class=WSGIServer, handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/_seawall?token={TOKEN}"
+        dom = run_chromium(url, tmp_path / "profile", "--dump-dom")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [line for line in dom.stderr.splitlines() if ":CONSOLE" in line] == []
+    assert 'data-loaded="1"' in dom.stdout
+    assert limits_cells(dom.stdout) == [
+        "keyedlimits",
+        "key (burst)",
+        "client-&lt;b&gt;7&lt;/b&gt;",
+        "5",
+    ]
+    assert "<b>7</b>" not in dom.stdout
+
+
+@pytest.mark.server
+def test_the_console_check_catches_errors(tmp_path: Path) -> None:
+    """The console filter used above is not vacuous: an error and a CSP violation show up."""
+    if chromium_binary() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+
+    def broken(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [
+            ("Content-Type", "text/html"),
+            ("Content-Security-Policy", "script-src 'self'"),
+        ])  # fmt: skip
+        return [b'<html><body><script src="/x.js"></script><script>1</script></body></html>'
+                if environ["PATH_INFO"] == "/" else b'console.error("planted error");']  # fmt: skip
+
+    server = make_server("127.0.0.1", 0, broken, server_class=WSGIServer, handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = run_chromium(
+            f"http://127.0.0.1:{server.server_port}/", tmp_path / "p", "--dump-dom"
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    assert any("planted error" in line for line in console), result.stderr[-2000:]
+    assert any("Content Security Policy" in line for line in console), console
 
 
 def test_every_layer_builds_from_settings() -> None:

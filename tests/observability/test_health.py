@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,8 +12,14 @@ import httpx
 import pytest
 from tests.apps import asgi_app, client_for
 from tests.observability.conftest import PausableRedis, free_port, make_sampler
+from tests.redis_topologies.conftest import (  # noqa: F401  (fixtures)
+    redis_cluster,
+    redis_sentinel,
+    topology_uri,
+)
 
 from seawall import Health, LoadShedding, Seawall
+from seawall._observe.checks import run_checks
 from seawall._observe.sampler import StaticSignals
 from seawall.exceptions import ConfigurationError
 from seawall.testing import ManualClock
@@ -147,6 +154,28 @@ class TestCache:
         assert health.stats()["runs"] == 2
         assert health.stats()["probes"] == 21
 
+    def test_concurrent_probes_share_one_run(self) -> None:
+        """While a check run is under way, other probes get the previous report."""
+        calls: list[int] = []
+
+        async def db() -> bool:
+            calls.append(1)
+            await asyncio.sleep(0.1)
+            return True
+
+        clock = ManualClock()
+        wall = Seawall(asgi_app, layers=[quiet_health(checks={"db": db}, cache_for=1.0,
+                                                       clock=clock)])  # fmt: skip
+
+        async def main() -> list[tuple[int, bytes]]:
+            await call(wall, "/health/ready")
+            clock.advance(2.0)
+            return await asyncio.gather(*(call(wall, "/health/ready") for _ in range(5)))
+
+        results = asyncio.run(main())
+        assert len(calls) == 2
+        assert [status for status, _ in results] == [200] * 5
+
     def test_invalid_settings_are_refused(self) -> None:
         """Bad paths and inverted thresholds fail at startup."""
         with pytest.raises(ConfigurationError, match="must start with"):
@@ -220,6 +249,95 @@ class TestStorages:
         assert doc["checks"]["ratelimit:storage"][0]["status"] == "warn"
 
 
+class TestRealLayersStorages:
+    @pytest.mark.redis
+    def test_every_real_layers_redis_is_checked(self, make_client: MakeClient) -> None:
+        """RateLimit, ConcurrencyLimit and CircuitBreaker on Redis: one check per storage."""
+        from seawall import CircuitBreaker, ConcurrencyLimit, RateLimit
+
+        layers = [
+            quiet_health(),
+            RateLimit("100/minute", storage="redis://127.0.0.1:6379/0"),
+            ConcurrencyLimit(10, storage="redis://127.0.0.1:6379/1", on_storage_error="deny"),
+            CircuitBreaker(storage="redis://127.0.0.1:6379/2"),
+        ]
+        client = make_client(layers)
+        response = client.get("/health")
+        assert response.status_code == 200, response.text
+        pings = response.json()["checks"]["redis:ping"]
+        assert sorted(p["componentId"] for p in pings) == [
+            "127.0.0.1:6379/0", "127.0.0.1:6379/1", "127.0.0.1:6379/2",
+        ]  # fmt: skip
+        assert all(p["status"] == "pass" for p in pings)
+
+    def test_a_real_fail_closed_layer_with_its_redis_down_fails_readiness(
+        self, make_client: MakeClient
+    ) -> None:
+        """RateLimit(on_storage_error="deny") on a dead Redis: unready; fail-open: a warning."""
+        from seawall import ConcurrencyLimit, RateLimit
+
+        dead = f"redis://127.0.0.1:{free_port()}/0"
+        also_dead = f"redis://127.0.0.1:{free_port()}/0"
+        client = make_client([
+            quiet_health(),
+            RateLimit("100/minute", storage=dead, on_storage_error="deny"),
+            ConcurrencyLimit(10, storage=also_dead),
+        ])  # fmt: skip
+        response = client.get("/health")
+        assert response.status_code == 503
+        statuses = {p["componentId"]: p["status"] for p in response.json()["checks"]["redis:ping"]}
+        assert statuses == {dead[len("redis://") :]: "fail", also_dead[len("redis://") :]: "warn"}
+
+    def test_memory_storages_get_no_check(self, make_client: MakeClient) -> None:
+        """memory:// is this process: nothing to ping."""
+        from seawall import RateLimit
+
+        doc = make_client([quiet_health(), RateLimit("100/minute")]).get("/health").json()
+        assert not any(name.startswith("redis") for name in doc["checks"])
+
+    @pytest.mark.redis
+    def test_valkey_and_async_aliases_are_pinged(self) -> None:
+        """valkey:// and async+ prefixes name the same server redis-py can ping."""
+        health = quiet_health(redis=["valkey://127.0.0.1:6379/0", "async+redis://127.0.0.1:6379/3"])
+        results = run_checks([c for c in health.checks if "redis" in c.name])
+        assert [(r.component_id, r.status) for r in results] == [
+            ("127.0.0.1:6379/0", "pass"), ("127.0.0.1:6379/3", "pass"),
+        ]  # fmt: skip
+
+    def test_sentinel_and_cluster_urls_down_fail_within_the_timeout(self) -> None:
+        """Topologies a PING cannot reach are asked through limits' check(), bounded."""
+        urls = [
+            f"redis+sentinel://127.0.0.1:{free_port()}/mymaster",
+            f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}",
+        ]
+        health = quiet_health(redis=urls, storage_timeout=0.2)
+        checks = [c for c in health.checks if c.name == "redis:ping"]
+        assert len(checks) == 2
+        start = time.perf_counter()
+        results = run_checks(checks)
+        assert time.perf_counter() - start < 1.5
+        assert [r.status for r in results] == ["fail", "fail"]
+        assert all(r.output for r in results)
+        assert [r.component_id for r in results] == [u.split("://")[1] for u in urls]
+
+    def test_a_storage_url_must_look_like_one(self) -> None:
+        """redis=["localhost"] is a configuration error, not a silently skipped check."""
+        with pytest.raises(ConfigurationError, match="redis"):
+            Health(redis=["localhost"])
+
+
+class TestTopologies:
+    """Sentinel and Cluster, started by the topology fixtures on free ports."""
+
+    @pytest.mark.redis
+    def test_a_live_sentinel_and_cluster_pass(self, topology_uri: str) -> None:  # noqa: F811
+        """limits' check() reaches the master behind the Sentinel, and every Cluster node."""
+        health = quiet_health(redis=[topology_uri], storage_timeout=1.0)
+        [check] = [c for c in health.checks if c.name == "redis:ping"]
+        [result] = run_checks([check])
+        assert result.status == "pass", result.output
+
+
 def client_layers(client: httpx.Client) -> tuple[object, ...]:
     app = getattr(client, "app", None)
     if app is None:
@@ -259,3 +377,117 @@ class TestDraining:
         assert ready.status_code == 503
         body = json.loads(ready.text)
         assert "draining" in body["failing"]
+
+
+def http_scope(path: str) -> dict[str, Any]:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+            "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+            "query_string": b"", "headers": [(b"host", b"t")], "client": ("127.0.0.1", 9),
+            "server": ("127.0.0.1", 80)}  # fmt: skip
+
+
+async def call(wall: Any, path: str) -> tuple[int, bytes]:
+    """One request straight through the ASGI wall: its status and body."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await wall(http_scope(path), receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+class TestGracefulShutdown:
+    @staticmethod
+    def gated_app(release: asyncio.Event) -> Any:
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                while True:
+                    message = await receive()
+                    await send({"type": message["type"] + ".complete"})
+                    if message["type"] == "lifespan.shutdown":
+                        return
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"finished"})
+
+        return app
+
+    @staticmethod
+    async def start_lifespan(wall: Any) -> tuple[asyncio.Queue[dict[str, Any]], asyncio.Task[Any]]:
+        messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        done: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            done.append(message)
+
+        await messages.put({"type": "lifespan.startup"})
+        task = asyncio.create_task(wall({"type": "lifespan"}, messages.get, send))
+        while not done:
+            await asyncio.sleep(0.005)
+        assert done == [{"type": "lifespan.startup.complete"}]
+        return messages, task
+
+    def test_shutdown_waits_for_in_flight_requests_while_readiness_fails(self) -> None:
+        """Lifespan shutdown: the in-flight request finishes; meanwhile probes say draining."""
+
+        async def main() -> dict[str, Any]:
+            release = asyncio.Event()
+            shedding = LoadShedding(signals=StaticSignals(), drain_timeout=5.0,
+                                    critical=("/login",))  # fmt: skip
+            wall = Seawall(self.gated_app(release), layers=[quiet_health(), shedding])
+            messages, lifespan = await self.start_lifespan(wall)
+            assert (await call(wall, "/health/ready"))[0] == 200
+            slow = asyncio.create_task(call(wall, "/slow"))
+            while shedding.in_flight < 1:
+                await asyncio.sleep(0.005)
+            await messages.put({"type": "lifespan.shutdown"})
+            await asyncio.sleep(0.1)
+            seen: dict[str, Any] = {"lifespan_done_while_in_flight": lifespan.done()}
+            seen["ready"] = await call(wall, "/health/ready")
+            seen["live"] = (await call(wall, "/health/live"))[0]
+            seen["new"] = await call(wall, "/")
+            seen["critical"] = (await call(wall, "/login"))[0]
+            release.set()
+            seen["slow"] = await slow
+            await asyncio.wait_for(lifespan, 5.0)
+            seen["in_flight_after"] = shedding.in_flight
+            return seen
+
+        seen = asyncio.run(main())
+        assert seen["lifespan_done_while_in_flight"] is False
+        status, body = seen["ready"]
+        assert status == 503
+        assert json.loads(body)["failing"] == ["draining"]
+        assert seen["live"] == 200
+        assert seen["new"][0] == 503
+        assert json.loads(seen["new"][1])["reason"] == "draining"
+        assert seen["critical"] == 503
+        assert seen["slow"] == (200, b"finished")
+        assert seen["in_flight_after"] == 0
+
+    def test_the_wait_is_bounded_by_drain_timeout(self) -> None:
+        """A request that never finishes holds shutdown up to drain_timeout, no longer."""
+
+        async def main() -> float:
+            release = asyncio.Event()
+            shedding = LoadShedding(signals=StaticSignals(), drain_timeout=0.3)
+            wall = Seawall(self.gated_app(release), layers=[quiet_health(), shedding])
+            messages, lifespan = await self.start_lifespan(wall)
+            stuck = asyncio.create_task(call(wall, "/stuck"))
+            while shedding.in_flight < 1:
+                await asyncio.sleep(0.005)
+            start = time.perf_counter()
+            await messages.put({"type": "lifespan.shutdown"})
+            await asyncio.wait_for(lifespan, 5.0)
+            took = time.perf_counter() - start
+            release.set()
+            await stuck
+            return took
+
+        took = asyncio.run(main())
+        assert 0.25 <= took < 2.0, took

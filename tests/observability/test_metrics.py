@@ -159,6 +159,46 @@ class TestExposition:
         rejected = samples(families["seawall_rejections"], "seawall_rejections_total")
         assert rejected[(("layer", "breaker"), ("status", "503"))] == 1
 
+    def test_rate_limit_decisions_and_validation_are_exported(
+        self, make_client: MakeClient, logs: list[dict[str, Any]]
+    ) -> None:
+        """The real RateLimit and Validation layers' stats give their families."""
+        from seawall import RateLimit, Validation
+
+        client = make_client([
+            Metrics(),
+            RateLimit(rules={"/status/*": "1/minute"}),
+            Validation(max_url=100, threats="block", routes={"/echo": {"threats": "monitor"}}),
+        ])  # fmt: skip
+        assert client.get("/status/200").status_code == 200
+        assert client.get("/status/200").status_code == 429
+        assert client.get("/", params={"q": "a" * 200}).status_code == 414
+        assert client.get("/", params={"q": "<script>alert(1)</script>"}).status_code == 403
+        assert client.get("/echo", params={"q": "<script>alert(1)</script>"}).status_code == 200
+        families = scrape(client)
+        decisions = samples(
+            families["seawall_ratelimit_decisions"], "seawall_ratelimit_decisions_total"
+        )
+        rule = (("layer", "ratelimit"), ("rule", "/status/*"))
+        assert decisions[(("decision", "allowed"), *rule)] == 1
+        assert decisions[(("decision", "limited"), *rule)] == 1
+        rejections = samples(
+            families["seawall_validation_rejections"], "seawall_validation_rejections_total"
+        )
+        assert rejections == {
+            (("layer", "validation"), ("reason", "uri_too_long")): 1,
+            (("layer", "validation"), ("reason", "threat")): 1,
+        }
+        detections = samples(
+            families["seawall_validation_detections"], "seawall_validation_detections_total"
+        )
+        by_mode: dict[str, set[str]] = {}
+        for labels in detections:
+            by_mode.setdefault(dict(labels)["mode"], set()).add(dict(labels)["rule"])
+        assert "xss-script-tag" in by_mode["block"]
+        assert by_mode["monitor"] == by_mode["block"]  # the same request, once of each
+        assert all(v == 1 for v in detections.values())
+
     def test_the_scrape_itself_is_not_counted(self, make_client: MakeClient) -> None:
         """/metrics answers from the layer; it is neither a request series nor in flight."""
         client = make_client([Metrics()])

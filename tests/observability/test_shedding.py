@@ -175,6 +175,25 @@ class TestModes:
         events = [e["event"] for e in logs if e["event"].startswith("seawall.shedding")]
         assert events == ["seawall.shedding.started", "seawall.shedding.stopped"]
 
+    def test_a_fixed_limit_logs_the_stop_too(self, logs: list[dict[str, Any]]) -> None:
+        """Without an adaptive limit, a window without refusals still ends the episode."""
+        clock = ManualClock()
+        layer = LoadShedding(signals=StaticSignals(), adaptive=False, max_concurrency=1,
+                             reserved=0.0, clock=clock, window=1.0)  # fmt: skip
+        held = view()
+        assert layer.on_request(held) is None
+        assert isinstance(layer.on_request(view()), Respond)
+        done(layer, held)
+        clock.advance(0.5)
+        request = view()
+        assert layer.on_request(request) is None  # admitted, but too soon to call it over
+        done(layer, request)
+        clock.advance(0.6)
+        assert layer.on_request(view()) is None
+        events = [e["event"] for e in logs if e["event"].startswith("seawall.shedding")]
+        assert events == ["seawall.shedding.started", "seawall.shedding.stopped"]
+        assert layer.stats()["shedding"] is False
+
     def test_invalid_settings_are_refused(self) -> None:
         """Out-of-range thresholds and shares fail at startup."""
         for kw in ({"cpu_threshold": 0}, {"memory_threshold": 120}, {"reserved": 1.0},

@@ -39,6 +39,7 @@ __all__ = [
     "CustomCheck",
     "RedisCheck",
     "Status",
+    "StorageURICheck",
     "ThresholdCheck",
     "TrendCheck",
     "arun_checks",
@@ -411,15 +412,26 @@ def resource_checks(
 
 
 def redact_url(url: str) -> str:
-    """``host:port/db`` of a storage URL: no scheme credentials, no query."""
+    """``host:port/db`` of a storage URL: no scheme, credentials or query.
+
+    Several hosts (a Sentinel or Cluster URL) stay comma-separated; a unix
+    socket URL gives its path.
+    """
     try:
         parts = urlsplit(url)
-        host = parts.hostname or "localhost"
-        port = parts.port or 6379
     except ValueError:
         return "<invalid url>"
+    if "unix" in parts.scheme:
+        return parts.path or "<unix socket>"
+    hosts = []
+    for host in parts.netloc.rpartition("@")[2].split(","):
+        if not host:
+            continue
+        if ":" not in host.rpartition("]")[2]:
+            host += ":6379"
+        hosts.append(host)
     db = parts.path.strip("/")
-    return f"{host}:{port}" + (f"/{db}" if db else "")
+    return ",".join(hosts or ["localhost:6379"]) + (f"/{db}" if db else "")
 
 
 class RedisCheck(Check):
@@ -488,6 +500,77 @@ class RedisCheck(Check):
         return CheckResult(
             self.name,
             status,
+            observed_value=round(elapsed * 1000.0, 3),
+            observed_unit="ms",
+            output=output,
+            component_id=self.component_id,
+            component_type=self.component_type,
+        )
+
+
+class StorageURICheck(Check):
+    """Ask a limits storage built from *url* whether it works: Sentinel, Cluster, memcached...
+
+    For the topologies a plain ``PING`` cannot reach (the master behind a
+    Sentinel, every node of a Cluster) limits' own ``check()`` is the test.
+
+    Args:
+        url: a storage URI limits understands (``redis+sentinel://``, ``redis+cluster://``...).
+        timeout: seconds for the check (Redis socket timeouts; a backstop otherwise).
+        critical: a failure fails readiness (``False``: it only warns).
+    """
+
+    component_type = "datastore"
+
+    def __init__(self, url: str, *, timeout: float = 0.5, critical: bool = True) -> None:
+        if url.startswith("async+"):
+            url = url[len("async+") :]
+        self.url = url
+        self.scheme = url.split("://", 1)[0].lower()
+        self._redis = "redis" in self.scheme or "valkey" in self.scheme
+        self.name = ("redis" if self._redis else self.scheme) + ":ping"
+        self.ping_timeout = timeout
+        self.timeout = 2 * timeout + 0.25
+        self.critical = critical
+        self.component_id = redact_url(url)
+        self._storage: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"StorageURICheck({self.scheme}://{self.component_id}, timeout={self.ping_timeout})"
+
+    def _get(self) -> Any:
+        if self._storage is None:
+            with self._lock:
+                if self._storage is None:
+                    from limits.storage import storage_from_string
+
+                    options: dict[str, Any] = {}
+                    if self._redis:
+                        options = {
+                            "socket_timeout": self.ping_timeout,
+                            "socket_connect_timeout": self.ping_timeout,
+                        }
+                    self._storage = storage_from_string(self.url, **options)
+        return self._storage
+
+    def __call__(self) -> CheckResult:
+        """Build the storage once, then call its ``check()`` (blocking: run in a thread)."""
+        start = time.perf_counter()
+        output = None
+        try:
+            ok = bool(self._get().check())
+        except Exception as exc:
+            ok, output = False, type(exc).__name__
+            # A storage that failed to build (cluster discovery) is rebuilt next time.
+            self._storage = None
+        else:
+            if not ok:
+                output = "storage check failed"
+        elapsed = time.perf_counter() - start
+        return CheckResult(
+            self.name,
+            "pass" if ok else ("fail" if self.critical else "warn"),
             observed_value=round(elapsed * 1000.0, 3),
             observed_unit="ms",
             output=output,

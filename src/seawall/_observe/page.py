@@ -44,6 +44,7 @@ td.n{text-align:right}
 details{margin-top:6px}
 pre{white-space:pre-wrap;word-break:break-all;color:var(--dim);font-size:12px;max-height:300px;overflow:auto}
 #error{color:var(--bad)}
+@media (min-width:900px){section.wide{grid-column:span 2}}
 """
 
 SCRIPT = """
@@ -129,11 +130,21 @@ SCRIPT = """
     var limited = [];
     each(layers, function (name, st) {
       if (!st || typeof st !== "object") return;
-      pairs(st.top_keys || st.top_limited || []).slice(0, 10).forEach(function (p) {
-        limited.push([name, "key", p[0], p[1]]);
+      (Array.isArray(st.top_limited) ? st.top_limited : pairs(st.top_keys || [])).slice(0, 10)
+        .forEach(function (p) {
+          if (Array.isArray(p)) limited.push([name, "key", p[0], p[1]]);
+          else if (p && typeof p === "object")
+            limited.push([name, p.rule ? "key (" + p.rule + ")" : "key", p.key, p.count]);
+        });
+      // Only rate-limit rules count refusals ({allowed, limited}); other layers'
+      // "rules" (Timeout's seconds per pattern) are settings, not counts.
+      var rules = [];
+      each(st.rules, function (rule, r) {
+        if (r && typeof r === "object" && typeof r.limited === "number") rules.push([rule, r]);
       });
-      pairs(st.rules || st.top_rules || []).slice(0, 10).forEach(function (p) {
-        limited.push([name, "rule", p[0], p[1]]);
+      rules.sort(function (a, b) { return b[1].limited - a[1].limited; });
+      rules.slice(0, 10).forEach(function (p) {
+        limited.push([name, "rule", p[0], p[1].limited]);
       });
     });
     table("limits", ["layer", "kind", "key / rule", "limited"], limited, "nothing limited yet");
@@ -208,7 +219,7 @@ _BODY = """<!doctype html>
 <section><h2>Shed and rejected</h2><div id="load"></div></section>
 <section><h2>Top limited keys and rules</h2><div id="limits"></div></section>
 <section><h2>Error groups</h2><div id="errors"></div></section>
-<section><h2>Latency per route</h2><div id="routes"></div></section>
+<section class="wide"><h2>Latency per route</h2><div id="routes"></div></section>
 <section><h2>Every layer's stats</h2><div id="raw"></div></section>
 </main>
 <script>{script}</script>

@@ -402,15 +402,19 @@ def families_from_stats(
                         if _is_number(n):
                             decisions.add(n, "_total", layer=str(layer), rule=str(rule),
                                           decision=str(decision))  # fmt: skip
-        for key, fam, label in (
-            ("rejected_by_reason", vrejects, "reason"),
-            ("detections", detections, "rule"),
-        ):
+        found = layer_stats.get("rejected_by_reason")
+        if isinstance(found, Mapping):
+            for name, n in found.items():
+                if _is_number(n):
+                    vrejects.add(n, "_total", layer=str(layer), reason=str(name))
+        # Threat rules that matched: counted as detections in monitor mode and
+        # as rejections by rule in block mode; both are detections.
+        for key, mode in (("detections", "monitor"), ("rejected_by_rule", "block")):
             found = layer_stats.get(key)
             if isinstance(found, Mapping):
                 for name, n in found.items():
                     if _is_number(n):
-                        fam.add(n, "_total", layer=str(layer), **{label: str(name)})
+                        detections.add(n, "_total", layer=str(layer), rule=str(name), mode=mode)
         reasons = layer_stats.get("shed")
         if isinstance(reasons, Mapping):
             for reason, n in reasons.items():

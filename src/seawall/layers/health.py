@@ -18,9 +18,12 @@ Theory of operation:
    ASGI), each check under its own timeout. Results are cached for
    *cache_for* seconds and only one refresh runs at a time (others get the
    previous report), so probes cannot hammer a dependency.
-6. Redis storages of the other layers are found when the wall binds the
-   layers: any layer with a ``storage_uri`` or ``storage`` attribute holding
-   a ``redis://`` URL (or an object with a ``check()`` method). A storage
+6. The other layers' storages are found when the wall binds the layers: any
+   layer with a ``storage_uri`` or ``storage`` attribute holding a storage
+   URL other than ``memory://`` (or an object with a ``check()`` method).
+   Plain Redis and Valkey URLs (``redis://``, ``rediss://``, ``unix://``,
+   ``redis+unix://``, ``valkey://``...) get a ``PING``; Sentinel, Cluster and
+   other limits URLs are asked through limits' own ``check()``. A storage
    whose layer fails open (``on_storage_error`` other than ``"deny"``) only
    warns when it is down: the service still works without it.
 """
@@ -42,6 +45,7 @@ from seawall._observe.checks import (
     CheckResult,
     CustomCheck,
     RedisCheck,
+    StorageURICheck,
     TrendCheck,
     arun_checks,
     resource_checks,
@@ -55,7 +59,17 @@ __all__ = ["HEALTH_CONTENT_TYPE", "Health", "RunChecks", "StorageCheck"]
 
 HEALTH_CONTENT_TYPE = "application/health+json"
 _HEADERS = (("Cache-Control", "no-store"),)
-_REDIS_SCHEMES = ("redis://", "rediss://", "async+redis://", "async+rediss://", "unix://")
+# Schemes redis-py's from_url reads once renamed (limits' and Valkey's aliases);
+# any other remote scheme (Sentinel, Cluster, memcached...) is asked through limits.
+_PLAIN_REDIS = {
+    "redis": "redis",
+    "rediss": "rediss",
+    "unix": "unix",
+    "redis+unix": "unix",
+    "valkey": "redis",
+    "valkeys": "rediss",
+    "valkey+unix": "unix",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +151,7 @@ class Health:
         disk_warn, disk_fail: usage percentages of *disk_path*.
         disk_path: the filesystem checked.
         open_files_warn, open_files_fail: open descriptors, percent of the soft limit.
-        redis: extra Redis URLs to ping (critical).
+        redis: extra storage URLs to check (critical): Redis, Sentinel, Cluster...
         discover_storages: also check the other layers' storages.
         storage_timeout: seconds for each storage ping.
         checks: custom checks: a mapping of name to a sync or async callable,
@@ -226,6 +240,9 @@ class Health:
             )
         self._redis_urls: set[str] = set()
         for url in redis:
+            if not isinstance(url, str) or "://" not in url:
+                msg = f"redis: expected storage URLs like 'redis://host:6379/0', got {url!r}"
+                raise ConfigurationError(msg)
             self._add_redis(url, critical=True)
         items = checks.items() if isinstance(checks, Mapping) else None
         if items is not None:
@@ -253,11 +270,21 @@ class Health:
         self._live = Respond(200, b'{"status":"pass"}', _HEADERS, content_type=HEALTH_CONTENT_TYPE)
 
     def _add_redis(self, url: str, *, critical: bool) -> None:
+        """Check the storage at *url* (once per URL); ``memory://`` needs no check."""
         key = url[len("async+") :] if url.startswith("async+") else url
-        if key in self._redis_urls:
+        scheme, sep, rest = key.partition("://")
+        scheme = scheme.lower()
+        if not sep or scheme == "memory" or key in self._redis_urls:
             return
         self._redis_urls.add(key)
-        self.checks.append(RedisCheck(url, timeout=self.storage_timeout, critical=critical))
+        plain = _PLAIN_REDIS.get(scheme)
+        if plain is not None:
+            check: Any = RedisCheck(
+                f"{plain}://{rest}", timeout=self.storage_timeout, critical=critical
+            )
+        else:
+            check = StorageURICheck(key, timeout=self.storage_timeout, critical=critical)
+        self.checks.append(check)
 
     def __repr__(self) -> str:
         return (
@@ -285,8 +312,7 @@ class Health:
                     # CircuitBreaker keeps its storage among its options.
                     value = options.get("storage") if isinstance(options, Mapping) else None
                 if isinstance(value, str):
-                    if value.startswith(_REDIS_SCHEMES):
-                        self._add_redis(value, critical=critical)
+                    self._add_redis(value, critical=critical)
                     break
                 if value is not None and callable(getattr(value, "check", None)):
                     self.checks.append(

@@ -146,6 +146,7 @@ class LoadShedding:
         self.retry_after = retry_after
         self.shadow = shadow
         self.drain_timeout = drain_timeout
+        self.window = window
         self.critical = tuple(critical)
         self._prefixes = tuple(p for p in critical if "*" not in p and "?" not in p)
         self._globs = tuple(p for p in critical if p not in self._prefixes)
@@ -200,6 +201,7 @@ class LoadShedding:
         self.shadow_shed = 0
         self._shedding = False
         self._shed_in_window = 0
+        self._last_shed = 0.0
 
     def _set_limit(self) -> None:
         if self.limiter is not None:
@@ -294,6 +296,10 @@ class LoadShedding:
             respond = self._refuse(request, reason, critical)
             if respond is not None:
                 return respond
+        if self._shedding and self._clock() - self._last_shed >= self.window:
+            # Admitted a whole window after the last refusal: shedding stopped
+            # (also without an adaptive limit, whose windows would tell).
+            self._stopped()
         with self._lock:
             self.in_flight += 1
             inflight = self.in_flight
@@ -304,6 +310,7 @@ class LoadShedding:
     def _refuse(self, request: RequestView, reason: str, critical: bool) -> Respond | None:
         self.shed[reason] += 1
         self._shed_in_window += 1
+        self._last_shed = self._clock()
         if critical:
             self.shed_critical += 1
         if not self._shedding:
@@ -350,9 +357,16 @@ class LoadShedding:
 
     def _window_closed(self) -> None:
         if self._shedding and self._shed_in_window == 0:
-            self._shedding = False
-            logger.info("seawall.shedding.stopped", limit=self.limit, shed=sum(self.shed.values()))
+            self._stopped()
         self._shed_in_window = 0
+
+    def _stopped(self) -> None:
+        self._shedding = False
+        logger.info(
+            "seawall.shedding.stopped",
+            limit=None if self.limit == _UNLIMITED else self.limit,
+            shed=sum(self.shed.values()),
+        )
 
     # -- introspection ----------------------------------------------------------
 
