@@ -137,6 +137,7 @@ class RedisBackend:
 
     def __init__(self, uri: str, *, timeout: float = 0.02, options: dict[str, Any] | None = None):
         self.uri = uri
+        self._client_uri = _redis_client_uri(uri)
         self.timeout = timeout
         self.options = dict(options or {})
         self._sync: Any = None
@@ -153,7 +154,7 @@ class RedisBackend:
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.timeout,
         }
-        scheme = self.uri.split("://", 1)[0]
+        scheme = self._client_uri.split("://", 1)[0]
         if scheme.startswith("redis") and "cluster" not in scheme:
             # redis-py retries three times with backoff by default: an outage
             # would then cost several timeouts per call instead of one.
@@ -175,7 +176,7 @@ class RedisBackend:
             from limits.storage import storage_from_string
 
             try:
-                storage = storage_from_string(self.uri, **self._client_options(False))
+                storage = storage_from_string(self._client_uri, **self._client_options(False))
                 conn = storage.get_connection()  # type: ignore[union-attr]
             except Exception as exc:
                 msg = f"cannot reach the rate-limit storage: {type(exc).__name__}"
@@ -191,7 +192,9 @@ class RedisBackend:
 
             try:
                 storage = storage_from_string(
-                    "async+" + self.uri, implementation="redispy", **self._client_options(True)
+                    "async+" + self._client_uri,
+                    implementation="redispy",
+                    **self._client_options(True),
                 )
                 conn = storage.bridge.get_connection()  # type: ignore[union-attr]
             except Exception as exc:
@@ -333,6 +336,45 @@ class LimitsBackend:
         return allowed, stats
 
 
+def _redis_client_uri(uri: str) -> str:
+    """*uri* with a ``valkey`` scheme spelled ``redis``: redis-py serves both.
+
+    Valkey speaks the Redis protocol, and redis-py is a dependency; limits
+    would otherwise want the separate ``valkey`` package for these schemes.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if scheme.lower().startswith("valkey"):
+        return "redis" + scheme[len("valkey") :] + sep + rest
+    return uri
+
+
+def _missing_dependencies(scheme: str) -> list[str]:
+    """What limits' storages for *scheme* (sync and ``async+``) need and cannot import."""
+    import importlib.util
+
+    from limits.storage import SCHEMES  # type: ignore[attr-defined]
+
+    missing: list[str] = []
+    for name, path in ((scheme, "sync"), (f"async+{scheme}", "async")):
+        needs: Any = getattr(SCHEMES[name], "DEPENDENCIES", [])
+
+        def present(module: str) -> bool:
+            try:
+                return importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                return False
+
+        if isinstance(needs, dict):
+            # Alternatives (one client library per implementation): any one will do.
+            if needs and not any(present(m) for m in needs):
+                missing.append(" or ".join(repr(m) for m in needs) + f" ({path} path)")
+        else:
+            absent = [repr(m) for m in needs if not present(m)]
+            if absent:
+                missing.append(", ".join(absent) + f" ({path} path)")
+    return missing
+
+
 def _redact(uri: str) -> str:
     """*uri* without its password, for logs and reprs."""
     scheme, sep, rest = uri.partition("://")
@@ -373,6 +415,15 @@ def storage_for(
     if scheme in SCHEMES and f"async+{scheme}" in SCHEMES:
         if strategy == GCRA:
             msg = f"strategy: 'gcra' needs memory:// or Redis, not {scheme}://"
+            raise ConfigurationError(msg)
+        missing = _missing_dependencies(scheme)
+        if missing:
+            # Fail at startup: found at the first request it would only show up
+            # as a storage outage, with every request on the failure policy.
+            msg = (
+                f"storage: {scheme}:// needs {' and '.join(missing)} (limits' clients); "
+                "install them, or use memory:// or redis://"
+            )
             raise ConfigurationError(msg)
         return LimitsBackend(uri, options=options)
     known = "memory://, redis://, rediss://, redis+unix://, redis+sentinel://, redis+cluster://, "

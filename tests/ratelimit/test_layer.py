@@ -32,9 +32,13 @@ def view(
 
 def decide(layer: RateLimit, request: RequestView) -> Respond | None:
     decision = layer.on_request(request)
-    if decision is None:
-        return None
+    if decision is None or isinstance(decision, Respond):
+        return decision
     return run_flow(decision)  # type: ignore[no-any-return]
+
+
+# Flows are what a remote storage gets; building the layer connects nothing.
+REMOTE = "redis://127.0.0.1:6379/0"
 
 
 def headers_of(request: RequestView) -> dict[str, str]:
@@ -44,7 +48,7 @@ def headers_of(request: RequestView) -> dict[str, str]:
 class TestFlow:
     def test_yields_one_hit_with_every_limit(self) -> None:
         """The flow yields one Hit carrying all limits of the rule and the client's keys."""
-        layer = RateLimit("10/second;100/minute", clock=ManualClock())
+        layer = RateLimit("10/second;100/minute", storage=REMOTE, clock=ManualClock())
         flow = layer.on_request(view())
         effect = next(flow)
         assert isinstance(effect, Hit)
@@ -57,7 +61,7 @@ class TestFlow:
 
     def test_refusal_answered_by_hand_is_a_429(self) -> None:
         """Sending a refusal into the flow returns a 429 quota-exceeded problem."""
-        layer = RateLimit("10/minute", clock=ManualClock())
+        layer = RateLimit("10/minute", storage=REMOTE, clock=ManualClock())
         request = view()
         flow = layer.on_request(request)
         next(flow)
@@ -75,7 +79,7 @@ class TestFlow:
 
     def test_key_prefix_namespaces_keys(self) -> None:
         """key_prefix starts every storage key."""
-        layer = RateLimit("1/second", key_prefix="shop", clock=ManualClock())
+        layer = RateLimit("1/second", key_prefix="shop", storage=REMOTE, clock=ManualClock())
         assert next(layer.on_request(view())).keys[0].startswith("shop:")
 
 
@@ -315,7 +319,7 @@ class TestDynamicAndKeys:
 
     def test_long_keys_are_hashed(self) -> None:
         """A huge client-chosen key never reaches the storage raw."""
-        layer = RateLimit("1/minute", key="header:X-API-Key", clock=ManualClock())
+        layer = RateLimit("1/minute", key="header:X-API-Key", storage=REMOTE, clock=ManualClock())
         flow = layer.on_request(view(headers=[(b"x-api-key", b"k" * 5000)]))
         key = next(flow).keys[0]
         assert len(key) < 100
@@ -347,6 +351,28 @@ class TestStatsAndRepr:
         assert "RateLimit(" in repr(layer)
 
 
+    def test_top_limited_keys_are_counted_bounded_and_masked(self, monkeypatch) -> None:
+        import seawall.layers.ratelimit as module
+
+        monkeypatch.setattr(module, "_TOP_LIMITED", 8)
+        layer = RateLimit("1/minute", key=lambda request: request.header("x-api-key"))
+        for _ in range(4):  # 3 refusals for the heavy key
+            decide(layer, view(headers=[(b"x-api-key", b"sk_live_secret_1")]))
+        for n in range(20):  # a flood of distinct keys, each refused once
+            decide(layer, view(headers=[(b"x-api-key", f"flood-{n}".encode())]))
+            decide(layer, view(headers=[(b"x-api-key", f"flood-{n}".encode())]))
+        top = layer.stats()["top_limited"]
+        assert len(top) <= 10 and len(layer._top_limited) <= 8
+        assert top[0] == {"key": "sk_l\u2026", "rule": "default", "count": 3}
+        assert all("secret" not in row["key"] and "flood-" not in row["key"] for row in top)
+        ip = RateLimit("1/minute")
+        decide(ip, view(peer="203.0.113.9"))
+        decide(ip, view(peer="203.0.113.9"))
+        assert ip.stats()["top_limited"] == [{"key": "203.0.113.9", "rule": "default", "count": 1}]
+        ip.reset()
+        assert ip.stats()["top_limited"] == []
+
+
 class TestSettings:
     def test_built_from_a_settings_table(self) -> None:
         """Every keyword can come from TOML/env: strings for keys, tables for rules."""
@@ -373,3 +399,12 @@ class TestSettings:
         )
         with pytest.raises(ConfigurationError, match="strategy"):
             build_layer("rate_limit", {"limit": "1/second", "strategy": "nope"})
+
+
+def test_long_policy_names_stay_distinct() -> None:
+    from seawall._ratelimit.quota import policy_name
+
+    a = policy_name("myproject.views.accounts." + "x" * 60 + ".login_view")
+    b = policy_name("myproject.views.accounts." + "x" * 60 + ".logout_view")
+    assert a != b and len(a) == len(b) == 64
+    assert policy_name("short name") == "short name"

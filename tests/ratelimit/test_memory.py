@@ -151,6 +151,24 @@ class TestBound:
         assert len(storage) == 1
         assert storage.evictions == 0
 
+    def test_a_renewed_window_counts_as_the_most_recent_use(self) -> None:
+        """A key whose window expired and restarts moves to the recent end (LRU stays LRU)."""
+        clock = ManualClock()
+        storage = BoundedMemoryStorage(max_keys=3, clock=clock)
+        short, long = parse_quotas("1/second", "s"), parse_quotas("1/hour", "l")
+        assert admitted(storage, FIXED, long, "b")
+        assert admitted(storage, FIXED, short, "a")
+        assert admitted(storage, FIXED, long, "c")
+        clock.advance(2)
+        assert admitted(storage, FIXED, short, "a")  # a new window: a is the newest use
+        assert storage.evictions == 0  # renewing a key frees no room and takes none
+        assert admitted(storage, FIXED, long, "d")  # full: the oldest use, b, goes
+        assert storage.evictions == 1
+        assert len(storage) == 3
+        assert not admitted(storage, FIXED, long, "c")
+        assert not admitted(storage, FIXED, short, "a")  # a kept its count
+        assert admitted(storage, FIXED, long, "b")  # b was evicted: it starts afresh
+
     def test_many_keys_stay_within_bound(self) -> None:
         """A flood of distinct keys never grows the storage beyond max_keys."""
         storage = BoundedMemoryStorage(max_keys=1000, clock=ManualClock())

@@ -55,15 +55,18 @@ def test_limit_headers_and_retry_after(
 
 def test_two_apps_share_one_bucket_through_redis(redis_url: str, key_prefix: str) -> None:
     """An ASGI and a WSGI app with the same storage and prefix count together."""
-    layers = lambda: [
-        RateLimit(
-            "4/minute",
-            storage=redis_url,
-            key_prefix=key_prefix,  # noqa: E731
-            key=lambda r: "same-user",
-            storage_timeout=1.0,
-        )
-    ]
+
+    def layers() -> list[RateLimit]:
+        return [
+            RateLimit(
+                "4/minute",
+                storage=redis_url,
+                key_prefix=key_prefix,
+                key=lambda r: "same-user",
+                storage_timeout=1.0,
+            )
+        ]
+
     with client_for(wrap("asgi", layers())) as a, client_for(wrap("wsgi", layers())) as w:
         statuses = [c.get("/").status_code for c in (a, w, a, w, a, w)]
     assert statuses == [200, 200, 200, 200, 429, 429]

@@ -31,9 +31,32 @@ local allowed = 1
 local out = {0}
 """
 
-_FIXED = (
-    _PRELUDE
-    + """
+# Fixed windows need no clock (the key's TTL is the window). One limit and a
+# positive cost, the common case, takes 2 commands instead of 4: count first,
+# and give the units back if that went over (the script is atomic, so no
+# other request ever sees the overshoot).
+_FIXED = """
+local cost = tonumber(ARGV[1])
+local n = #KEYS
+if n == 1 and cost > 0 then
+  local amount = tonumber(ARGV[2])
+  local window_ms = math.ceil(tonumber(ARGV[3]) / 1000)
+  local c = redis.call('INCRBY', KEYS[1], cost)
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then
+    redis.call('PEXPIRE', KEYS[1], window_ms)
+    ttl = window_ms
+  end
+  if c <= amount then
+    return {1, amount - c, ttl * 1000, 0}
+  end
+  c = redis.call('DECRBY', KEYS[1], cost)
+  local rem = amount - c
+  if rem < 0 then rem = 0 end
+  return {0, rem, ttl * 1000, ttl * 1000}
+end
+local allowed = 1
+local out = {0}
 local counts, ttls = {}, {}
 for i = 1, n do
   local amount = tonumber(ARGV[2 * i])
@@ -68,7 +91,6 @@ end
 out[1] = allowed
 return out
 """
-)
 
 _MOVING = (
     _PRELUDE

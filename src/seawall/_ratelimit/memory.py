@@ -97,6 +97,9 @@ class BoundedMemoryStorage(MemoryStorage):
 
     def _insert(self, key: str, entry: list[Any], now: float) -> None:
         entries = self._entries
+        # A key whose window expired is still in the map, at its old place:
+        # its new entry must go to the recent end, and replacing it needs no room.
+        entries.pop(key, None)
         # Invariant 2: drop expired entries from the LRU end, O(expired).
         while entries:
             oldest = next(iter(entries))

@@ -6,6 +6,7 @@ fragment never change, so a request only formats its own numbers.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from typing import Any, TypeAlias
@@ -44,8 +45,17 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._:/*+{} -]+")
 
 
 def policy_name(text: str) -> str:
-    """A safe Structured Fields string for a policy name (no quotes, no controls)."""
-    return _UNSAFE.sub("-", text).strip("-")[:64] or "policy"
+    """A safe Structured Fields string for a policy name (no quotes, no controls).
+
+    Names also scope storage keys, so a name cut to 64 characters ends in a
+    digest of the whole text: two long handler names that share their first
+    characters must never share a counter.
+    """
+    name = _UNSAFE.sub("-", text).strip("-") or "policy"
+    if len(name) <= 64:
+        return name
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    return f"{name[:55]}-{digest}"
 
 
 class Quota:

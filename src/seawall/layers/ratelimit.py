@@ -5,9 +5,11 @@ Theory of operation
 ``__init__`` compiles everything: limits strings into quotas, rules into one
 matcher, exemptions into a second one, the ``RateLimit-Policy`` header of
 each rule, and each quota's key template. A request then costs: one
-exemption check, one cached rule lookup, the key function, one
-:class:`Hit` effect (all limits and their header numbers in one storage
-call: one Redis round trip), and formatting its ``RateLimit`` header.
+exemption check, one cached rule lookup, the key function, one storage
+call for all its limits and their header numbers (on Redis a :class:`Hit`
+effect: one round trip; on ``memory://`` a direct call in the hook, since
+there is no I/O to hand to the driver), and formatting its ``RateLimit``
+header.
 
 Invariants:
 
@@ -26,14 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import inspect
 import ipaddress
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from math import ceil
 from typing import Any, ClassVar, Literal
 
+from seawall._core.client import UNKNOWN_CLIENT
 from seawall._core.decisions import Respond
 from seawall._core.layer import ORDER
 from seawall._core.request import RequestView
@@ -49,6 +54,8 @@ __all__ = ["Hit", "Limiter", "RateLimit", "limit"]
 
 _NO_RESULT: Any = object()
 _MAX_KEY = 128
+#: Distinct (key, rule) pairs counted for ``stats()["top_limited"]``.
+_TOP_LIMITED = 1000
 _DYNAMIC_CACHE = 256
 # Marks a rule whose routes are not limited at all (``rules={"/health": None}``).
 _EXCLUDED: Any = object()
@@ -312,6 +319,7 @@ class RateLimit:
         self._dynamic_cache: dict[tuple[int, str], tuple[tuple[Quota, ...], tuple[Quota, ...]]] = {}
         self.exempted = 0
         self.storage_fallbacks = 0
+        self._top_limited: dict[tuple[str, str], int] = {}
 
         self._default = (
             self._compile("default", {"limit": limit, "name": policy}, 0)
@@ -447,25 +455,37 @@ class RateLimit:
         return self._default
 
     def on_request(self, request: RequestView) -> Any:
-        """Decide about *request*: a flow that yields one :class:`Hit`, or ``None``."""
+        """Decide about *request*: ``None`` (admitted), the 429 :class:`Respond`, or a flow.
+
+        On a remote storage (or with an async key function) the answer is a
+        flow that yields one :class:`Hit` (or :class:`CallKey`); on
+        ``memory://`` there is no I/O, so the decision is made right here.
+        """
         if self._has_exempt and self._is_exempt(request):
             self.exempted += 1
             return None
         rule = self.rule_for(request)
         if rule is None:
             return None
-        return self._decide(request, rule, True)
+        if self._remote or rule.key_async:
+            return self._decide(request, rule, True)
+        # memory://: no effect, so no generator for the driver to step through.
+        ident = rule.key(request)
+        prepared = self._prepare(request, rule, ident)
+        if prepared is None:
+            return None
+        keys, quotas, _, cost = prepared
+        result = self._backend.hit(self._strategy, keys, quotas, cost)
+        rejection = self._respond(request, rule, quotas, cost, result)
+        if rejection is None:
+            return None
+        self._count_limited(ident, rule.name)
+        return self._render(rejection, request, True)
 
-    def _decide(self, request: RequestView, rule: _Rule, render: bool = False) -> Any:
-        """The flow behind every check: ``None`` (admitted) or the :class:`Rejected` to send.
-
-        With *render* (the layer's own hook) a rejection comes back as the
-        :class:`Respond` to send; one generator per request, not two.
-        """
-        if rule.key_async:
-            ident = yield CallKey(rule.key, request)
-        else:
-            ident = rule.key(request)
+    def _prepare(
+        self, request: RequestView, rule: _Rule, ident: Any
+    ) -> tuple[list[str], tuple[Quota, ...], tuple[Quota, ...], int] | None:
+        """The storage keys, quotas (shared and local) and cost of a request keyed *ident*."""
         if ident is None:
             return None
         if type(ident) is not str:
@@ -481,6 +501,22 @@ class RateLimit:
         base = rule.base + ident
         keys = [base + suffixes[0]] if len(suffixes) == 1 else [base + s for s in suffixes]
         cost = rule.cost if rule.cost_fn is None else int(rule.cost_fn(request))
+        return keys, quotas, local, cost
+
+    def _decide(self, request: RequestView, rule: _Rule, render: bool = False) -> Any:
+        """The flow behind every check: ``None`` (admitted) or the :class:`Rejected` to send.
+
+        With *render* (the layer's own hook) a rejection comes back as the
+        :class:`Respond` to send; one generator per request, not two.
+        """
+        if rule.key_async:
+            ident = yield CallKey(rule.key, request)
+        else:
+            ident = rule.key(request)
+        prepared = self._prepare(request, rule, ident)
+        if prepared is None:
+            return None
+        keys, quotas, local, cost = prepared
         guard = self._guard
         if guard is None:
             result = yield Hit(self._backend, self._strategy, keys, quotas, cost)
@@ -514,7 +550,22 @@ class RateLimit:
         rejection = self._respond(request, rule, quotas, cost, result)
         if rejection is None:
             return None
+        self._count_limited(ident, rule.name)
         return self._render(rejection, request, render)
+
+    def _count_limited(self, ident: Any, rule: str) -> None:
+        # Bounded: past _TOP_LIMITED pairs the lighter half is dropped, so a
+        # flood of distinct keys costs one sort per _TOP_LIMITED // 2 new ones.
+        if type(ident) is not str:
+            ident = str(ident)
+        if len(ident) > _MAX_KEY:
+            ident = _digest(ident)
+        top = self._top_limited
+        pair = (ident, rule)
+        top[pair] = top.get(pair, 0) + 1
+        if len(top) > _TOP_LIMITED:
+            kept = heapq.nlargest(_TOP_LIMITED // 2, top.items(), key=lambda item: item[1])
+            self._top_limited = dict(kept)
 
     @staticmethod
     def _render(rejection: Rejected, request: RequestView, render: bool) -> Any:
@@ -662,6 +713,12 @@ class RateLimit:
             "storage_state": guard.state if guard is not None else "up",
             "storage_errors": guard.errors if guard is not None else 0,
             "storage_fallbacks": self.storage_fallbacks,
+            "top_limited": [
+                {"key": _shown_key(key), "rule": rule, "count": n}
+                for (key, rule), n in heapq.nlargest(
+                    10, list(self._top_limited.items()), key=lambda item: item[1]
+                )
+            ],
         }
 
     def reset(self) -> None:
@@ -670,12 +727,28 @@ class RateLimit:
             rule.allowed = rule.limited = rule.shadowed = 0
         self.exempted = 0
         self.storage_fallbacks = 0
+        self._top_limited.clear()
         for backend in (self._backend, self._local):
             if isinstance(backend, MemoryBackend):
                 backend.storage.reset()
                 backend.storage.evictions = 0
         if self._guard is not None:
             self._guard.reset()
+
+
+_ADDRESS_KEY = re.compile(r"[0-9A-Fa-f.:/]{1,64}")
+
+
+def _shown_key(ident: str) -> str:
+    """A key as stats may show it: client addresses whole, anything else masked.
+
+    A key taken from a header or a callable may be a credential (an API key,
+    a session token); stats reach the dashboard and logs, so only its first
+    four characters are shown.
+    """
+    if _ADDRESS_KEY.fullmatch(ident) or ident == UNKNOWN_CLIENT:
+        return ident
+    return ident[:4] + "\u2026" if len(ident) > 4 else "\u2026"
 
 
 def _digest(ident: str) -> str:
