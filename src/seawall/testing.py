@@ -1,17 +1,29 @@
 """Helpers for testing seawall, and apps that use it, with pytest or unittest.
 
 - :class:`ManualClock`: a clock that moves only when told, for any ``clock=``.
-- :func:`reset`: forget every layer's state and statistics between tests.
+- :func:`reset`: forget every layer's state and statistics between tests,
+  and the counts of the app's handler limits and named breakers.
 - :func:`override`: disable, replace or tighten layers for a block, a test
   or a whole suite (a context manager and a decorator; pytest and unittest).
+
+With Django, pass the middleware class (``seawall.django.SeawallMiddleware``)
+as *app*: Django's test clients build a new middleware (a new wall) each, so
+``override`` then applies to every wall built during the block as well as
+the one already built.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from seawall._app import Seawall
+    from seawall._core.stack import Stack
 
 __all__ = ["ManualClock", "override", "reset"]
 
@@ -48,17 +60,96 @@ class ManualClock:
 
 
 def reset(app: Any) -> None:
-    """Reset every layer of a wrapped *app* that can be reset (state and stats).
+    """Reset the wall of *app* and the handler-level state of its routes, for a fresh test.
 
-    *app* is what ``Seawall(...)`` returned, or a framework app carrying one.
+    *app* is what ``Seawall(...)`` returned, or a framework app carrying one
+    (Flask, FastAPI/Starlette), or ``seawall.django.SeawallMiddleware``
+    (the wall Django built last, and the views of the URLconf). Resets:
+
+    - every layer of the wall that can be reset (counts, limits, statistics);
+    - the handler limits of the app's views, endpoints, blueprints and
+      dependencies (``@guard.limit``, ``@seawall.limit``, ``Depends(limit(...))``,
+      ``seawall.django.limit``), so a bucket used up in one test is full in the next;
+    - every named breaker of the process (``seawall.breaker``,
+      ``Depends(breaker(...))``, ``@seawall.protect``): closed, statistics zeroed.
     """
+    from seawall._breaker.registry import breakers
+
+    for wall in _walls(app):
+        for layer in wall.stack.layers:
+            fn = getattr(layer, "reset", None)
+            if callable(fn):
+                fn()
+    for limiter in _handler_limiters(app):
+        limiter.ratelimit.reset()
+    breakers.reset()
+
+
+def _django(app: Any) -> Any:
+    """The Django adapter module if *app* names it (its middleware class), else ``None``."""
+    module = sys.modules.get("seawall.contrib.django")
+    if module is not None and app is module.SeawallMiddleware:
+        return module
+    return None
+
+
+def _walls(app: Any) -> list[Seawall]:
     from seawall.stats import find_seawall
 
-    wall = find_seawall(app)
-    for layer in wall.stack.layers:
-        fn = getattr(layer, "reset", None)
-        if callable(fn):
-            fn()
+    django = _django(app)
+    if django is None:
+        return [find_seawall(app)]
+    try:
+        return [django.get_wall()]
+    except LookupError:
+        return []
+
+
+def _handler_limiters(app: Any) -> list[Any]:
+    """The handler-level limiters reachable from *app*'s routes (views, endpoints, hooks)."""
+    handlers: list[Any] = []
+    django = _django(app)
+    if django is not None:
+        from django.urls import get_resolver  # type: ignore[import-untyped]
+
+        todo = list(get_resolver().url_patterns)
+        while todo:
+            pattern = todo.pop()
+            todo.extend(getattr(pattern, "url_patterns", ()))
+            handlers.append(getattr(pattern, "callback", None))
+    # Flask: views, and the before_request hooks blueprint limits use.
+    handlers.extend(getattr(app, "view_functions", {}).values())
+    for funcs in getattr(app, "before_request_funcs", {}).values():
+        handlers.extend(funcs)
+    # Starlette/FastAPI: endpoints and (nested) dependencies.
+    for route in getattr(getattr(app, "router", None), "routes", None) or ():
+        handlers.append(getattr(route, "endpoint", None))
+        dependant = getattr(route, "dependant", None)
+        deps = list(getattr(dependant, "dependencies", ()))
+        while deps:
+            dep = deps.pop()
+            handlers.append(dep.call)
+            deps.extend(dep.dependencies)
+
+    from seawall.layers.ratelimit import Limiter
+
+    found: dict[int, Any] = {}
+    seen: set[int] = set()
+    for handler in handlers:
+        chain = [handler]
+        while chain:
+            fn = chain.pop()
+            if fn is None or id(fn) in seen:
+                continue
+            seen.add(id(fn))
+            marks = [getattr(fn, "__seawall_limit__", None)]
+            marks.extend(getattr(fn, "__seawall_handlers__", None) or ())
+            for mark in marks:
+                if isinstance(mark, Limiter):
+                    found[id(mark)] = mark
+            for attr in ("__wrapped__", "func", "view_class"):
+                chain.append(getattr(fn, attr, None))
+    return list(found.values())
 
 
 # -- overriding layers in an app's own tests (appended by the adapters issue) --
@@ -74,6 +165,53 @@ def _matches(layer: object, spec: Any) -> bool:
 
     target = LAYER_KEYS.get(spec)
     return target is not None and target.rpartition(":")[2] == type(layer).__name__
+
+
+def _stack_for(
+    old: Stack,
+    disable: Iterable[Any],
+    replace: Mapping[Any, object],
+    layers: list[object] | None,
+) -> Stack:
+    """*old* with the layers named in *disable* removed and those in *replace* swapped."""
+    from seawall._core.stack import Stack
+
+    if layers is not None:
+        new = list(layers)
+    else:
+        new = list(old.layers)
+        for spec in disable:
+            kept = [layer for layer in new if not _matches(layer, spec)]
+            if len(kept) == len(new):
+                msg = f"override: no layer matches {spec!r} in {list(old.names)}"
+                raise ValueError(msg)
+            new = kept
+        for spec, layer in replace.items():
+            hits = [i for i, current in enumerate(new) if _matches(current, spec)]
+            if not hits:
+                msg = f"override: no layer matches {spec!r} in {list(old.names)}"
+                raise ValueError(msg)
+            new[hits[0]] = layer
+            for i in reversed(hits[1:]):
+                del new[i]
+    return Stack(new, order="canonical", on_layer_error=old.on_layer_error)
+
+
+def _swap(
+    wall: Seawall,
+    disable: Iterable[Any],
+    replace: Mapping[Any, object],
+    layers: list[object] | None,
+) -> Stack:
+    """Give *wall* its overridden stack; return the stack it had."""
+    old = wall.stack
+    stack = _stack_for(old, disable, replace, layers)
+    for layer in stack.layers:
+        bind = getattr(layer, "bind", None)
+        if callable(bind) and layer not in old.layers:
+            bind(wall)
+    wall.stack = stack
+    return old
 
 
 @contextlib.contextmanager
@@ -94,7 +232,9 @@ def override(
             ...                                               # a tight limit to test 429s
 
     *app* is what ``Seawall(...)`` returned, or a framework app carrying one
-    (Flask, FastAPI/Starlette), or ``seawall.django.get_wall()``. Layers are
+    (Flask, FastAPI/Starlette), or ``seawall.django.SeawallMiddleware``: then
+    every wall Django builds during the block (each test client builds its
+    own) is overridden too, as is the one built last. Layers are
     named by config key (``"rate_limit"``), layer name (``"ratelimit"``),
     class name or class. *layers* replaces the whole stack. Works as a
     decorator too, and in unittest with ``self.enterContext(override(...))``
@@ -107,40 +247,56 @@ def override(
         ValueError: a name in *disable* or *replace* matches no layer (a
             typo must not silently leave a limit in place).
     """
-    from seawall._core.stack import Stack
     from seawall.stats import find_seawall
 
+    disable = list(disable)
+    replace = dict(replace or {})
+    given = None if layers is None else list(layers)
+    django = _django(app)
+    if django is not None:
+        with _override_django(django, disable, replace, given) as current:
+            yield current
+        return
     if getattr(app, "middleware_stack", False) is None and hasattr(app, "build_middleware_stack"):
         # Starlette builds its middleware on the first request; build it now
         # (as that first request would) so the wall exists to be overridden.
         app.middleware_stack = app.build_middleware_stack()
     wall = find_seawall(app)
-    old = wall.stack
-    if layers is not None:
-        new = list(layers)
-    else:
-        new = list(old.layers)
-        for spec in disable:
-            kept = [layer for layer in new if not _matches(layer, spec)]
-            if len(kept) == len(new):
-                msg = f"override: no layer matches {spec!r} in {list(old.names)}"
-                raise ValueError(msg)
-            new = kept
-        for spec, layer in (replace or {}).items():
-            hits = [i for i, current in enumerate(new) if _matches(current, spec)]
-            if not hits:
-                msg = f"override: no layer matches {spec!r} in {list(old.names)}"
-                raise ValueError(msg)
-            new[hits[0]] = layer
-            for i in reversed(hits[1:]):
-                del new[i]
-    stack = Stack(new, order="canonical", on_layer_error=old.on_layer_error)
-    for layer in stack.layers:
-        bind = getattr(layer, "bind", None)
-        if callable(bind) and layer not in old.layers:
-            bind(wall)
-    wall.stack = stack
+    old = _swap(wall, disable, replace, given)
     try:
         yield wall
     finally:
         wall.stack = old
+
+
+@contextlib.contextmanager
+def _override_django(
+    django: Any,
+    disable: list[Any],
+    replace: dict[Any, object],
+    layers: list[object] | None,
+) -> Iterator[Any]:
+    try:
+        current = django.get_wall()
+    except LookupError:
+        current = None
+    # The wall built last is overridden now, so a typo fails here, not in a request.
+    old = None if current is None else _swap(current, disable, replace, layers)
+
+    built: list[tuple[weakref.ref[Any], Stack]] = []
+
+    def hook(wall: Any) -> None:
+        built.append((weakref.ref(wall), _swap(wall, disable, replace, layers)))
+
+    django.build_hooks.append(hook)
+    try:
+        yield current
+    finally:
+        django.build_hooks.remove(hook)
+        if current is not None and old is not None:
+            current.stack = old
+        # A middleware built during the block may outlive it: give it its own layers back.
+        for ref, stack in built:
+            wall = ref()
+            if wall is not None:
+                wall.stack = stack

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from django.core.exceptions import PermissionDenied, SuspiciousOperation
+import structlog
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import path
 from django.views import View
@@ -43,6 +44,21 @@ def suspicious(request):
     raise SuspiciousOperation("odd")
 
 
+def bad_request(request):
+    raise BadRequest("bad")
+
+
+def logged(request):
+    structlog.get_logger("app").info("in.view", view="sync")
+    return HttpResponse(b"logged")
+
+
+async def alogged(request):
+    await asyncio.sleep(0)
+    structlog.get_logger("app").info("in.view", view="async")
+    return HttpResponse(b"logged")
+
+
 def rejected(request):
     raise RateLimited("slow down", retry_after=7)
 
@@ -79,6 +95,9 @@ urlpatterns = [
     path("denied", denied),
     path("suspicious", suspicious),
     path("rejected", rejected),
+    path("bad", bad_request),
+    path("logged", logged),
+    path("alogged", alogged),
     path("echo", echo),
     path("stream", stream),
     path("slow", slow),

@@ -145,6 +145,32 @@ class TestFlask:
         assert problem(bad.data)["errors"]
         assert "many" not in bad.get_data(as_text=True)
 
+    def test_breaker_and_validate_async_views(self) -> None:
+        """guard.breaker and guard.validate on async def views."""
+        app, guard = self.make()
+        app.testing = False
+
+        @app.get("/aflaky")
+        @guard.breaker(unique("flask-async"), fail_max=2, wait_in_open=30)
+        async def aflaky() -> Any:
+            return "down", 503
+
+        @app.post("/aitems")
+        @guard.validate(Item, into="item")
+        async def acreate(item: Item) -> Any:
+            return {"name": item.name}
+
+        assert [self.get(app, "/aflaky").status_code for _ in range(2)] == [503, 503]
+        refused = self.get(app, "/aflaky")
+        assert refused.headers["Content-Type"] == "application/problem+json"
+        assert problem(refused.data)["type"].endswith("temporary-reduced-capacity")
+        client = app.test_client()
+        ok = client.post("/aitems", json={"name": "b", "qty": 1}, buffered=True)
+        assert ok.json == {"name": "b"}
+        bad = client.post("/aitems", json={"qty": 1}, buffered=True)
+        assert bad.status_code == 422
+        assert bad.headers["Content-Type"] == "application/problem+json"
+
     def test_validate_blueprint(self) -> None:
         """guard.validate(blueprint) checks every request to the blueprint."""
         app, guard = self.make()
@@ -176,6 +202,14 @@ def _dj_create(request: Any, item: Item) -> Any:
     return JsonResponse({"name": item.name})
 
 
+async def _dj_abroken(request: Any) -> Any:
+    return HttpResponse(b"down", status=503)
+
+
+async def _dj_acreate(request: Any, item: Item) -> Any:
+    return JsonResponse({"name": item.name})
+
+
 class _CBV(View):
     def get(self, request: Any) -> Any:
         return HttpResponse(b"cbv")
@@ -203,6 +237,8 @@ def django_views() -> Any:
         path("alimited", limit("1/minute")(_dj_alimited)),
         path("broken", breaker(unique("dj"), fail_max=2, wait_in_open=30)(_dj_broken)),
         path("create", validate(Item, into="item")(_dj_create)),
+        path("abroken", breaker(unique("dja"), fail_max=2, wait_in_open=30)(_dj_abroken)),
+        path("acreate", validate(Item, into="item")(_dj_acreate)),
         path("cbv", cbv.as_view()),
         path("mcbv", method_cbv.as_view()),
     ]
@@ -258,6 +294,56 @@ class TestDjango:
         assert bad.status_code == 422
         assert problem(bad.content)["errors"]
 
+    def test_breaker_and_validate_async_views(self) -> None:
+        """@breaker and @validate on async views, under the async middleware path."""
+
+        async def run() -> list[Any]:
+            c = AsyncClient()
+            answers = [await c.get("/abroken") for _ in range(3)]
+            ctype = "application/json"
+            answers.append(await c.post("/acreate", {"name": "a", "qty": 2}, content_type=ctype))
+            answers.append(await c.post("/acreate", {"qty": 2}, content_type=ctype))
+            return answers
+
+        first, second, refused, ok, bad = asyncio.run(run())
+        assert [first.status_code, second.status_code, refused.status_code] == [503, 503, 503]
+        assert refused.headers["Content-Type"] == "application/problem+json"
+        assert problem(refused.content)["type"].endswith("temporary-reduced-capacity")
+        assert ok.json() == {"name": "a"}
+        assert bad.status_code == 422
+        assert bad.headers["Content-Type"] == "application/problem+json"
+
+
+@pytest.mark.redis
+def test_django_class_views_keep_their_own_buckets(redis_url: str, key_prefix: str) -> None:
+    """Two decorated classes, two method_decorator'd methods: four buckets, even in Redis.
+
+    method_decorator first decorates a dummy function, and a class decorated
+    whole is guarded through the inherited View.dispatch: neither may name
+    the bucket, or every such view would share one Redis key.
+    """
+    from seawall.django import limit
+
+    def tight() -> Any:
+        return limit("1/minute", storage=redis_url, key_prefix=key_prefix)
+
+    def view(body: bytes) -> Any:
+        def get(self: Any, request: Any) -> Any:
+            return HttpResponse(body)
+
+        return get
+
+    whole = [tight()(type(f"Whole{i}", (View,), {"get": view(b"w")})) for i in (1, 2)]
+    methods = [
+        type(f"Method{i}", (View,), {"get": method_decorator(tight())(view(b"m"))}) for i in (1, 2)
+    ]
+    global urlpatterns
+    urlpatterns = [path(f"v{i}", cls.as_view()) for i, cls in enumerate(whole + methods)]
+    with override_settings(ROOT_URLCONF=__name__, SEAWALL={"timing": True}):
+        c = Client()
+        assert [c.get(f"/v{i}").status_code for i in range(4)] == [200] * 4
+        assert [c.get(f"/v{i}").status_code for i in range(4)] == [429] * 4
+
 
 # -- FastAPI -------------------------------------------------------------------
 
@@ -295,6 +381,34 @@ class TestFastAPI:
         assert "server-timing" in refused.headers
         assert [client.get("/other").status_code for _ in range(2)] == [200, 200]
 
+    @pytest.mark.redis
+    def test_two_limit_dependencies_on_one_template(self, redis_url: str, key_prefix: str) -> None:
+        """limit() dependencies on GET and POST /items/{id} keep separate buckets, in Redis too."""
+        from seawall.fastapi import limit
+
+        app = self.make()
+
+        def tight() -> Any:
+            return Depends(limit("1/minute", storage=redis_url, key_prefix=key_prefix))
+
+        @app.get("/items/{item_id}", dependencies=[tight()])
+        async def read(item_id: int) -> Any:
+            return {}
+
+        @app.post("/items/{item_id}", dependencies=[tight()])
+        async def write(item_id: int) -> Any:
+            return {}
+
+        client = TestClient(app)
+        assert [client.get("/items/1").status_code, client.post("/items/2").status_code] == [
+            200,
+            200,
+        ]
+        assert [client.get("/items/3").status_code, client.post("/items/4").status_code] == [
+            429,
+            429,
+        ]
+
     def test_limit_decorator_on_endpoint(self) -> None:
         """@seawall.limit directly on an endpoint, no request parameter."""
         app = self.make()
@@ -306,6 +420,52 @@ class TestFastAPI:
 
         client = TestClient(app)
         assert [client.get("/d").status_code for _ in range(2)] == [200, 429]
+
+    def test_decorators_on_sync_and_async_endpoints(self) -> None:
+        """@seawall.limit and @seawall.breaker on sync and async endpoints, no request parameter."""
+        app = self.make()
+
+        @app.get("/sync-limited")
+        @seawall.limit("1/minute")
+        def sync_limited() -> Any:
+            return {"ok": True}
+
+        @app.get("/sync-broken")
+        @seawall.breaker(unique("fa-sync"), fail_max=2, wait_in_open=30)
+        def sync_broken() -> Any:
+            raise RuntimeError("down")
+
+        @app.get("/async-broken")
+        @seawall.breaker(unique("fa-async"), fail_max=2, wait_in_open=30)
+        async def async_broken() -> Any:
+            raise RuntimeError("down")
+
+        client = TestClient(app, raise_server_exceptions=False)
+        assert [client.get("/sync-limited").status_code for _ in range(2)] == [200, 429]
+        for url in ("/sync-broken", "/async-broken"):
+            assert [client.get(url).status_code for _ in range(2)] == [500, 500]
+            refused = client.get(url)
+            assert refused.status_code == 503
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["type"].endswith("temporary-reduced-capacity")
+
+    def test_dependencies_on_sync_endpoints(self) -> None:
+        """Depends(limit(...)) and Depends(breaker(...)) guard sync endpoints too."""
+        from seawall.fastapi import breaker, limit
+
+        app = self.make()
+
+        @app.get("/sl", dependencies=[Depends(limit("1/minute"))])
+        def sl() -> Any:
+            return {}
+
+        @app.get("/sb", dependencies=[Depends(breaker(unique("fa-dep"), fail_max=1))])
+        def sb() -> Any:
+            raise RuntimeError("down")
+
+        client = TestClient(app, raise_server_exceptions=False)
+        assert [client.get("/sl").status_code for _ in range(2)] == [200, 429]
+        assert [client.get("/sb").status_code for _ in range(2)] == [500, 503]
 
     def test_breaker_dependency(self) -> None:
         """Depends(breaker(name)) learns the endpoint's failures and opens."""

@@ -66,6 +66,17 @@ class TestWiring:
         with pytest.raises(ImproperlyConfigured, match=r"timing\.slow"):
             Client().get("/items/1")
 
+    @pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+    def test_bad_settings_stop_startup(self, seawall_settings: Any, kind: str) -> None:
+        """get_wsgi/asgi_application() build the middleware at startup: a typo fails there."""
+        from django.core.asgi import get_asgi_application
+        from django.core.wsgi import get_wsgi_application
+
+        seawall_settings(rate_limit={"limt": "5/minute"})
+        build = get_wsgi_application if kind == "wsgi" else get_asgi_application
+        with pytest.raises(ImproperlyConfigured, match=r"SEAWALL: .*rate_limit\.limt"):
+            build()
+
     @pytest.mark.parametrize("mode", ["sync", "async"])
     def test_config_and_request_id(self, seawall_settings: Any, mode: str) -> None:
         """SEAWALL builds the layers; the request id is bound for the view and echoed."""
@@ -126,12 +137,13 @@ class TestErrors:
         assert len([e for e in logs if e["event"] == "seawall.error.captured"]) == 1
 
     @pytest.mark.parametrize(
-        ("path", "status"), [("/missing", 404), ("/denied", 403), ("/suspicious", 400)]
+        ("path", "status"),
+        [("/missing", 404), ("/denied", 403), ("/suspicious", 400), ("/bad", 400)],
     )
     def test_django_exceptions_keep_their_meaning(
         self, seawall_settings: Any, logs: list[dict[str, Any]], path: str, status: int
     ) -> None:
-        """Http404, PermissionDenied and SuspiciousOperation stay Django's answers."""
+        """Http404, PermissionDenied, SuspiciousOperation and BadRequest stay Django's answers."""
         seawall_settings(error_capture=True)
         response = Client().get(path)
         assert response.status_code == status
@@ -229,3 +241,47 @@ class TestLayers:
         assert outcomes.outcomes[-1].route == "/free"
         assert Client().get("/items/1", **kw).status_code == 429
         assert Client().get("/nowhere", **kw).status_code == 429
+
+
+class TestLogging:
+    @pytest.mark.parametrize(("mode", "path"), [("sync", "/logged"), ("async", "/alogged")])
+    def test_view_log_lines_carry_the_request_id(
+        self, seawall_settings: Any, mode: str, path: str
+    ) -> None:
+        """structlog lines logged in a view (sync or async) carry the request's id."""
+        import structlog
+        from structlog.testing import LogCapture
+
+        seawall_settings(timing=True)
+        capture = LogCapture()
+        structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+        try:
+            headers = {"X-Request-ID": f"dj-{mode}"}
+            response = (
+                Client().get(path, headers=headers)
+                if mode == "sync"
+                else aget(path, headers=headers)
+            )
+            structlog.get_logger("app").info("outside")
+        finally:
+            structlog.reset_defaults()
+        assert response.headers["X-Request-ID"] == f"dj-{mode}"
+        inside, outside = capture.entries
+        assert inside["event"] == "in.view"
+        assert inside["view"] == mode
+        assert inside["request_id"] == f"dj-{mode}"
+        assert "request_id" not in outside
+
+    def test_seawall_lines_carry_request_and_route(
+        self, seawall_settings: Any, logs: list[dict[str, Any]]
+    ) -> None:
+        """seawall's own lines about a Django request name its id and URL pattern."""
+        seawall_settings(error_capture=True)
+        response = Client(raise_request_exception=False).get(
+            "/boom", headers={"X-Request-ID": "dj-err"}
+        )
+        assert response.status_code == 500
+        (captured,) = [e for e in logs if e["event"] == "seawall.error.captured"]
+        assert captured["request_id"] == "dj-err"
+        assert captured["route"] == "/boom"
+        assert captured["method"] == "GET"

@@ -144,3 +144,34 @@ def test_example_serves_through_the_wall(server: str) -> None:
         assert boom.headers["content-type"] == "application/problem+json"
         assert "something broke" not in boom.text
         assert boom.json()["request_id"] == boom.headers["x-request-id"]
+
+
+@pytest.fixture(params=["flask_app", "django_wsgi", "django_asgi", "fastapi_app"])
+def framework_server(request: pytest.FixtureRequest, servers: dict[str, str]) -> str:
+    """The base URL of one running framework example (they have the decorated routes)."""
+    base = servers[request.param]
+    if not base.startswith("http"):
+        pytest.fail(f"{request.param} did not start:\n{base}")
+    return base
+
+
+def test_example_decorators_under_a_real_server(framework_server: str) -> None:
+    """limit, validate (with sanitizing) and exempt, as each framework's example wires them."""
+    with httpx.Client(base_url=framework_server, timeout=30.0) as client:
+        logins = [client.post("/login").status_code for _ in range(6)]
+        assert logins == [200] * 5 + [429]
+        refused = client.post("/login")
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert int(refused.headers["retry-after"]) > 0
+
+        created = client.post("/items", json={"name": "<script>x()</script>bob"})
+        assert created.status_code == 201
+        assert created.json()["created"] == "bob"
+        bad = client.post("/items", json={"title": "no name"})
+        assert bad.status_code == 422
+        assert bad.headers["content-type"] == "application/problem+json"
+
+        status = client.get("/status")
+        assert status.status_code == 200
+        assert "ratelimit" not in status.headers  # exempt: no rate limit layer
+        assert "server-timing" in status.headers  # but still timed

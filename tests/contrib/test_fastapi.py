@@ -192,10 +192,45 @@ class TestOpenAPI:
         paths = app.openapi()["paths"]
         item = paths["/items/{id}"]["get"]["responses"]
         for status in ("429", "503", "413", "415", "422", "400"):
-            assert status in item, status
-        assert "application/problem+json" in item["429"]["content"]
+            assert item[status]["content"]["application/problem+json"]["schema"] == {
+                "$ref": "#/components/schemas/Problem"
+            }, status
         assert "200" in item
         assert "429" not in paths["/free"]["get"]["responses"]
+
+    def test_document_keeps_fastapi_422_and_serves_it(self) -> None:
+        """FastAPI's own 422 (path/body validation) stays beside ours, also at /openapi.json."""
+        app = make_app(validation=True)
+        document(app)
+        served = TestClient(app).get("/openapi.json").json()
+        assert served == app.openapi()
+        schema = served["paths"]["/items/{id}"]["get"]["responses"]["422"]
+        assert schema["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/HTTPValidationError"
+        }
+        assert "application/problem+json" in schema["content"]
+        components = served["components"]["schemas"]
+        assert set(components["Problem"]["required"]) == {"type", "title", "status"}
+        assert "HTTPValidationError" in components
+        # Without the validation layer, only FastAPI's 422 is documented.
+        plain = make_app(timing=True)
+        document(plain)
+        only = plain.openapi()["paths"]["/items/{id}"]["get"]["responses"]["422"]
+        assert set(only["content"]) == {"application/json"}
+
+    def test_document_keeps_what_the_app_documented(self) -> None:
+        """A status the route documents itself keeps its description and content."""
+        app = FastAPI()
+        app.add_middleware(SeawallMiddleware, rate_limit="10/minute")
+
+        @app.get("/x", responses={429: {"description": "Slow down, please"}})
+        async def x() -> Any:
+            return {}
+
+        document(app)
+        entry = app.openapi()["paths"]["/x"]["get"]["responses"]["429"]
+        assert entry["description"] == "Slow down, please"
+        assert "application/problem+json" in entry["content"]
 
     def test_problem_responses_helper(self) -> None:
         """problem_responses() gives a responses= mapping for one route."""

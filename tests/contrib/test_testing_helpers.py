@@ -109,3 +109,116 @@ def test_unittest_recipe_restores() -> None:
     case.run(result)
     assert result.wasSuccessful(), result.failures + result.errors
     assert status(case.app, **{"x-deny": "1"}) == 429
+
+
+class TestResetHandlerState:
+    """reset(app) also refills handler limits and closes named breakers."""
+
+    def test_flask_view_and_blueprint_limits(self) -> None:
+        from flask import Blueprint
+
+        app = Flask(__name__)
+        guard = Seawall(app, layers=[Timing()])
+
+        @app.get("/login")
+        @guard.limit("1/minute")
+        def login() -> Any:
+            return "ok"
+
+        bp = Blueprint("reset_bp", __name__, url_prefix="/bp")
+        bp.get("/x")(lambda: "x")
+        guard.limit("1/minute")(bp)
+        app.register_blueprint(bp)
+        client = app.test_client()
+        for path in ("/login", "/bp/x"):
+            assert [client.get(path, buffered=True).status_code for _ in range(2)] == [200, 429]
+        reset(app)
+        for path in ("/login", "/bp/x"):
+            assert client.get(path, buffered=True).status_code == 200
+
+    def test_fastapi_dependency_decorator_and_breaker(self) -> None:
+        import uuid
+
+        from fastapi import Depends
+
+        import seawall
+        from seawall.fastapi import breaker, limit
+
+        app = FastAPI()
+        app.add_middleware(SeawallMiddleware, layers=[Timing()])
+        name = f"reset-{uuid.uuid4().hex[:8]}"
+
+        @app.get("/items/{n}", dependencies=[Depends(limit("1/minute"))])
+        async def item(n: int) -> Any:
+            return {}
+
+        @app.get("/d")
+        @seawall.limit("1/minute")
+        async def d() -> Any:
+            return {}
+
+        @app.get("/b", dependencies=[Depends(breaker(name, fail_max=1, wait_in_open=60))])
+        async def b() -> Any:
+            raise RuntimeError("down")
+
+        client = TestClient(app, raise_server_exceptions=False)
+        assert [client.get(p).status_code for p in ("/items/1", "/items/2")] == [200, 429]
+        assert [client.get("/d").status_code for _ in range(2)] == [200, 429]
+        assert [client.get("/b").status_code for _ in range(2)] == [500, 503]
+        reset(app)
+        assert client.get("/items/3").status_code == 200
+        assert client.get("/d").status_code == 200
+        assert client.get("/b").status_code == 500  # closed again: the endpoint runs
+
+
+class TestDjango:
+    """override/reset with the middleware class: every test client's wall."""
+
+    def test_override_reaches_walls_built_in_the_block(self) -> None:
+        from django.test import Client, override_settings
+
+        from seawall.django import SeawallMiddleware, get_wall
+
+        with override_settings(SEAWALL={"layers": [Timing(), Deny()]}):
+            assert Client().get("/items/1", headers={"x-deny": "1"}).status_code == 429
+            before = get_wall()
+            with override(SeawallMiddleware, disable=["deny"]) as current:
+                assert current is before
+                # A new client: a new middleware, a new wall, overridden too.
+                assert Client().get("/items/1", headers={"x-deny": "1"}).status_code == 200
+                inside = get_wall()
+                assert inside is not before
+                assert [type(layer) for layer in inside.layers] == [Timing]
+            assert [type(layer) for layer in inside.layers] == [Timing, Deny]
+            assert Client().get("/items/1", headers={"x-deny": "1"}).status_code == 429
+
+    def test_override_typo_fails_at_once(self) -> None:
+        from django.test import Client, override_settings
+
+        from seawall.django import SeawallMiddleware
+
+        with override_settings(SEAWALL={"layers": [Timing()]}):
+            Client().get("/items/1")
+            with (
+                pytest.raises(ValueError, match="rate_limitt"),
+                override(SeawallMiddleware, disable=["rate_limitt"]),
+            ):
+                pass
+
+    def test_reset_refills_django_view_limits(self) -> None:
+        from django.http import HttpResponse
+        from django.test import Client, override_settings
+        from django.urls import path
+
+        from seawall.django import SeawallMiddleware, limit
+
+        @limit("1/minute")
+        def login(request: Any) -> Any:
+            return HttpResponse(b"ok")
+
+        urls = type("urls", (), {"urlpatterns": [path("login", login)]})
+        with override_settings(ROOT_URLCONF=urls, SEAWALL={"timing": True}):
+            client = Client()
+            assert [client.get("/login").status_code for _ in range(2)] == [200, 429]
+            reset(SeawallMiddleware)
+            assert client.get("/login").status_code == 200

@@ -64,6 +64,12 @@ from django.http import (  # type: ignore[import-untyped]
     HttpResponseBase,
 )
 from django.http.multipartparser import MultiPartParserError  # type: ignore[import-untyped]
+from django.urls import (  # type: ignore[import-untyped]
+    Resolver404,
+    get_resolver,
+    get_urlconf,
+    resolve,
+)
 
 from seawall._app import Seawall
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond
@@ -125,6 +131,11 @@ def build_wall(get_response: Any, interface: Literal["asgi", "wsgi"]) -> DjangoW
 
 
 _last_wall: weakref.ref[DjangoWall] | None = None
+
+#: Callbacks run on every wall built while they are here, before the exempt
+#: twin is made: ``seawall.testing.override(SeawallMiddleware, ...)`` adds
+#: one, so the walls Django's test clients build during the block get it too.
+build_hooks: list[Callable[[DjangoWall], None]] = []
 
 
 def get_wall() -> DjangoWall:
@@ -273,6 +284,8 @@ class SeawallMiddleware:
             # Django then calls us with await: no thread hop on either side.
             markcoroutinefunction(self)
         self.wall = build_wall(get_response, "asgi" if self.async_mode else "wsgi")
+        for hook in list(build_hooks):
+            hook(self.wall)
         global _last_wall
         _last_wall = weakref.ref(self.wall)
         self._exempt_wall = exempt_twin(self.wall)
@@ -288,13 +301,6 @@ class SeawallMiddleware:
         twin = self._exempt_wall
         if twin is None:
             return self.wall
-        from django.urls import (  # type: ignore[import-untyped]
-            Resolver404,
-            get_resolver,
-            get_urlconf,
-            resolve,
-        )
-
         urlconf = getattr(request, "urlconf", None) or get_urlconf()
         has = self._exempt_views.get(urlconf)
         if has is None:
@@ -547,17 +553,57 @@ def _render(request: Any, exc: Rejected) -> HttpResponse:
     )
 
 
+_METHOD_DECORATOR_DUMMY = "_update_method_wrapper.<locals>.dummy"
+
+
+def _named_after(function: Any, owner: type) -> Any:
+    """*function*, named ``owner.function``: decorating a class guards ``View.dispatch``.
+
+    Handler decorators name their state (a rate-limit bucket, an unnamed
+    breaker) after the function they guard; two classes decorated whole
+    would otherwise share the name ``View.dispatch`` (one Redis bucket).
+    """
+    if iscoroutinefunction(function):
+
+        async def async_named(*args: Any, **kwargs: Any) -> Any:
+            return await function(*args, **kwargs)
+
+        named: Any = async_named
+    else:
+
+        def sync_named(*args: Any, **kwargs: Any) -> Any:
+            return function(*args, **kwargs)
+
+        named = sync_named
+    functools.update_wrapper(named, function)
+    named.__module__ = owner.__module__
+    named.__qualname__ = f"{owner.__qualname__}.{function.__name__}"
+    return named
+
+
 def _django_decorator(decorator: Callable[[Any], Any]) -> Callable[[_F], _F]:
     """Adapt a handler decorator to Django views: functions, classes, ``method_decorator``."""
     guarded_methods: dict[Any, Any] = {}
 
     def apply(view: Any) -> Any:
+        if getattr(view, "__qualname__", "").endswith(_METHOD_DECORATOR_DUMMY):
+            # method_decorator decorates a dummy once, only to copy the
+            # decorator's attributes: guarding it would name the bucket (or
+            # an unnamed breaker) after the dummy, one name shared by every
+            # method so decorated (one bucket in Redis for all of them).
+            view.__seawall_handlers__ = [decorator]
+            return view
         if isinstance(view, type):
             from django.utils.decorators import (  # type: ignore[import-untyped]
                 method_decorator,
             )
 
-            return method_decorator(apply, name="dispatch")(view)
+            guarded_class = method_decorator(apply, name="dispatch")(view)
+            guarded_class.__seawall_handlers__ = [
+                *guarded_class.__dict__.get("__seawall_handlers__", ()),
+                decorator,
+            ]
+            return guarded_class
         bound = getattr(view, "func", None)
         function = getattr(bound, "__func__", None)
         if function is not None:
@@ -565,7 +611,8 @@ def _django_decorator(decorator: Callable[[Any], Any]) -> Callable[[_F], _F]:
             # guard the underlying function once, so its state persists.
             guarded = guarded_methods.get(function)
             if guarded is None:
-                guarded = guarded_methods.setdefault(function, decorator(function))
+                named = _named_after(function, type(bound.__self__))  # type: ignore[union-attr]
+                guarded = guarded_methods.setdefault(function, decorator(named))
             target: Any = functools.partial(guarded, bound.__self__)  # type: ignore[union-attr]
         else:
             target = decorator(view)
@@ -591,6 +638,9 @@ def _django_decorator(decorator: Callable[[Any], Any]) -> Callable[[_F], _F]:
             wrapper = sync_wrapper
         with_name = getattr(view, "func", view)
         functools.update_wrapper(wrapper, with_name)
+        # update_wrapper points __wrapped__ at the view, past the guard:
+        # keep the guards findable (seawall.testing.reset resets their limits).
+        wrapper.__seawall_handlers__ = [*getattr(view, "__seawall_handlers__", ()), decorator]
         return wrapper
 
     return apply

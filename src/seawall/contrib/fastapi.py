@@ -25,8 +25,9 @@ Theory of operation:
    endpoint is marked exempt.
 4. The dependencies (:func:`limit`, :func:`breaker`, :func:`validate`) take the
    ``Request`` themselves, so endpoints need no ``request`` parameter; they
-   set the request's route template (``/items/{id}``) before the check, so
-   route-level limits key by template, not by raw path.
+   set the request's route template (``/items/{id}``) before the check, and
+   route-level limits key by the matched route (its methods and template),
+   not by raw path.
 """
 
 from __future__ import annotations
@@ -228,39 +229,60 @@ def _mark(dependency: Any, statuses: tuple[int, ...]) -> Any:
 def limit(*args: Any, **kwargs: Any) -> Callable[[Request], Awaitable[None]]:
     """A dependency that rate-limits a route: ``Depends(limit("5/minute"))``.
 
-    Takes the arguments of ``seawall.limit``. Each route template the
-    dependency guards (``/items/{id}`` is one route, whatever the id) gets
-    its own bucket per client, so one ``limit(...)`` can guard a whole router.
+    Takes the arguments of ``seawall.limit``. Each route the dependency
+    guards (a path operation: its methods and its template, so
+    ``GET /items/{id}`` is one route whatever the id) gets its own bucket per
+    client, so one ``limit(...)`` can guard a whole router.
     Raises ``RateLimited`` (429 problem+json, ``Retry-After``) when used up;
     the ``RateLimit`` headers go on the response.
     """
+    import hashlib
+    import sys
+
     from seawall.layers.ratelimit import limit as handler_limit
 
     first = handler_limit(*args, **kwargs)  # built now: a bad limit fails at import
-    guards: dict[str | None, Callable[[], Awaitable[None]]] = {}
+    # Buckets are named after the route and this call site (the same in
+    # every worker), so two limit(...) dependencies on one route, or one on
+    # GET and POST /items/{id}, keep their own counts in Redis too.
+    caller = sys._getframe(1)
+    site = f"{caller.f_globals.get('__name__', '')}:{caller.f_lineno}"
+    tag = hashlib.blake2b(site.encode(), digest_size=4).hexdigest()
+    # id(route) -> (route, guard): routes are not hashable; holding the route
+    # keeps its id from being reused by another one.
+    guards: dict[int, tuple[Any, Callable[[], Awaitable[None]]]] = {}
     spare = [first]
+    made = [first]
 
-    def guard_for(template: str | None) -> Callable[[], Awaitable[None]]:
-        limiter = spare.pop() if spare else handler_limit(*args, **kwargs)
+    def guard_for(matched: Any) -> Callable[[], Awaitable[None]]:
+        if spare:
+            limiter = spare.pop()
+        else:
+            limiter = handler_limit(*args, **kwargs)
+            made.append(limiter)
 
         async def route() -> None:
             return None
 
         # The bucket is named after the function the limiter guards: name it
         # after the route so every route keeps its own counts.
-        route.__module__ = "route"
-        route.__qualname__ = template or "<unmatched>"
+        template = getattr(matched, "path_format", None) or getattr(matched, "path", None)
+        methods = " ".join(sorted(getattr(matched, "methods", None) or ()))
+        route.__module__ = tag
+        route.__qualname__ = f"{methods} {template}".strip() if template else "<unmatched>"
         guarded: Callable[[], Awaitable[None]] = limiter(route)
-        guards[template] = guarded
+        guards[id(matched)] = (matched, guarded)
         return guarded
 
     async def dependency(request: Request) -> None:
-        template = _route_of(request)
-        guarded = guards.get(template)
-        if guarded is None:
-            guarded = guard_for(template)
+        _route_of(request)
+        matched = request.scope.get("route")
+        entry = guards.get(id(matched))
+        guarded = entry[1] if entry is not None and entry[0] is matched else guard_for(matched)
         await guarded()
 
+    # seawall.testing.reset finds the limiters (one per route) here.
+    dependency.__seawall_handlers__ = made  # type: ignore[attr-defined]
     return _mark(dependency, (429,))  # type: ignore[no-any-return]
 
 
@@ -270,8 +292,9 @@ def breaker(name: str, /, **options: Any) -> Callable[[Request], Any]:
     Open: 503 problem+json with ``Retry-After``. Closed or half-open: the
     route runs and its outcome is recorded (an exception the breaker counts
     as a failure, e.g. a ``RuntimeError`` or an ``HTTPException`` 5xx, is
-    one; a normal return is a success). The breaker is the one
-    ``@seawall.breaker(name)`` and ``@seawall.protect(breaker=name)`` use.
+    one; a 4xx ``HTTPException`` is not counted; a normal return is a
+    success). The breaker is the one ``@seawall.breaker(name)`` and
+    ``@seawall.protect(breaker=name)`` use.
     """
     import time
 
@@ -289,11 +312,13 @@ def breaker(name: str, /, **options: Any) -> Callable[[Request], Any]:
         try:
             yield None
         except Exception as exc:
-            failed: bool | None = found.is_system_error(exc) or None
+            # As the layer and the decorator judge: a Rejected or an ignored
+            # type is not counted, an HTTPException by its status (4xx: not counted).
+            failed = found.failure_of(exc)
             status = getattr(exc, "status_code", None)
             if isinstance(status, int):
-                failed = status >= 500
-            await found.arecord(permit, failed, clock() - start)
+                failed = True if status >= 500 else None
+            await found.arecord(permit, failed, clock() - start, exc=exc)
             raise
         await found.arecord(permit, False, clock() - start)
 
@@ -361,13 +386,17 @@ def document(app: Any) -> None:
     """Add the problem responses seawall may send to each route's OpenAPI operation.
 
     A route gets the statuses of the middleware's layers (unless its
-    endpoint is exempt) and those of its seawall dependencies. Call it once,
-    after the routes and the middleware are added; responses the app already
-    documents are kept.
+    endpoint is exempt) and those of its seawall dependencies, each as an
+    ``application/problem+json`` response referring to one ``Problem``
+    schema in ``components``. Call it once, after the routes and the
+    middleware are added. What the app and FastAPI document is kept: a
+    status already there (FastAPI's own 422 for path and body validation,
+    a ``responses=`` entry) gets the problem+json content beside its own.
     """
     from fastapi.routing import APIRoute
 
     wall = _wall_statuses(app)
+    plan: dict[tuple[str, str], list[int]] = {}
     for route in app.routes:
         if not isinstance(route, APIRoute):
             continue
@@ -378,7 +407,39 @@ def document(app: Any) -> None:
             statuses.update(getattr(dep.call, _STATUSES_ATTR, ()))
             stack.extend(dep.dependencies)
         statuses.discard(500)  # FastAPI documents no 500s; neither do we
-        for status, doc in problem_responses(*statuses).items():
-            if status not in route.responses and str(status) not in route.responses:
-                route.responses[status] = doc
+        for method in route.methods or ():
+            plan[(route.path_format, method.lower())] = sorted(statuses)
+
+    previous = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema  # type: ignore[no-any-return]
+        schema: dict[str, Any] = previous()
+        _add_problems(schema, plan)
+        app.openapi_schema = schema
+        return schema
+
+    # FastAPI serves /openapi.json through app.openapi(): wrap it, so the
+    # problems are merged into what FastAPI generated (its 422 included).
+    app.openapi = openapi
     app.openapi_schema = None
+
+
+def _add_problems(schema: dict[str, Any], plan: Mapping[tuple[str, str], list[int]]) -> None:
+    ref = {"$ref": "#/components/schemas/Problem"}
+    used = False
+    for (path, method), statuses in plan.items():
+        operation = schema.get("paths", {}).get(path, {}).get(method)
+        if operation is None:
+            continue
+        responses = operation.setdefault("responses", {})
+        for status in statuses:
+            entry = responses.setdefault(str(status), {"description": _TITLES.get(status, "Error")})
+            entry.setdefault("content", {}).setdefault(
+                "application/problem+json", {"schema": dict(ref)}
+            )
+            used = True
+    if used:
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("Problem", _PROBLEM_SCHEMA)

@@ -294,7 +294,7 @@ def _blueprint_breaker(blueprint: Blueprint, name: str, options: dict[str, Any])
         # exception (no response was made): a failure.
         held = request.environ.pop(key, None)
         if held is not None:
-            found.record(held[0], exc is not None or None, clock() - held[1])
+            found.record(held[0], exc is not None or None, clock() - held[1], exc=exc)
 
     blueprint.before_request(acquire)
     blueprint.after_request(record)
