@@ -108,3 +108,16 @@ class TestInterface:
         assert Seawall(app, layers=[], interface="asgi").interface == "asgi"
         with pytest.raises(ConfigurationError):
             Seawall(app, layers=[], interface="cgi")  # type: ignore[arg-type]
+
+
+class TestAliases:
+    def test_rate_limit_default_is_the_limit(self) -> None:
+        from seawall import RateLimit
+
+        wall = Seawall.from_config(app, {"rate_limit": {"default": "7/minute"}}, env={})
+        (layer,) = [x for x in wall.layers if isinstance(x, RateLimit)]
+        assert "7 per 1 minute" in repr(layer)
+
+    def test_both_spellings_at_once_are_refused(self) -> None:
+        with pytest.raises(ConfigurationError, match="rate_limit.limit or rate_limit.default"):
+            Seawall.from_config(app, {"rate_limit": {"default": "7/minute", "limit": "8/minute"}}, env={})

@@ -112,8 +112,9 @@ def _rate_limit(cls: Any) -> tuple[object, list[Step]]:
 
 
 def _validation(cls: Any) -> tuple[object, list[Step]]:
-    layer = cls(max_body=1024)
+    layer = cls(max_body=1024, threats="block")
     return layer, [
+        Step("an SQL injection in the query", path="/search?q=1%27%20OR%20%271%27%3D%271"),
         Step(
             "a body over 1 KB",
             method="POST",

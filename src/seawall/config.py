@@ -214,6 +214,12 @@ def _check_top_level(kwargs: dict[str, Any]) -> None:
         kwargs[key] = coerce(value, hints[key], key)
 
 
+#: Settings-file spellings of a layer's keyword arguments. ``default`` reads
+#: naturally beside ``rules`` in a settings table (``rate_limit = {default =
+#: "100/minute", rules = {...}}``), as the Django and Flask guides write it.
+_ALIASES: dict[str, dict[str, str]] = {"rate_limit": {"default": "limit"}}
+
+
 def build_layer(key: str, section: Any) -> object | None:
     """Build the layer configured under *key*; ``None`` if the section disables it."""
     if section is False:
@@ -226,6 +232,12 @@ def build_layer(key: str, section: Any) -> object | None:
     enabled = section.pop("__enabled__", True)
     if enabled is False:
         return None
+    for alias, name in _ALIASES.get(key, {}).items():
+        if alias in section:
+            if name in section:
+                msg = f"{key}: give {key}.{name} or {key}.{alias}, not both (they are one setting)"
+                raise ConfigurationError(msg)
+            section[name] = section.pop(alias)
     cls = _import(LAYER_KEYS[key], key)
     params = inspect.signature(cls).parameters
     try:

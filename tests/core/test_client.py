@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from seawall import ConfigurationError
 from seawall._core.client import ClientResolver
@@ -105,3 +107,19 @@ class TestRequestView:
         assert view.header("x-thing") == "v"
         assert "content-type" not in view.headers
         assert view.client_key == "2001:db8::/64"
+
+
+class TestFastIPv4Path:
+    """The dotted-quad shortcut must give exactly what the full parse gives."""
+
+    @given(st.ip_addresses(v=4))
+    def test_canonical_quads_match_the_parse(self, addr) -> None:
+        from seawall._core.client import _normalize_parsed, normalize_address
+
+        assert normalize_address(str(addr)) == _normalize_parsed(str(addr)) == str(addr)
+
+    @pytest.mark.parametrize("value", ["01.2.3.4", "256.1.1.1", "1.2.3", "1.2.3.4.5", "\u0661.2.3.4"])
+    def test_non_canonical_text_still_goes_through_the_parse(self, value: str) -> None:
+        from seawall._core.client import _normalize_parsed, normalize_address
+
+        assert normalize_address(value) == _normalize_parsed(value)
