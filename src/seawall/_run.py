@@ -96,7 +96,7 @@ def run_request(
             return _render(exc, request), index
         except Exception as exc:
             stack.layer_failed(index, "on_request", exc)
-    return None, stack.all_depth
+    return None, stack._depth
 
 
 def start_request(stack: Stack, request: RequestView) -> tuple[Respond | None, int, Any]:
@@ -120,7 +120,7 @@ def start_request(stack: Stack, request: RequestView) -> tuple[Respond | None, i
             return _render(exc, request), index, None
         except Exception as exc:
             stack.layer_failed(index, "on_request", exc)
-    return None, stack.all_depth, None
+    return None, stack._depth, None
 
 
 async def arun_request(
@@ -154,4 +154,4 @@ async def arun_request(
             return _render(exc, request), index
         except Exception as exc:
             stack.layer_failed(index, "on_request", exc)
-    return None, stack.all_depth
+    return None, stack._depth

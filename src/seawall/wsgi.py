@@ -133,21 +133,37 @@ class _CountingInput:
 
 
 class _Request:
-    """Per-request bookkeeping shared by ``start_response`` and the closing iterator.
+    """Per-request bookkeeping, and the closing iterable handed to the server.
 
-    Not slotted on purpose: most fields keep their class-level default for
-    most requests, and an instance dict only pays for the ones set.
+    As the iterable it yields the app's chunks (``result``) as they come and
+    finishes the bookkeeping on ``close()``; being one object with the
+    bookkeeping spares an allocation per request. ``__iter__`` hands out a
+    generator, so each chunk costs a generator step rather than a Python
+    ``__next__`` call; ``close()`` lives here, not in the generator, because
+    a generator that never started ignores close().
+
+    Slotted, every field set in ``__init__``: on CPython 3.11 a read that
+    falls back to a class-level default is an unspecialised lookup, a slot
+    read is not, and a slotted instance allocates no ``__dict__``.
     """
 
-    status: int | None = None
-    ttfb: float | None = None
-    ended: float | None = None
-    exception: BaseException | None = None
-    responded_by: str | None = None
-    depth = 0
-    sent_body = False
-    started_response = False
-    finished = False
+    __slots__ = (
+        "depth",
+        "ended",
+        "environ",
+        "exception",
+        "finished",
+        "responded_by",
+        "result",
+        "sent_body",
+        "server_start_response",
+        "started_response",
+        "status",
+        "tokens",
+        "ttfb",
+        "view",
+        "wall",
+    )
 
     def __init__(
         self,
@@ -162,6 +178,16 @@ class _Request:
         self.environ = environ
         self.server_start_response = start_response
         self.tokens = tokens
+        self.status: int | None = None
+        self.ttfb: float | None = None
+        self.ended: float | None = None
+        self.exception: BaseException | None = None
+        self.responded_by: str | None = None
+        self.depth = 0
+        self.sent_body = False
+        self.started_response = False
+        self.finished = False
+        self.result: Iterable[bytes] = ()
 
     def body_io(self, effect: Any) -> Any:
         """Run :class:`ReadBody`/:class:`ReplaceBody` for the layers."""
@@ -181,11 +207,14 @@ class _Request:
     def head(self, status: int, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The response headers after the layers' edits, with the request id echoed."""
         wall, view = self.wall, self.view
-        if view.response_headers or wall.stack.has_response_hooks:
+        stack = wall.stack
+        extra = view.response_headers
+        # stack._response, not the has_response_hooks property: hot path.
+        if extra or stack._response:
             head = ResponseHead(status, headers, _get_header)
-            if view.response_headers:
-                head.extend(view.response_headers)
-            wall.stack.on_response(view, head, self.depth)
+            if extra:
+                head.added.extend(extra)
+            stack.on_response(view, head, self.depth)
             out = _apply(headers, head)
         else:
             out = list(headers)
@@ -206,6 +235,60 @@ class _Request:
         self.ttfb = perf_counter()
         self.started_response = True
         return self.server_start_response(status, self.head(code, headers), exc_info)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[bytes]:
+        state = self
+        try:
+            for chunk in self.result:
+                if chunk:
+                    state.sent_body = True
+                yield chunk
+        except Rejected as exc:
+            state.exception = exc
+            if state.sent_body:
+                raise
+            yield self._replace(
+                Respond.from_rejection(
+                    exc, instance=state.view.path, request_id=state.view.request_id
+                )
+            )
+            return
+        except Exception as exc:
+            state.exception = exc
+            answer = self.wall.stack.on_exception(state.view, exc, state.depth)
+            if answer is None or state.sent_body:
+                raise
+            yield self._replace(answer)
+            return
+        state.ended = perf_counter()
+
+    def _replace(self, answer: Respond) -> bytes:
+        # Nothing was sent yet: PEP 3333 lets us call start_response again
+        # with exc_info, which replaces the headers the app gave.
+        state = self
+        headers = [
+            ("Content-Type", answer.content_type),
+            ("Content-Length", str(len(answer.body))),
+            *answer.headers,
+            (self.wall._rid_header, state.view.request_id),
+        ]
+        exc_info = sys.exc_info() if state.started_response else None
+        state.server_start_response(_status_line(answer.status), headers, exc_info)
+        state.status = answer.status
+        state.sent_body = True
+        return answer.body
+
+    def close(self) -> None:
+        """Close the app's iterable (always), then finish the request's bookkeeping."""
+        try:
+            close = getattr(self.result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.wall._finish(self)
 
 
 class WSGIMiddleware(Seawall):
@@ -238,7 +321,7 @@ class WSGIMiddleware(Seawall):
                 state.responded_by = stack.names[state.depth]
                 return self._own_response(state, respond, start_response, None)
         else:
-            state.depth = stack.all_depth
+            state.depth = stack._depth
 
         view.admitted = perf_counter()
         if view.max_body is not None and view.body is None and "wsgi.input" in environ:
@@ -283,7 +366,8 @@ class WSGIMiddleware(Seawall):
                 pass
             else:
                 return result  # type: ignore[return-value]
-        return _ClosingIterator(self, state, result)
+        state.result = result
+        return state
 
     @staticmethod
     def _exc_info(state: _Request) -> Any:
@@ -310,7 +394,8 @@ class WSGIMiddleware(Seawall):
         except BaseException:
             self._finish(state)
             raise
-        return _ClosingIterator(self, state, [respond.body])
+        state.result = [respond.body]
+        return state
 
     def _finish(self, state: _Request) -> None:
         if state.finished:
@@ -318,7 +403,7 @@ class WSGIMiddleware(Seawall):
         state.finished = True
         view = state.view
         try:
-            if self.stack.has_complete_hooks:
+            if self.stack._complete:
                 end = state.ended or perf_counter()
                 template = view.route or view.raw.get("seawall.route")
                 outcome = Outcome(
@@ -372,73 +457,3 @@ class WSGIMiddleware(Seawall):
             return None
         view.body = data
         return data
-
-
-class _ClosingIterator:
-    """Yield the app's chunks as they come; finish the bookkeeping on ``close()``.
-
-    ``__iter__`` hands out a generator, so each chunk costs a generator step
-    rather than a Python ``__next__`` call; ``close()`` lives here, not in
-    the generator, because a generator that never started ignores close().
-    """
-
-    __slots__ = ("_driver", "_result", "_state")
-
-    def __init__(self, driver: WSGIMiddleware, state: _Request, result: Iterable[bytes]) -> None:
-        self._driver = driver
-        self._state = state
-        self._result = result
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._chunks()
-
-    def _chunks(self) -> Iterator[bytes]:
-        state = self._state
-        try:
-            for chunk in self._result:
-                if chunk:
-                    state.sent_body = True
-                yield chunk
-        except Rejected as exc:
-            state.exception = exc
-            if state.sent_body:
-                raise
-            yield self._replace(
-                Respond.from_rejection(
-                    exc, instance=state.view.path, request_id=state.view.request_id
-                )
-            )
-            return
-        except Exception as exc:
-            state.exception = exc
-            answer = self._driver.stack.on_exception(state.view, exc, state.depth)
-            if answer is None or state.sent_body:
-                raise
-            yield self._replace(answer)
-            return
-        state.ended = perf_counter()
-
-    def _replace(self, answer: Respond) -> bytes:
-        # Nothing was sent yet: PEP 3333 lets us call start_response again
-        # with exc_info, which replaces the headers the app gave.
-        state = self._state
-        headers = [
-            ("Content-Type", answer.content_type),
-            ("Content-Length", str(len(answer.body))),
-            *answer.headers,
-            (self._driver._rid_header, state.view.request_id),
-        ]
-        exc_info = sys.exc_info() if state.started_response else None
-        state.server_start_response(_status_line(answer.status), headers, exc_info)
-        state.status = answer.status
-        state.sent_body = True
-        return answer.body
-
-    def close(self) -> None:
-        """Close the app's iterable (always), then finish the request's bookkeeping."""
-        try:
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._driver._finish(self._state)

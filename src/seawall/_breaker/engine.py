@@ -27,7 +27,9 @@ Theory of operation:
    a manual ``close()``/``reset()``; the window is cleared on every
    transition.
 5. Reading CLOSED takes no lock (one attribute read), so the closed-state
-   cost of a call is a clock read when needed and one short locked update.
+   cost of a call is a clock read when needed and one short locked update;
+   an untimed success into a full window of successes (a healthy service)
+   changes nothing and takes no lock at all.
 6. With a Redis ``storage`` (:mod:`seawall._breaker.shared`), the permit and
    the outcome go through Lua scripts instead and the state is shared by
    every process; if Redis fails the breaker goes on with this local engine
@@ -239,12 +241,17 @@ class BreakerConfig:
 
 
 class _Epoch:
-    """One stay in a state; also the permit a call holds (theory point 3)."""
+    """One stay in a state; also the permit a call holds (theory point 3).
 
-    __slots__ = ("done", "failures", "probes", "slow", "started", "state")
+    *owner* is the breaker it belongs to, so a holder (the layer) can keep
+    the permit alone rather than a (breaker, permit) pair per request.
+    """
 
-    def __init__(self, state: str, started: float) -> None:
+    __slots__ = ("done", "failures", "owner", "probes", "slow", "started", "state")
+
+    def __init__(self, state: str, started: float, owner: Breaker) -> None:
         self.state = state
+        self.owner = owner
         self.started = started
         self.probes = 0
         self.done = 0
@@ -327,7 +334,7 @@ class Breaker(pybreaker.CircuitBreaker):
         self.config = config
         self._clock = clock or time.monotonic
         self._store: RedisBreakerStore | None = None
-        self._epoch = _Epoch(CLOSED, self._clock())
+        self._epoch = _Epoch(CLOSED, self._clock(), self)
         self._opened_at = 0.0
         self._consecutive = 0
         super().__init__(
@@ -462,7 +469,7 @@ class Breaker(pybreaker.CircuitBreaker):
     def _transition(self, to: str, now: float, reason: str, **figures: Any) -> Change:
         """Enter *to* (caller holds the lock); return what :meth:`_emit` reports."""
         old = self._epoch.state
-        self._epoch = _Epoch(to, now)
+        self._epoch = _Epoch(to, now, self)
         if to == OPEN:
             self._opened_at = now
         if to != HALF_OPEN:
@@ -512,7 +519,7 @@ class Breaker(pybreaker.CircuitBreaker):
             elif epoch.state == HALF_OPEN and now - epoch.started >= self.config.probe_timeout:
                 # Probes that never answered (cancelled, or their result was
                 # lost): give the permits out again rather than stay stuck.
-                epoch = self._epoch = _Epoch(HALF_OPEN, now)
+                epoch = self._epoch = _Epoch(HALF_OPEN, now, self)
             if epoch.state == HALF_OPEN:
                 if epoch.probes >= self.config.permitted_calls_in_half_open:
                     result: Permit | float = HALF_OPEN_RETRY_AFTER
@@ -756,7 +763,24 @@ class Breaker(pybreaker.CircuitBreaker):
         if type(permit) is not _Epoch or permit.state is not CLOSED or window is None:
             self._give_back(permit, False, None)
             return
-        with self._mlock:
+        # The healthy steady state, without the lock (which costs more than
+        # the rest of a call): a full window of successes is left as it is by
+        # one more success, since every slot holds the same code and the
+        # cursor's place among them makes no difference to any later outcome
+        # (and no failures in a full window means _consecutive is already 0).
+        # Only reads: a transition or a record racing with them is simply
+        # ordered after this success.
+        if (
+            window.failures == 0
+            and window.slow == 0
+            and window.calls == window.size
+            and permit is self._epoch
+        ):
+            return
+        # Explicit acquire/release: a ``with`` block costs twice as much.
+        lock = self._mlock
+        lock.acquire()
+        try:
             if permit is not self._epoch:
                 self.stale += 1
                 return
@@ -784,6 +808,8 @@ class Breaker(pybreaker.CircuitBreaker):
                 failures=window.failures,
                 slow_calls=window.slow,
             )
+        finally:
+            lock.release()
         self._emit(change)
 
     def _permit(self) -> Permit | float:

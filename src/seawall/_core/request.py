@@ -25,6 +25,109 @@ __all__ = ["RequestIds", "RequestView"]
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
 
+# Header names most requests carry. Their decoded forms are looked up rather
+# than computed: on CPython a decode, a lower() or a slice costs several times
+# a dict lookup, and reading headers runs on every request. Any other name
+# takes the general (exact) path.
+_COMMON_NAMES = (
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "accept-charset",
+    "connection",
+    "keep-alive",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "cookie",
+    "referer",
+    "origin",
+    "authorization",
+    "cache-control",
+    "pragma",
+    "dnt",
+    "te",
+    "upgrade",
+    "upgrade-insecure-requests",
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "range",
+    "expect",
+    "priority",
+    "sec-fetch-site",
+    "sec-fetch-mode",
+    "sec-fetch-dest",
+    "sec-fetch-user",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-request-id",
+    "x-requested-with",
+    "x-api-key",
+    "forwarded",
+    "via",
+)
+# ASGI: raw (lower-case) name -> decoded name.
+_RAW_NAMES = {name.encode("latin-1"): name for name in _COMMON_NAMES}
+# WSGI: environ key -> header name, as key[5:].replace("_", "-").lower() gives.
+_ENV_NAMES = {"HTTP_" + name.upper().replace("-", "_"): name for name in _COMMON_NAMES}
+# The two headers of the CGI environ without the HTTP_ prefix (present only if set).
+_CGI_NAMES = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
+# WSGI environ keys known not to be headers; any other key takes the exact test.
+_NOT_HEADER_KEYS = frozenset(
+    {
+        "REQUEST_METHOD",
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "SERVER_SOFTWARE",
+        "REMOTE_ADDR",
+        "REMOTE_PORT",
+        "REMOTE_HOST",
+        "REMOTE_USER",
+        "REQUEST_URI",
+        "RAW_URI",
+        "GATEWAY_INTERFACE",
+        "HTTPS",
+        "wsgi.version",
+        "wsgi.url_scheme",
+        "wsgi.input",
+        "wsgi.errors",
+        "wsgi.multithread",
+        "wsgi.multiprocess",
+        "wsgi.run_once",
+        "wsgi.file_wrapper",
+        "wsgi.input_terminated",
+        "wsgi.early_hints",
+        "gunicorn.socket",
+        "werkzeug.socket",
+        "werkzeug.request",
+        "seawall.request_id",
+    }
+)
+
+# Headers that frame a body, for header_totals(): matched by length first, so
+# the common header costs one len() and a set lookup, never a lower().
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
+_FRAMING_RAW = frozenset({b"content-length", b"transfer-encoding"})
+_FRAMING_LENGTHS = frozenset({14, 17})
+_FRAMING_KEY_LENGTHS = frozenset({19, 22})  # "HTTP_" + either name
+# For header_totals(): keys that are no header or read on their own, and
+# header keys known to be neither framing header.
+_TOTALS_SKIP = _NOT_HEADER_KEYS | _CGI_NAMES.keys()
+_PLAIN_HEADER_KEYS = frozenset(key for key, name in _ENV_NAMES.items() if name not in _FRAMING)
+
 
 class RequestIds:
     """Accept a well-formed incoming request id or generate one.
@@ -252,23 +355,38 @@ class RequestView:
         headers = self._headers
         if headers is None:
             headers = {}
-            if self._raw_headers is not None:
-                for raw_name, raw_value in self._raw_headers:
-                    headers.setdefault(raw_name.decode("latin-1").lower(), []).append(
-                        raw_value.decode("latin-1")
-                    )
-            elif self._wsgi is not None:
-                for key, value in self._wsgi.items():
-                    if key.startswith("HTTP_"):
-                        name = key[5:].replace("_", "-").lower()
-                    elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                        if not value:
-                            continue
-                        name = key.replace("_", "-").lower()
+            raw = self._raw_headers
+            if raw is not None:
+                raw_names = _RAW_NAMES
+                for raw_name, raw_value in raw:
+                    name = raw_names.get(raw_name)
+                    if name is None:
+                        name = raw_name.decode("latin-1").lower()
+                    value = raw_value.decode("latin-1")
+                    if name in headers:
+                        headers[name].append(value)
                     else:
+                        headers[name] = [value]
+            elif self._wsgi is not None:
+                environ = self._wsgi
+                env_names = _ENV_NAMES
+                for key in environ:
+                    if key in _NOT_HEADER_KEYS:
                         continue
+                    name = env_names.get(key)
+                    if name is None:
+                        if key.startswith("HTTP_"):
+                            name = key[5:].replace("_", "-").lower()
+                        else:
+                            name = _CGI_NAMES.get(key)
+                            if name is None or not environ[key]:
+                                continue
                     # WSGI servers join repeated lines with ", " already.
-                    headers.setdefault(name, []).append(value)
+                    value = environ[key]
+                    if name in headers:
+                        headers[name].append(value)
+                    else:
+                        headers[name] = [value]
             self._headers = headers
         return headers
 
@@ -292,6 +410,61 @@ class RequestView:
         if self._raw_headers is not None:
             return len(self._raw_headers)
         return sum(len(v) for v in self._header_map().values())
+
+    def header_totals(self) -> tuple[int, int, bool]:
+        """Header lines, their total size, and whether a body is framed, in one pass.
+
+        Returns ``(lines, size, framed)``: :attr:`header_count`, the summed
+        length of every name and value in :attr:`headers`, and whether a
+        ``Content-Length`` or ``Transfer-Encoding`` header is present. Nothing
+        is decoded and no header map is built: size limits checked on every
+        request need no more than this.
+        """
+        raw = self._raw_headers
+        if raw is not None:
+            size = 0
+            framed = False
+            for raw_name, raw_value in raw:
+                # Byte lengths: latin-1 decoding and lower() keep every length.
+                name_length = len(raw_name)
+                size += name_length + len(raw_value)
+                if name_length in _FRAMING_LENGTHS and raw_name.lower() in _FRAMING_RAW:
+                    framed = True
+            return len(raw), size, framed
+        environ = self._wsgi
+        if environ is None:
+            return 0, 0, False
+        lines = 0
+        size = 0
+        framed = False
+        # The same keys as _header_map, one value each; names are the key
+        # without "HTTP_" (5 characters, taken off once at the end). Set
+        # lookups sort out the usual keys: a string slice costs five times more.
+        for key in environ:
+            if key in _TOTALS_SKIP:
+                continue
+            if key in _PLAIN_HEADER_KEYS:
+                lines += 1
+                size += len(key) + len(environ[key])
+            elif key[:5] == "HTTP_":
+                lines += 1
+                size += len(key) + len(environ[key])
+                if (
+                    len(key) in _FRAMING_KEY_LENGTHS
+                    and key[5:].replace("_", "-").lower() in _FRAMING
+                ):
+                    framed = True
+        size -= 5 * lines
+        value = environ.get("CONTENT_TYPE")
+        if value:
+            lines += 1
+            size += 12 + len(value)  # "content-type"
+        value = environ.get("CONTENT_LENGTH")
+        if value:
+            lines += 1
+            size += 14 + len(value)  # "content-length"
+            framed = True
+        return lines, size, framed
 
     # -- identity -------------------------------------------------------------
 

@@ -52,8 +52,11 @@ class Stack:
         on_layer_error: ``"continue"`` (log and skip a failing hook) or ``"raise"``.
     """
 
+    # The drivers read the private tuples (and ``_depth``) directly on the
+    # hot path: on CPython 3.11 a property read is an unspecialised call.
     __slots__ = (
         "_complete",
+        "_depth",
         "_exception",
         "_response",
         "_shutdown",
@@ -88,6 +91,7 @@ class Stack:
         if order == "canonical":
             items.sort(key=layer_order)
         self.layers: tuple[object, ...] = tuple(items)
+        self._depth = len(items)
         self.names: tuple[str, ...] = tuple(_name(layer) for layer in items)
         self.on_layer_error = on_layer_error
 
@@ -111,7 +115,7 @@ class Stack:
     @property
     def all_depth(self) -> int:
         """The depth meaning "the app was called": every layer saw the request."""
-        return len(self.layers)
+        return self._depth
 
     @property
     def has_response_hooks(self) -> bool:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, TypeVar, overload
 
-from seawall._breaker.engine import Breaker, BreakerConfig
+from seawall._breaker.engine import CLOSED, Breaker, BreakerConfig, _Epoch
 from seawall._breaker.patterns import compile_pattern, compile_patterns, count_params
 from seawall._breaker.registry import breakers
 from seawall._breaker.shared import RedisBreakerStore, SharedPermit
@@ -199,6 +199,9 @@ class CircuitBreaker:
         self._templates: list[tuple[int, str, re.Pattern[str]]] = []
         self._known: set[str] = set()
         self._paths: dict[str, str] = {}
+        # path -> its breaker, for requests without an adapter's template:
+        # on_request's one dict read. Kept to paths whose key is in _paths.
+        self._by_path: dict[str, Breaker] = {}
         # Validate now: bad settings fail at startup, not on the first request.
         self.config = BreakerConfig.build(
             **{k: v for k, v in self._options.items() if k in _CONFIG_KEYS}
@@ -259,6 +262,7 @@ class CircuitBreaker:
             key = path
         if len(self._paths) >= _PATH_CACHE_MAX:
             self._paths.clear()  # bounded memory whatever paths clients invent
+            self._by_path.clear()
         self._paths[path] = key
         return key
 
@@ -276,24 +280,45 @@ class CircuitBreaker:
                     )
         if self._paths.get(path) != template and template in self._known:
             self._paths[path] = template
+            self._by_path.pop(path, None)  # after the line above: see _find
 
     # -- hooks --------------------------------------------------------------------
+
+    def _find(self, request: RequestView) -> Breaker | None:
+        """The breaker for *request* when ``per`` is not ``"global"`` (``None``: unguarded)."""
+        key = self._key_for(request)
+        if key is None:
+            return None
+        found = self.breaker(key)
+        if self.per == "route" and request.route is None:
+            path = request.path
+            self._by_path[path] = found
+            # _learn() re-keys a path in _paths first, then drops it here: if
+            # it did so since _key_for() read it, this line sees it and drops
+            # the stale breaker, else _learn()'s drop comes after ours.
+            if self._paths.get(path) != key:
+                self._by_path.pop(path, None)
+        return found
 
     def on_request(self, request: RequestView) -> Any:
         """Take a permit, or refuse with 503 ``temporary-reduced-capacity``."""
         found = self._global
         if found is None:
-            key = self._key_for(request)
-            if key is None:
-                return None
-            found = self.breaker(key)
+            # The path's breaker, memoised (_find resolves and remembers it).
+            found = self._by_path.get(request.path) if request.route is None else None
+            if found is None:
+                found = self._find(request)
+                if found is None:
+                    return None
         store = found._store
         if store is not None and store.available():
             return self._shared_flow(request, found, store)
-        permit = found.acquire_local()
-        if type(permit) is float:
-            return self._refuse(request, found, permit)
-        request.state[self] = (found, permit)
+        permit: Any = found._epoch
+        if permit.state is not CLOSED:  # closed: acquire_local()'s lock-free answer, inline
+            permit = found.acquire_local()
+            if type(permit) is float:
+                return self._refuse(request, found, permit)
+        request.state[self] = permit  # a local permit knows its breaker (.owner)
         return None
 
     def _shared_flow(self, request: RequestView, found: Breaker, store: RedisBreakerStore) -> Any:
@@ -305,7 +330,7 @@ class CircuitBreaker:
             permit = found._shared_result(answer)
         if type(permit) is float:
             return self._refuse(request, found, permit)
-        request.state[self] = (found, permit)
+        request.state[self] = permit if type(permit) is _Epoch else (found, permit)
         return None
 
     def _refuse(self, request: RequestView, found: Breaker, retry_after: float) -> None:
@@ -342,11 +367,30 @@ class CircuitBreaker:
         """Give the permit back with the outcome; learn the route template."""
         entry = request.state.pop(self, None)
         if self.per == "route" and outcome.templated:
-            self._learn(request.path, outcome.route)
+            template = outcome.route
+            # Known and already learned for this path (every request but the
+            # first of a path): nothing to learn, no call.
+            if template not in self._known or self._paths.get(request.path) != template:
+                self._learn(request.path, template)
         if entry is None:
             return
-        found, permit = entry
-        failed = self.classify(found, outcome)
+        if type(entry) is _Epoch:
+            permit: Any = entry
+            found: Breaker = entry.owner
+        else:
+            found, permit = entry  # a shared permit, with its breaker
+        status = outcome.status
+        if (
+            self._is_failure is None
+            and status is not None
+            and status < 500
+            and outcome.exception is None
+            and outcome.responded_by is None
+            and not outcome.timed_out
+        ):
+            failed: bool | None = False  # what classify() says, inline: the common case
+        else:
+            failed = self.classify(found, outcome)
         if failed is False and not found._needs_time and type(permit) is not SharedPermit:
             found._succeeded(permit)  # the common case: local, no duration
             return

@@ -464,7 +464,15 @@ class RateLimit:
         if self._has_exempt and self._is_exempt(request):
             self.exempted += 1
             return None
-        rule = self.rule_for(request)
+        # rule_for() inlined: one Python call less on every request.
+        if self._has_rules:
+            rule = self._rules.match(request.method, request.path)
+            if rule is None:
+                rule = self._default
+            elif rule is _EXCLUDED:
+                return None
+        else:
+            rule = self._default
         if rule is None:
             return None
         if self._remote or rule.key_async:

@@ -92,20 +92,22 @@ class Timing:
 
     def on_response(self, request: RequestView, response: ResponseHead) -> None:
         """Add ``Server-Timing`` (and ``X-Response-Time``) to the response head."""
-        now = self._clock()
-        total = (now - request.started) * 1000.0
+        started = request.started
+        total = (self._clock() - started) * 1000.0
         if self.server_timing:
-            ours = (request.admitted - request.started) * 1000.0
-            response.added.append(
-                ("server-timing", f"total;dur={total:.3f}, seawall;dur={ours:.3f}")
-            )
+            ours = (request.admitted - started) * 1000.0
+            # One %-format renders both floats in a single C call, cheaper
+            # than an f-string with two format specs (same text).
+            value = "total;dur=%.3f, seawall;dur=%.3f" % (total, ours)  # noqa: UP031
+            response.added.append(("server-timing", value))
         if self.response_time_header:
             response.added.append((self.response_time_header, f"{total:.3f}ms"))
 
     def on_complete(self, request: RequestView, outcome: Outcome) -> None:
         """Record the request's duration and time to first byte; warn if slow."""
         route = outcome.route
-        if outcome.status == 404 and not outcome.templated:
+        status = outcome.status
+        if status == 404 and not outcome.templated:
             route = UNMATCHED
         stats = self._routes.get(route)
         if stats is None:
@@ -116,14 +118,16 @@ class Timing:
                 if len(self._routes) >= self.max_routes and route not in self._routes:
                     route = OTHER_ROUTES
                 stats = self._routes.setdefault(route, _RouteStats())
-        stats.duration.record(outcome.duration)
-        if outcome.ttfb is not None:
-            stats.ttfb.record(outcome.ttfb)
-        status = outcome.status
+        duration = outcome.duration
+        stats.duration.record(duration)
+        ttfb = outcome.ttfb
+        if ttfb is not None:
+            stats.ttfb.record(ttfb)
         if outcome.exception is not None or outcome.timed_out or (status and status >= 500):
             stats.errors += 1
         self.requests += 1
-        if self.slow is not None and outcome.duration > self.slow:
+        slow = self.slow
+        if slow is not None and duration > slow:
             stats.slow += 1
             self.slow_requests += 1
             logger.warning(
@@ -134,7 +138,7 @@ class Timing:
                 status=outcome.status,
                 duration_ms=round(outcome.duration * 1000.0, 3),
                 ttfb_ms=None if outcome.ttfb is None else round(outcome.ttfb * 1000.0, 3),
-                threshold_ms=round(self.slow * 1000.0, 3),
+                threshold_ms=round(slow * 1000.0, 3),
             )
 
     def route_stats(self, route: str) -> dict[str, Any] | None:

@@ -341,7 +341,12 @@ class Validation:
     def on_request(self, request: RequestView) -> Any:
         """Run the cheap checks; return a body flow if a check needs the body."""
         self.requests += 1
-        policy = self.policy_for(request.method, request.route or request.path)
+        # No route rules (the default): one policy, without a call.
+        policy = (
+            self.policy_for(request.method, request.route or request.path)
+            if self._rules
+            else self._global
+        )
         if policy.methods is not None and request.method not in policy.methods:
             return self._reject(
                 request,
@@ -354,7 +359,9 @@ class Validation:
                 allowed=sorted(policy.methods),
             )
         query = request.query_string
-        if policy.max_url is not None and len(request.target) > policy.max_url:
+        # len(request.target), without building the string.
+        url_length = len(request.path) + len(query) + 1 if query else len(request.path)
+        if policy.max_url is not None and url_length > policy.max_url:
             return self._reject(
                 request,
                 "uri_too_long",
@@ -364,7 +371,10 @@ class Validation:
                 f"The URL is longer than {policy.max_url} characters.",
                 max_url=policy.max_url,
             )
-        if policy.max_headers is not None and request.header_count > policy.max_headers:
+        # Count and size in one pass over the raw headers: the header map is
+        # built only when a check needs a value (a body's framing, threats).
+        lines, size, framed = request.header_totals()
+        if policy.max_headers is not None and lines > policy.max_headers:
             return self._reject(
                 request,
                 "too_many_headers",
@@ -374,22 +384,16 @@ class Validation:
                 f"The request has more than {policy.max_headers} header lines.",
                 max_headers=policy.max_headers,
             )
-        headers = request.headers
-        if policy.max_header_bytes is not None:
-            size = 0
-            for hname, values in headers.items():
-                for value in values:
-                    size += len(hname) + len(value)
-            if size > policy.max_header_bytes:
-                return self._reject(
-                    request,
-                    "headers_too_large",
-                    431,
-                    "request-header-fields-too-large",
-                    "Request Header Fields Too Large",
-                    f"The request headers are larger than {policy.max_header_bytes} bytes.",
-                    max_header_bytes=policy.max_header_bytes,
-                )
+        if policy.max_header_bytes is not None and size > policy.max_header_bytes:
+            return self._reject(
+                request,
+                "headers_too_large",
+                431,
+                "request-header-fields-too-large",
+                "Request Header Fields Too Large",
+                f"The request headers are larger than {policy.max_header_bytes} bytes.",
+                max_header_bytes=policy.max_header_bytes,
+            )
         limit = policy.max_query_params
         if query and limit is not None and query.count("&") >= limit:
             count = sum(1 for part in query.split("&") if part)
@@ -404,38 +408,44 @@ class Validation:
                     max_query_params=limit,
                 )
         # What the headers say of the body. Content-Length is believed only to
-        # refuse early: the body itself is always counted.
-        raw_length = headers.get("content-length")
+        # refuse early: the body itself is always counted. With neither
+        # Content-Length nor Transfer-Encoding there is no body to speak of.
         length: int | None = None
-        if raw_length:
-            text = raw_length[0].strip()
-            if not text.isdigit() or len(raw_length) > 1:
-                return self._reject(
-                    request,
-                    "invalid_content_length",
-                    400,
-                    "invalid-content-length",
-                    "Bad Request",
-                    "The Content-Length header is not a single whole number.",
-                )
-            length = int(text)
-        has_body = (length is not None and length > 0) or "transfer-encoding" in headers
+        has_body = False
         media = ""
-        if has_body:
-            ctype = headers.get("content-type")
-            media = ctype[0].split(";", 1)[0].strip().lower() if ctype else ""
-            if policy.content_types is not None and not _media_allowed(media, policy.content_types):
-                return self._reject(
-                    request,
-                    "unsupported_media_type",
-                    415,
-                    "unsupported-media-type",
-                    "Unsupported Media Type",
-                    "The body's content type is not accepted here.",
-                    accepted=list(policy.content_types),
-                )
-            if policy.max_body is not None and length is not None and length > policy.max_body:
-                return self._body_too_large(request, policy.max_body)
+        if framed:
+            headers = request.headers
+            raw_length = headers.get("content-length")
+            if raw_length:
+                text = raw_length[0].strip()
+                if not text.isdigit() or len(raw_length) > 1:
+                    return self._reject(
+                        request,
+                        "invalid_content_length",
+                        400,
+                        "invalid-content-length",
+                        "Bad Request",
+                        "The Content-Length header is not a single whole number.",
+                    )
+                length = int(text)
+            has_body = (length is not None and length > 0) or "transfer-encoding" in headers
+            if has_body:
+                ctype = headers.get("content-type")
+                media = ctype[0].split(";", 1)[0].strip().lower() if ctype else ""
+                if policy.content_types is not None and not _media_allowed(
+                    media, policy.content_types
+                ):
+                    return self._reject(
+                        request,
+                        "unsupported_media_type",
+                        415,
+                        "unsupported-media-type",
+                        "Unsupported Media Type",
+                        "The body's content type is not accepted here.",
+                        accepted=list(policy.content_types),
+                    )
+                if policy.max_body is not None and length is not None and length > policy.max_body:
+                    return self._body_too_large(request, policy.max_body)
         if policy.detector is not None:
             found = self._scan_request(request, policy, [policy.threat_budget])
             if found:
