@@ -131,6 +131,12 @@ class _CountingInput:
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.readline, b"")
 
+    def close(self) -> None:
+        # Django closes request._stream; this wraps it there too.
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
 
 class _Request:
     """Per-request bookkeeping, and the closing iterable handed to the server.

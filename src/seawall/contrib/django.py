@@ -81,6 +81,7 @@ from seawall.asgi import BodyTooLarge
 from seawall.contrib import exempt_twin, settings_kwargs
 from seawall.exceptions import ConfigurationError, Rejected, RequestTimeout
 from seawall.handlers import exempt, is_exempt
+from seawall.wsgi import _CountingInput
 
 __all__ = [
     "DjangoWall",
@@ -228,39 +229,6 @@ def _replace_body(request: HttpRequest, view: RequestView, effect: ReplaceBody) 
     view.body = body
 
 
-class _CountingStream:
-    """``request._stream`` that stops the view with a 413 past *limit* bytes."""
-
-    def __init__(self, stream: Any, limit: int) -> None:
-        self._stream = stream
-        self._limit = limit
-        self._seen = 0
-
-    def _count(self, data: bytes) -> bytes:
-        self._seen += len(data)
-        if self._seen > self._limit:
-            raise BodyTooLarge(self._limit)
-        return data
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            size = self._limit - self._seen + 1
-        return self._count(self._stream.read(size))
-
-    def readline(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            size = self._limit - self._seen + 1
-        return self._count(self._stream.readline(size))
-
-    def __iter__(self) -> Any:
-        return iter(self.readline, b"")
-
-    def close(self) -> None:
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
-
-
 class SeawallMiddleware:
     """The seawall layers as Django middleware, sync- and async-capable.
 
@@ -357,7 +325,7 @@ class SeawallMiddleware:
             return self._rejection(request, state, exc)
         stream = getattr(request, "_stream", None)
         if stream is not None:
-            request._stream = _CountingStream(stream, limit)
+            request._stream = _CountingInput(stream, limit)
         return None
 
     @staticmethod
