@@ -58,12 +58,10 @@ class TestSources:
         assert wall.interface == "wsgi" and [type(x) for x in wall.layers] == [Timing]
 
     def test_no_layer_tables_gives_the_recommended_stack(self) -> None:
-        from seawall import CircuitBreaker, RateLimit, Validation
+        from seawall import CircuitBreaker, Validation
 
         wall = Seawall.from_config(app, {}, env={})
-        assert [type(x) for x in wall.layers] == [
-            Timing, ErrorCapture, RateLimit, Validation, CircuitBreaker
-        ]
+        assert [type(x) for x in wall.layers] == [Timing, ErrorCapture, Validation, CircuitBreaker]
 
 
 class TestErrorsNameTheKey:

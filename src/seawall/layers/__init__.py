@@ -57,22 +57,21 @@ def __getattr__(name: str) -> Any:
 def recommended_layers() -> list[object]:
     """The stack ``Seawall(app)`` uses when no layers are given, on in-memory defaults.
 
-    Timing, ErrorCapture, a generous per-client ``RateLimit("1000/minute")``,
-    ``Validation()`` request limits (1 MB bodies, JSON depth 32, ...; no
-    schemas, no threat detection) and a per-route ``CircuitBreaker`` that
-    opens at a 50% failure rate over at least 20 calls. See
-    docs/architecture.md for why each is there and how to change it.
+    Timing, ErrorCapture, ``Validation()`` request limits (1 MB bodies, JSON
+    depth 32, ...; no schemas, no threat detection) and a per-route
+    ``CircuitBreaker`` that opens at a 50% failure rate over at least 20
+    calls. No rate limit: a limit keyed by client address must not be on
+    before the app's proxies are named (behind one, every client would share
+    one bucket). See docs/architecture.md for why and how to add one.
     """
     from seawall.layers.breaker import CircuitBreaker
     from seawall.layers.errors import ErrorCapture
-    from seawall.layers.ratelimit import RateLimit
     from seawall.layers.timing import Timing
     from seawall.layers.validation import Validation
 
     return [
         Timing(),
         ErrorCapture(),
-        RateLimit("1000/minute"),
         Validation(),
         # Per route, so one broken endpoint cannot take the whole service down with it.
         CircuitBreaker(per="route", failure_rate_threshold=0.5),
