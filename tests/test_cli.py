@@ -12,6 +12,10 @@ def test_demo_runs_and_reports_every_layer() -> None:
     assert "what seawall did" in out.stdout
     assert "internal-error" in out.stdout  # the exception became a problem response
     assert "What each layer saw" in out.stdout and "1 slow" in out.stdout
+    # Every other layer shows its work too.
+    for seen in ("quota-exceeded", "body-too-large", "malformed-json", "abnormal-usage-detected",
+                 "temporary-reduced-capacity", "answered by Health", "answered by Metrics"):
+        assert seen in out.stdout, seen
 
 
 def test_check_prints_the_stack(tmp_path: Path) -> None:

@@ -188,6 +188,11 @@ def _what(status: int, headers: dict[str, str], body: bytes) -> str:
         kind = str(doc.get("type", "")).rsplit(":", 1)[-1].rsplit("#", 1)[-1]
         extra = f" error_id={doc['error_id']}" if "error_id" in doc else ""
         return f"{kind}: {doc.get('title', '')}{extra}"
+    ctype = headers.get("content-type", "")
+    if ctype.startswith("application/health+json"):
+        return "answered by Health (the app never saw it)"
+    if ctype.startswith("text/plain; version=0.0.4"):
+        return "answered by Metrics (Prometheus text)"
     return "passed through to the app"
 
 
