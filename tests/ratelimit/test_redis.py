@@ -136,3 +136,27 @@ def test_stats_count_on_redis(redis_url: str, key_prefix: str, interface: str) -
     assert stats["rules"]["default"] == {"allowed": 1, "limited": 1, "shadow": 0}
     assert stats["storage_state"] == "up"
     assert stats["keys"] is None
+
+
+def test_scripts_come_back_after_a_script_flush(interface: str, private_redis: PrivateRedis) -> None:
+    """Calls go straight to EVALSHA; a server that forgot the script (SCRIPT FLUSH,
+    a failover to a fresh replica) gets it loaded again, and counting goes on."""
+    import hashlib
+
+    from seawall._ratelimit.lua import SCRIPTS
+    from seawall._ratelimit.quota import FIXED
+
+    sha = hashlib.sha1(SCRIPTS[FIXED].encode()).hexdigest()
+    wall = wrap(interface, [RateLimit("3/minute", storage=private_redis.url, storage_timeout=1.0)])
+    server = redis.Redis.from_url(private_redis.url)
+    with client_for(wall) as client:
+        first = client.get("/")
+        assert server.script_exists(sha) == [True]
+        server.script_flush()
+        assert server.script_exists(sha) == [False]
+        after = [client.get("/") for _ in range(3)]
+    assert first.status_code == 200
+    assert [r.status_code for r in after] == [200, 200, 429]
+    assert server.script_exists(sha) == [True]
+    stats = wall.stats()["ratelimit"]
+    assert stats["storage_errors"] == 0 and stats["storage_fallbacks"] == 0
