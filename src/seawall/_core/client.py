@@ -55,9 +55,10 @@ def _parse(value: str) -> _IPAddress | None:
     return addr
 
 
-# A canonical dotted quad is already its own normal form; skipping the
-# ipaddress parse (4-5 µs) for it keeps a flood of distinct IPv4 peers, which
-# overflows the cache below, cheap. [0-9], not \d: \d matches non-ASCII digits.
+# A canonical dotted quad is already its own normal form. Checked inside the
+# cache, so a repeat peer still costs one cache hit, and a new one (a flood of
+# distinct IPv4 peers overflows the cache) skips the ipaddress parse (4-5 µs).
+# [0-9], not \d: \d matches non-ASCII digits.
 _CANONICAL_V4 = re.compile(
     r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
     r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -65,16 +66,12 @@ _CANONICAL_V4 = re.compile(
 
 
 @lru_cache(maxsize=8192)
-def _normalize_parsed(value: str) -> str | None:
-    addr = _parse(value)
-    return None if addr is None else str(addr)
-
-
 def normalize_address(value: str) -> str | None:
     """Return the canonical text of an IP address (mapped IPv6 to IPv4), or ``None``."""
     if _CANONICAL_V4(value) is not None:
         return value
-    return _normalize_parsed(value)
+    addr = _parse(value)
+    return None if addr is None else str(addr)
 
 
 class ClientResolver:
