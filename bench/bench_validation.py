@@ -22,6 +22,7 @@ from typing import Any
 
 from seawall import Seawall, Validation
 from seawall.threats import Detector
+from seawall.threats._adversarial import PIECES
 
 QUICK = "--quick" in sys.argv
 ROUNDS = 3 if QUICK else 7
@@ -213,54 +214,7 @@ def bench_requests() -> None:
             print(f"{name:40s} {value:8.1f} {added:>8s} {low[name]:8.1f} {added_low:>8s}")
 
 
-ADVERSARIAL = [
-    "a",
-    "1",
-    " ",
-    "'",
-    '"',
-    "<",
-    "<a ",
-    "=",
-    ";",
-    "|",
-    "&",
-    "$(",
-    "`",
-    "(",
-    ")",
-    "{",
-    "/",
-    "\\",
-    ".",
-    "..",
-    "../",
-    "%",
-    "%2e",
-    "%c0%ae",
-    "-",
-    "--",
-    "#",
-    "/*",
-    "*/",
-    "union ",
-    "select ",
-    "' or ",
-    "1 and ",
-    "or 1=",
-    "<script ",
-    "onerror",
-    "javascript",
-    "etc/",
-    "${",
-    "{{",
-    "\n",
-    "0x",
-    "\\x41",
-    "&#",
-    "%u2216",
-    "\u00ff",
-]
+ADVERSARIAL = PIECES
 
 
 def bench_worst_case() -> None:

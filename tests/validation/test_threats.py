@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover
 
 from seawall import ConfigurationError, Validation
 from seawall.threats import RULES, Detector, normalize
+from seawall.threats._adversarial import PIECES
 from tests.validation.helpers import echo_client, problem
 
 PAYLOADS = [
@@ -182,55 +183,7 @@ class TestNoCatastrophicBacktracking:
     @pytest.mark.timeout(60)
     def test_100_kb_adversarial_inputs_stay_linear(self) -> None:
         n = 100_000
-        pieces = [
-            "a",
-            "1",
-            " ",
-            "'",
-            '"',
-            "<",
-            "<a ",
-            "=",
-            ";",
-            "|",
-            "&",
-            "$(",
-            "`",
-            "(",
-            ")",
-            "{",
-            "/",
-            "\\",
-            ".",
-            "..",
-            "../",
-            "%",
-            "%2e",
-            "%c0%ae",
-            "-",
-            "--",
-            "#",
-            "/*",
-            "*/",
-            "union ",
-            "select ",
-            "' or ",
-            "1 and ",
-            "or 1=",
-            "<script ",
-            "on",
-            "onerror",
-            "javascript",
-            "etc/",
-            "${",
-            "{{",
-            "\n",
-            "0x",
-            "\\x41",
-            "&#",
-            "%u2216",
-            "\u00ff",
-        ]
+        pieces = PIECES
         detector = Detector(level=4)
         worst = 0.0
         for piece in pieces:
@@ -245,7 +198,10 @@ class TestNoCatastrophicBacktracking:
         # Not a speed assertion: a catastrophic pattern takes minutes, so the
         # timeout above fails the test; this only records the figure.
         print(f"worst 100 KB scan: {worst * 1000:.1f} ms")
-        assert worst >= 0.0
+        # A bound that skipped long values would also look fast: a 100 KB
+        # attack must still be found.
+        hits = detector.scan(("' or 1=1-- " * (n // 11 + 1))[:n])
+        assert any(rule.startswith("sqli") for rule in hits), hits
 
 
 class TestBudgetAndStats:
