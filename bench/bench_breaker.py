@@ -35,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import contextlib
 
+import _harness
 import pybreaker
 import structlog
-from _harness import asgi_scope, compare, report, wsgi_environ
+from _harness import compare, report
 
 from seawall import CircuitBreaker, Seawall, Timeout
 from seawall._breaker import Breaker
@@ -63,41 +64,17 @@ def wall_per_call(fn: Any, n: int) -> float:
 def wall_asgi(app: Any, layer: CircuitBreaker, n: int) -> float:
     """Wall-clock µs per request, ASGI, background writes included."""
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
-
-    async def loop() -> float:
-        scopes = [asgi_scope() for _ in range(n)]
-        t0 = time.perf_counter()
-        for scope in scopes:
-            await app(scope, receive, send)
+    async def drain() -> None:
         store = layer.breaker().shared
         if store is not None:
             await store.drain()  # the outcomes' writes are part of the cost
-        return (time.perf_counter() - t0) / n * 1e6
 
-    return asyncio.run(loop())
+    return _harness.time_asgi(app, n, after=drain)
 
 
 def wall_wsgi(app: Any, n: int) -> float:
     """Wall-clock µs per request, WSGI."""
-
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        return None
-
-    environs = [wsgi_environ() for _ in range(n)]
-    t0 = time.perf_counter()
-    for env in environs:
-        result = app(env, start_response)
-        for _ in result:
-            pass
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    return (time.perf_counter() - t0) / n * 1e6
+    return _harness.time_wsgi(app, n)
 
 
 def redis_answers(url: str) -> bool:
@@ -143,39 +120,12 @@ def per_acall(fn: Any, n: int) -> float:
 
 def time_asgi(app: Any, n: int) -> float:
     """CPU µs per request for *n* sequential in-process ASGI requests."""
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
-
-    async def loop() -> float:
-        scopes = [asgi_scope() for _ in range(n)]
-        t0 = time.thread_time()
-        for scope in scopes:
-            await app(scope, receive, send)
-        return (time.thread_time() - t0) / n * 1e6
-
-    return asyncio.run(loop())
+    return _harness.time_asgi(app, n, clock=time.thread_time)
 
 
 def time_wsgi(app: Any, n: int) -> float:
     """CPU µs per request for *n* sequential in-process WSGI requests."""
-
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        return None
-
-    environs = [wsgi_environ() for _ in range(n)]
-    t0 = time.thread_time()
-    for env in environs:
-        result = app(env, start_response)
-        for _ in result:
-            pass
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    return (time.thread_time() - t0) / n * 1e6
+    return _harness.time_wsgi(app, n, clock=time.thread_time)
 
 
 async def asgi_ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
