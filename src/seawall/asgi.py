@@ -30,7 +30,7 @@ from seawall._app import Seawall
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import Outcome, ResponseHead
 from seawall._core.request import RequestView
-from seawall._log import bind_request, unbind_request
+from seawall._log import Tokens, bind_request, unbind_request
 from seawall._run import arun_request, start_request
 from seawall.exceptions import Rejected, RequestTimeout, ValidationFailed
 
@@ -167,6 +167,7 @@ class _Cycle:
         "started_response",
         "status",
         "timed_out",
+        "tokens",
         "ttfb",
         "view",
         "wall",
@@ -197,6 +198,7 @@ class _Cycle:
         self.exception: BaseException | None = None
         self.responded_by: str | None = None
         self.timed_out = False
+        self.tokens: Tokens | None = None
 
     async def body_io(self, effect: Any) -> Any:
         """Run :class:`ReadBody`/:class:`ReplaceBody` for the layers."""
@@ -255,9 +257,35 @@ class _Cycle:
         elif kind == "http.response.body":
             if not message.get("more_body", False):
                 self.ended = perf_counter()
+                await self.send_last(message)
+                return
         elif kind == "http.response.pathsend":
             self.ended = perf_counter()
+            await self.send_last(message)
+            return
         await self.send_(message)
+
+    async def send_last(self, message: Message) -> None:
+        """Send the response's last message with the request unbound from the context.
+
+        Servers arm their keep-alive timer inside this send (uvicorn's
+        ``call_later``), and a timer handle keeps a copy of the current
+        context until the loop drops it, cancelled or not. Bound, that copy
+        would keep the request's view and scope alive on every idle
+        keep-alive connection; the collector then finds them in its older
+        generations and pays for full collections (tens of ms, the whole
+        p99 of a busy server). The binding comes back afterwards, for
+        background tasks and the layers' ``on_complete``.
+        """
+        tokens = self.tokens
+        if tokens is None:
+            await self.send_(message)
+            return
+        unbind_request(tokens)
+        try:
+            await self.send_(message)
+        finally:
+            self.tokens = bind_request(self.view)
 
     async def send_own(self, respond: Respond) -> None:
         """Send a response of ours (a rejection or a 500), if none has started."""
@@ -278,8 +306,9 @@ class _Cycle:
                 "headers": self.head_items(respond.status, headers),
             }
         )
-        await self.send_({"type": "http.response.body", "body": respond.body, "more_body": False})
         self.ended = perf_counter()
+        last = {"type": "http.response.body", "body": respond.body, "more_body": False}
+        await self.send_last(last)
 
     def app_receive(self) -> Receive:
         """The ``receive`` the app gets: replays what a layer read, counts if asked."""
@@ -334,8 +363,8 @@ class ASGIMiddleware(Seawall):
         view.request_id = rid
         scope["seawall.request_id"] = rid
         scope["seawall.request"] = view
-        tokens = bind_request(view)
         cycle = _Cycle(self, view, scope, receive, send, rid)
+        cycle.tokens = bind_request(view)
         try:
             if stack.request_hooks:
                 respond, cycle.depth, flow = start_request(stack, view)
@@ -399,8 +428,10 @@ class ASGIMiddleware(Seawall):
             if cycle.held is not None:
                 held, cycle.held = cycle.held, None
                 cycle.started_response = True
+                last = held.pop()
                 for message in held:
                     await send(message)
+                await cycle.send_last(last)
         finally:
             if stack._complete:
                 template = view.route or route_of(scope)
@@ -419,7 +450,7 @@ class ASGIMiddleware(Seawall):
                 stack.on_complete(view, outcome, cycle.depth)
             # Break the scope <-> view cycle so both are freed by refcount.
             scope.pop("seawall.request", None)
-            unbind_request(tokens)
+            unbind_request(cycle.tokens)
             self.in_flight -= 1
 
     def _lifespan_receive(self, receive: Receive) -> Receive:

@@ -269,3 +269,60 @@ class TestDeadlinesAndBodyCap:
         assert sent[0]["status"] == 413
         assert read and max(read) <= 1000
         assert pulled == 11  # stopped one chunk past the cap, not at the end of the body
+
+
+class TestContextOnTheLastSend:
+    """A server arms its keep-alive timer while it sends the last message; the
+    timer keeps a copy of the context. That copy must not hold the request."""
+
+    def _run(self, app: Any, layers: list[Any]) -> tuple[list[Any], list[Any]]:
+        import contextvars
+
+        import seawall
+
+        captured: list[Any] = []
+        during: list[Any] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            ctx = contextvars.copy_context()  # what loop.call_later would keep
+            pair = ctx.run(lambda: (seawall.current_request(), seawall.request_id()))
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                captured.append(pair)
+            else:
+                during.append(pair)
+
+        asyncio.run(Seawall(app, layers=layers)(scope(), empty_receive, send))
+        return captured, during
+
+    @pytest.mark.parametrize("layers", [[], [Timing(), ErrorCapture()]])
+    def test_the_last_send_sees_no_request_but_earlier_ones_do(self, layers: list[Any]) -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            await send({"type": "http.response.body", "body": b"b"})
+
+        captured, during = self._run(app, layers)
+        assert captured == [(None, None)]
+        assert len(during) == 2
+        assert all(view is not None and rid for view, rid in during)
+
+    def test_our_own_responses_too(self) -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            raise RuntimeError("boom")
+
+        captured, during = self._run(app, [ErrorCapture()])
+        assert captured == [(None, None)]
+        assert during[0][0] is not None
+
+    def test_background_tasks_still_see_the_request_id(self) -> None:
+        import seawall
+
+        seen: list[str | None] = []
+
+        async def endpoint(request: Any) -> PlainTextResponse:
+            task = BackgroundTask(lambda: seen.append(seawall.request_id()))
+            return PlainTextResponse("ok", background=task)
+
+        app = Seawall(Starlette(routes=[Route("/", endpoint)]), layers=[Timing()])
+        response = TestClient(app).get("/")
+        assert seen == [response.headers["x-request-id"]]
