@@ -238,6 +238,7 @@ class _Cycle:
     async def send(self, message: Message) -> None:
         """The ``send`` the app gets: edits the start, never buffers the body."""
         kind = message["type"]
+        last = False
         if kind == "http.response.start":
             status = message["status"]
             self.status = status
@@ -257,30 +258,23 @@ class _Cycle:
         elif kind == "http.response.body":
             if not message.get("more_body", False):
                 self.ended = perf_counter()
-                await self.send_last(message)
-                return
+                last = True
         elif kind == "http.response.pathsend":
             self.ended = perf_counter()
-            await self.send_last(message)
-            return
-        await self.send_(message)
-
-    async def send_last(self, message: Message) -> None:
-        """Send the response's last message with the request unbound from the context.
-
-        Servers arm their keep-alive timer inside this send (uvicorn's
-        ``call_later``), and a timer handle keeps a copy of the current
-        context until the loop drops it, cancelled or not. Bound, that copy
-        would keep the request's view and scope alive on every idle
-        keep-alive connection; the collector then finds them in its older
-        generations and pays for full collections (tens of ms, the whole
-        p99 of a busy server). The binding comes back afterwards, for
-        background tasks and the layers' ``on_complete``.
-        """
+            last = True
         tokens = self.tokens
-        if tokens is None:
+        if not last or tokens is None:
             await self.send_(message)
             return
+        # The last message goes out with the request unbound from the
+        # context. Servers arm their keep-alive timer inside this send
+        # (uvicorn's call_later), and a timer handle keeps a copy of the
+        # current context until the loop drops it, cancelled or not. Bound,
+        # that copy would keep the request's view and scope alive on every
+        # idle keep-alive connection; the collector then finds them in its
+        # older generations and pays for full collections (tens of ms: the
+        # whole p99 of a busy server). The binding comes back afterwards,
+        # for background tasks and the layers' on_complete.
         unbind_request(tokens)
         try:
             await self.send_(message)
@@ -306,9 +300,7 @@ class _Cycle:
                 "headers": self.head_items(respond.status, headers),
             }
         )
-        self.ended = perf_counter()
-        last = {"type": "http.response.body", "body": respond.body, "more_body": False}
-        await self.send_last(last)
+        await self.send({"type": "http.response.body", "body": respond.body, "more_body": False})
 
     def app_receive(self) -> Receive:
         """The ``receive`` the app gets: replays what a layer read, counts if asked."""
@@ -431,7 +423,9 @@ class ASGIMiddleware(Seawall):
                 last = held.pop()
                 for message in held:
                     await send(message)
-                await cycle.send_last(last)
+                # A body goes through cycle.send, which unbinds for the last one;
+                # the start was edited already.
+                await (send if last["type"] == "http.response.start" else cycle.send)(last)
         finally:
             if stack._complete:
                 template = view.route or route_of(scope)
