@@ -58,10 +58,7 @@ def _get_header(items: list[tuple[str, str]], lname: str) -> str | None:
 
 
 def _apply(items: list[tuple[str, str]], head: ResponseHead) -> list[tuple[str, str]]:
-    if head.removed:
-        out = [(k, v) for k, v in items if k.lower() not in head.removed]
-    else:
-        out = list(items)
+    out = [(k, v) for k, v in items if k.lower() not in head.removed]
     out.extend(head.added)
     return out
 
@@ -221,7 +218,8 @@ class _Request:
             if extra:
                 head.added.extend(extra)
             stack.on_response(view, head, self.depth)
-            out = _apply(headers, head)
+            # Most heads only gain lines: one list display, no call.
+            out = _apply(headers, head) if head.removed else [*headers, *head.added]
         else:
             out = list(headers)
         lname = wall._rid_lower
@@ -411,13 +409,13 @@ class WSGIMiddleware(Seawall):
         try:
             if self.stack._complete:
                 end = state.ended or perf_counter()
-                template = view.route or view.raw.get("seawall.route")
+                template = view.route or state.environ.get("seawall.route")
                 outcome = Outcome(
                     state.status,
                     state.exception,
                     end - view.started,
                     None if state.ttfb is None else state.ttfb - view.started,
-                    str(template or view.path),
+                    template or view.path,
                     state.responded_by,
                     state.ended is None and state.exception is None,
                     view.deadline is not None and end - view.admitted > view.deadline,

@@ -162,7 +162,8 @@ class RequestIds:
         """Return *incoming* if it is a safe id, else a fresh one."""
         if incoming is not None and _SAFE_ID.fullmatch(incoming):
             return incoming
-        return f"{self._prefix}{next(self._counter):08x}"
+        # One %-format: cheaper than an f-string with a format spec (same text).
+        return "%s%08x" % (self._prefix, next(self._counter))  # noqa: UP031
 
     def new(self) -> str:
         """Return a fresh id, unique across processes."""
