@@ -28,7 +28,8 @@ strategies run on it unchanged. What changed and why: the ``__init__`` starts
 no timer thread (invariant 2), counters live in the bounded LRU map
 (invariant 1), time is injected (invariant 3), and :meth:`hit_many` checks
 and consumes every limit of a request under one lock, all or nothing, and
-returns the header numbers with the decision.
+returns the header numbers with the decision (:meth:`hit_fixed` is its one
+fixed-window limit case, which the layer calls directly).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class BoundedMemoryStorage(MemoryStorage):
         # MemoryStorage.__init__ would start its scanning timer thread: set up
         # our own state and run only the base Storage initialiser.
         self._entries: OrderedDict[str, list[Any]] = OrderedDict()
+        self._bind_entries()
         self._lock = threading.Lock()
         self._clock = clock
         self.max_keys = max_keys
@@ -83,12 +85,20 @@ class BoundedMemoryStorage(MemoryStorage):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_lock"]
+        del state["_lock"], state["_get"], state["_move_to_end"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._bind_entries()
         self._lock = threading.Lock()
+
+    def _bind_entries(self) -> None:
+        # Method lookups on an OrderedDict are not specialised by CPython 3.11:
+        # bound once, each of the hot path's two calls costs ~130 instructions
+        # less. _entries is only ever cleared in place, so these stay valid.
+        self._get = self._entries.get
+        self._move_to_end = self._entries.move_to_end
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -122,27 +132,50 @@ class BoundedMemoryStorage(MemoryStorage):
         per quota: units left, seconds until the quota resets, and (for a
         quota that refused) seconds until *cost* units would be admitted.
         """
+        if strategy == FIXED and len(quotas) == 1:
+            stat = self.hit_fixed(keys[0], quotas[0], cost)
+            return stat[2] == 0.0, [stat]
         now = self._clock()
-        with self._lock:
+        # acquire/release rather than ``with``: a third of the cost per hit.
+        lock = self._lock
+        lock.acquire()
+        try:
             if strategy == FIXED:
-                if len(quotas) == 1:
-                    # The common case (one limit, live window) without lists.
-                    entry = self._entries.get(keys[0])
-                    if entry is not None and entry[0] > now:
-                        self._entries.move_to_end(keys[0])
-                        amount = quotas[0].amount
-                        used = entry[1] + cost
-                        reset = entry[0] - now
-                        if used <= amount:
-                            entry[1] = used
-                            return True, [(amount - used, reset, 0.0)]
-                        return False, [(max(0, amount - entry[1]), reset, reset)]
                 return self._fixed(keys, quotas, cost, now)
             if strategy == MOVING:
                 return self._moving(keys, quotas, cost, now)
             if strategy == SLIDING:
                 return self._sliding(keys, quotas, cost, now)
             return self._gcra(keys, quotas, cost, now)
+        finally:
+            lock.release()
+
+    def hit_fixed(self, key: str, quota: Quota, cost: int) -> tuple[int, float, float]:
+        """:meth:`hit_many` for one fixed-window quota: its ``(remaining, reset, retry)``.
+
+        *retry* is ``0.0`` exactly when the request is admitted: a refusal
+        always waits for the rest of the window, a positive time. The
+        layer's common case (one limit, memory, fixed window) calls this
+        directly, without the lists of :meth:`hit_many`.
+        """
+        now = self._clock()
+        lock = self._lock
+        lock.acquire()
+        try:
+            entry = self._get(key)
+            if entry is not None and entry[0] > now:
+                # A live window: the path of nearly every request.
+                self._move_to_end(key)
+                amount = quota.amount
+                used = entry[1] + cost
+                reset = entry[0] - now
+                if used <= amount:
+                    entry[1] = used
+                    return amount - used, reset, 0.0
+                return max(0, amount - entry[1]), reset, reset
+            return self._fixed((key,), (quota,), cost, now)[1][0]
+        finally:
+            lock.release()
 
     def _fixed(
         self, keys: Sequence[str], quotas: Sequence[Quota], cost: int, now: float
