@@ -61,6 +61,33 @@ def base_http_passthrough(app):
     return Passthrough(app)
 
 
+def closing_passthrough(app):
+    """The least a WSGI middleware that times ``close()`` must do: wrap
+    start_response (add one header) and return a closing iterable."""
+
+    class Closing:
+        __slots__ = ("result",)
+
+        def __init__(self, result):
+            self.result = result
+
+        def __iter__(self):
+            return iter(self.result)
+
+        def close(self):
+            close = getattr(self.result, "close", None)
+            if close is not None:
+                close()
+
+    def middleware(environ, start_response):
+        def wrapped(status, headers, exc_info=None):
+            return start_response(status, [*headers, ("x-request-id", "1")], exc_info)
+
+        return Closing(app(environ, wrapped))
+
+    return middleware
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=4000)
@@ -91,6 +118,7 @@ def main() -> None:
         "Seawall + Timing": Seawall(flask, layers=[Timing()]),
         "Seawall + ErrorCapture": Seawall(flask, layers=[ErrorCapture()]),
         "Seawall + Timing + ErrorCapture": Seawall(flask, layers=[Timing(), ErrorCapture()]),
+        "(scale) closing-iterator passthrough": closing_passthrough(flask),
     }
     medians = compare(
         {k: (lambda a=a: time_wsgi(a, n, clock=CLOCK)) for k, a in wsgi_cases.items()}, args.rounds
