@@ -64,10 +64,10 @@ from django.http import (  # type: ignore[import-untyped]
     HttpResponseBase,
 )
 from django.http.multipartparser import MultiPartParserError  # type: ignore[import-untyped]
+from django.http.response import ResponseHeaders  # type: ignore[import-untyped]
 from django.urls import (  # type: ignore[import-untyped]
     Resolver404,
     get_resolver,
-    get_urlconf,
     resolve,
 )
 
@@ -76,7 +76,7 @@ from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import Outcome, ResponseHead
 from seawall._core.request import RequestView
 from seawall._log import bind_request, current_request, unbind_request
-from seawall._run import arun_request, run_request
+from seawall._run import arun_request, run_request, start_request
 from seawall.asgi import BodyTooLarge
 from seawall.contrib import exempt_twin, settings_kwargs
 from seawall.exceptions import ConfigurationError, Rejected, RequestTimeout
@@ -172,22 +172,105 @@ class _State:
         "wall",
     )
 
-    def __init__(self, wall: Seawall, view: RequestView) -> None:
+    def __init__(self, wall: Seawall, view: RequestView, tokens: Any) -> None:
         self.wall = wall
         self.view = view
-        self.depth = wall.stack.all_depth
+        self.tokens = tokens
+        # stack._depth, not the all_depth property: hot path.
+        self.depth = wall.stack._depth
         self.exception: BaseException | None = None
         self.responded_by: str | None = None
         self.status: int | None = None
         self.ttfb: float | None = None
         self.timed_out = False
         self.finished = False
-        self.tokens: Any = None
 
 
 def _get_header(response: HttpResponseBase, lname: str) -> str | None:
     value = response.headers.get(lname)
     return None if value is None else str(value)
+
+
+def _store_layout_known() -> bool:
+    """Whether ``ResponseHeaders`` keeps ``_store[lower name] = (name, value)`` (since 3.2)."""
+    probe = ResponseHeaders({})
+    probe["X-Probe"] = "1"
+    return getattr(probe, "_store", None) == {"x-probe": ("X-Probe", "1")}
+
+
+#: Whether :func:`_write_headers` may store plain lines itself (checked once,
+#: so a Django that keeps its headers otherwise only ever gets the public path).
+_DIRECT = _store_layout_known()
+
+
+def _write_headers(
+    headers: Any,
+    removed: Any,
+    added: list[tuple[str, str]],
+    rid_name: str,
+    rid_lower: str,
+    rid: str,
+) -> None:
+    """Apply the layers' edits to Django's *headers*, then set the request id line.
+
+    Django keeps one value per name: a second line of a name folds into
+    ``"old, new"``. The request id line replaces any other of its name (the
+    app's or a layer's). ``ResponseHeaders.__setitem__`` checks every name
+    and value (an ASCII name, a latin-1 value, no CR or LF; it MIME-encodes
+    other text) in three calls per line: a ``str`` line that is ASCII
+    without CR or LF passes those checks unchanged, so it is stored here as
+    ``__setitem__`` would store it. Every other line goes through Django.
+    """
+    if not _DIRECT or type(headers) is not ResponseHeaders:
+        _write_headers_checked(headers, removed, added, rid_name, rid_lower, rid)
+        return
+    store = headers._store
+    for name in removed:
+        store.pop(name.lower(), None)
+    for name, value in added:
+        if type(name) is str and type(value) is str:
+            lname = name.lower()
+            if lname == rid_lower:
+                continue
+            old = store.get(lname)
+            if old is not None:
+                value = f"{old[1]}, {value}"
+            line = name + value
+            if line.isascii() and "\n" not in line and "\r" not in line:
+                store[lname] = (name, value)
+            else:
+                headers[name] = value
+        else:
+            old = headers.get(name)
+            headers[name] = value if old is None else f"{old}, {value}"
+    store.pop(rid_lower, None)
+    line = rid_name + rid
+    if line.isascii() and "\n" not in line and "\r" not in line:
+        store[rid_lower] = (rid_name, rid)
+    else:
+        headers[rid_name] = rid
+
+
+def _write_headers_checked(
+    headers: Any,
+    removed: Any,
+    added: list[tuple[str, str]],
+    rid_name: str,
+    rid_lower: str,
+    rid: str,
+) -> None:
+    """:func:`_write_headers` through the public mapping interface only."""
+    for name in removed:
+        if name in headers:
+            del headers[name]
+    for name, value in added:
+        if type(name) is str and name.lower() == rid_lower:
+            continue
+        old = headers.get(name)
+        headers[name] = value if old is None else f"{old}, {value}"
+    if rid_name in headers:
+        del headers[rid_name]
+    headers[rid_name] = rid
 
 
 def _to_response(respond: Respond) -> HttpResponse:
@@ -212,6 +295,16 @@ def _read_body(request: HttpRequest, view: RequestView, limit: int) -> bytes | N
         return None
     view.body = data
     return data
+
+
+def _body_effect(request: HttpRequest, view: RequestView, effect: Any) -> Any:
+    """Run a layer's body effect on the request (``functools.partial``-bound per request)."""
+    if isinstance(effect, ReadBody):
+        return _read_body(request, view, effect.limit)
+    if isinstance(effect, ReplaceBody):
+        _replace_body(request, view, effect)
+        return None
+    raise TypeError(type(effect).__name__)  # pragma: no cover
 
 
 def _replace_body(request: HttpRequest, view: RequestView, effect: ReplaceBody) -> None:
@@ -266,10 +359,9 @@ class SeawallMiddleware:
     # -- shared steps ----------------------------------------------------------
 
     def _pick(self, request: HttpRequest) -> Seawall:
-        twin = self._exempt_wall
-        if twin is None:
-            return self.wall
-        urlconf = getattr(request, "urlconf", None) or get_urlconf()
+        """The exempt twin for a view marked ``@exempt``, else the wall (there is a twin)."""
+        # The URLconf Django resolves the view with (BaseHandler.resolve_request).
+        urlconf = getattr(request, "urlconf", None) or settings.ROOT_URLCONF
         has = self._exempt_views.get(urlconf)
         if has is None:
             # Only URLconfs with an exempt view pay for resolving early.
@@ -281,40 +373,28 @@ class SeawallMiddleware:
             match = resolve(request.path_info, urlconf)
         except Resolver404:
             return self.wall
-        return twin if is_exempt(match.func) else self.wall
+        twin = self._exempt_wall
+        return twin if twin is not None and is_exempt(match.func) else self.wall
 
     def _begin(self, request: HttpRequest, wall: Seawall) -> _State:
         started = perf_counter()
         # META has the same keys under WSGI and ASGI (Django fills it from the
         # scope), and is well-formed even where a test client's scope is not.
-        view = RequestView.from_wsgi(request.META, resolver=wall.resolver, started=started)
+        meta = request.META
+        view = RequestView.from_wsgi(meta, resolver=wall.resolver, started=started)
         view.interface = wall.interface
-        rid = wall.ids.accept(request.META.get(wall._rid_environ))
+        rid = wall.ids.accept(meta.get(wall._rid_environ))
         view.request_id = rid
-        request.META["seawall.request_id"] = rid
-        state = _State(wall, view)
-        setattr(request, _STATE, state)
-        state.tokens = bind_request(view)
+        meta["seawall.request_id"] = rid
+        state = _State(wall, view, bind_request(view))
+        request._seawall = state  # _STATE, read by process_exception
         return state
 
-    def _body_io(self, request: HttpRequest, view: RequestView) -> Callable[[Any], Any]:
-        def body_io(effect: Any) -> Any:
-            if isinstance(effect, ReadBody):
-                return _read_body(request, view, effect.limit)
-            if isinstance(effect, ReplaceBody):
-                _replace_body(request, view, effect)
-                return None
-            raise TypeError(type(effect).__name__)  # pragma: no cover
+    def _admit(self, request: HttpRequest, state: _State, limit: int) -> HttpResponse | None:
+        """Arm the body limit *limit* a layer asked for; answer 413 now if Content-Length says so.
 
-        return body_io
-
-    def _admit(self, request: HttpRequest, state: _State) -> HttpResponse | None:
-        """Arm the body limit a layer asked for; answer 413 now if Content-Length says so."""
-        view = state.view
-        view.admitted = perf_counter()
-        limit = view.max_body
-        if limit is None or view.body is not None:
-            return None
+        Called only when a layer set ``view.max_body`` and none read the body.
+        """
         try:
             length = int(request.META.get("CONTENT_LENGTH") or -1)
         except ValueError:
@@ -337,38 +417,42 @@ class SeawallMiddleware:
     def _finish_head(self, state: _State, response: HttpResponseBase) -> None:
         wall = state.wall
         view = state.view
-        head = ResponseHead(response.status_code, response, _get_header)
-        if view.response_headers:
-            head.extend(view.response_headers)
-        wall.stack.on_response(view, head, state.depth)
-        head.set(wall._rid_header, view.request_id)
-        headers = response.headers
-        for name in head.removed:
-            if name in headers:
-                del headers[name]
-        for name, value in head.added:
-            # Django keeps one value per header name: extra lines fold into a list.
-            old = headers.get(name)
-            headers[name] = value if old is None else f"{old}, {value}"
-        state.status = response.status_code
+        stack = wall.stack
+        status = response.status_code
+        extra = view.response_headers
+        # stack._response, not the has_response_hooks property: hot path.
+        if extra or stack._response:
+            head = ResponseHead(status, response, _get_header)
+            if extra:
+                head.added.extend(extra)
+            stack.on_response(view, head, state.depth)
+            removed: Any = head.removed
+            added = head.added
+        else:
+            removed = added = ()  # type: ignore[assignment]
+        _write_headers(
+            response.headers, removed, added, wall._rid_header, wall._rid_lower, view.request_id
+        )
+        state.status = status
         state.ttfb = perf_counter()
 
-    def _complete(self, request: HttpRequest, state: _State, response: Any) -> None:
-        if response is not None and getattr(response, "streaming", False):
+    @staticmethod
+    def _complete(request: HttpRequest, state: _State, response: Any = None) -> None:
+        """Give the layers the outcome: now, or at the close of a streaming *response*."""
+        if getattr(response, "streaming", False):
             # The real end of a streaming response is its close() (WSGI and ASGI).
-            response._resource_closers.append(lambda: self._finish(request, state))
-        else:
-            self._finish(request, state)
-
-    def _finish(self, request: HttpRequest, state: _State) -> None:
+            response._resource_closers.append(lambda: SeawallMiddleware._complete(request, state))
+            return
         if state.finished:
             return
         state.finished = True
+        stack = state.wall.stack
+        if not stack._complete:
+            return
         view = state.view
-        match = getattr(request, "resolver_match", None)
-        route = getattr(match, "route", None)
+        route = getattr(getattr(request, "resolver_match", None), "route", None)
         if route:
-            view.route = route if route.startswith("/") else "/" + route
+            view.route = route if route[0] == "/" else "/" + route
         now = perf_counter()
         deadline = view.deadline
         outcome = Outcome(
@@ -382,7 +466,7 @@ class SeawallMiddleware:
             state.timed_out or (deadline is not None and now - view.admitted > deadline),
             view.route is not None,
         )
-        state.wall.stack.on_complete(view, outcome, state.depth)
+        stack.on_complete(view, outcome, state.depth)
 
     # -- sync ------------------------------------------------------------------
 
@@ -390,19 +474,24 @@ class SeawallMiddleware:
         """Serve one request (a coroutine when the middleware is in async mode)."""
         if self.async_mode:
             return self._acall(request)
-        wall = self._pick(request)
+        wall = self.wall if self._exempt_wall is None else self._pick(request)
         stack = wall.stack
         state = self._begin(request, wall)
         view = state.view
         response: Any = None
         try:
-            respond, depth = run_request(stack, view, self._body_io(request, view))
+            body_io = functools.partial(_body_effect, request, view)
+            respond, depth = run_request(stack, view, body_io)
             state.depth = depth
             if respond is not None:
                 state.responded_by = stack.names[depth]
                 response = _to_response(respond)
             else:
-                response = self._admit(request, state) or self.get_response(request)
+                view.admitted = perf_counter()
+                if view.max_body is not None and view.body is None:
+                    response = self._admit(request, state, view.max_body)
+                if response is None:
+                    response = self.get_response(request)
             self._finish_head(state, response)
         except BaseException as exc:
             state.exception = state.exception or exc
@@ -418,25 +507,31 @@ class SeawallMiddleware:
     # -- async -----------------------------------------------------------------
 
     async def _acall(self, request: HttpRequest) -> Any:
-        wall = self._pick(request)
+        wall = self.wall if self._exempt_wall is None else self._pick(request)
         stack = wall.stack
         state = self._begin(request, wall)
         view = state.view
         response: Any = None
-        sync_io = self._body_io(request, view)
-
-        async def body_io(effect: Any) -> Any:
-            # Django's ASGI handler has spooled the body already: no await needed.
-            return sync_io(effect)
-
         try:
-            respond, depth = await arun_request(stack, view, body_io)
+            # The hooks run synchronously until one needs I/O: most requests
+            # need none, and are spared the coroutine arun_request would be.
+            respond, depth, flow = start_request(stack, view)
+            if flow is not None:
+                sync_io = functools.partial(_body_effect, request, view)
+
+                async def body_io(effect: Any) -> Any:
+                    # Django's ASGI handler has spooled the body already: no await needed.
+                    return sync_io(effect)
+
+                respond, depth = await arun_request(stack, view, body_io, start=depth, flow=flow)
             state.depth = depth
             if respond is not None:
                 state.responded_by = stack.names[depth]
                 response = _to_response(respond)
             else:
-                response = self._admit(request, state)
+                view.admitted = perf_counter()
+                if view.max_body is not None and view.body is None:
+                    response = self._admit(request, state, view.max_body)
                 if response is None:
                     if view.deadline is None:
                         response = await self.get_response(request)
