@@ -50,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
 ROUTE_KEYS = frozenset(DEFAULTS)
 
 _THREAT_MODES = ("block", "monitor", "off")
+#: Stands for "no limit" where a limit is compared as a number.
+_UNLIMITED = 1 << 62
 _DETECTORS: dict[int, Detector] = {}
 
 
@@ -67,6 +69,10 @@ def _limit(value: Any, where: str) -> int | None:
         msg = f"{where}: expected a whole number >= 0 or None, got {value!r}"
         raise ConfigurationError(msg)
     return value
+
+
+def _cap(limit: int | None) -> int:
+    return _UNLIMITED if limit is None else limit
 
 
 def _names(value: Any, where: str) -> tuple[str, ...]:
@@ -98,25 +104,30 @@ class Policy:
 
     __slots__ = (
         "allow",
+        "bytes_cap",
         "content_types",
         "detector",
         "json",
         "json_limits",
+        "lines_cap",
         "max_body",
         "max_header_bytes",
         "max_headers",
         "max_query_params",
         "max_url",
         "methods",
+        "params_cap",
         "read_body",
         "sanitize_fields",
         "sanitize_query",
         "schema",
+        "simple",
         "threat_body",
         "threat_budget",
         "threat_headers",
         "threat_ignore",
         "threats",
+        "url_cap",
         "wants_body",
     )
 
@@ -179,6 +190,15 @@ class Policy:
             or bool(self.sanitize_fields)
             or (self.detector is not None and self.threat_body)
         )
+        # The request-line and header limits as plain numbers (``None``: one
+        # no request reaches), so each check on every request is one compare.
+        self.url_cap = _cap(self.max_url)
+        self.lines_cap = _cap(self.max_headers)
+        self.bytes_cap = _cap(self.max_header_bytes)
+        self.params_cap = _cap(self.max_query_params)
+        # Nothing checked past the headers unless a body comes: no threat
+        # detection, no query to clean.
+        self.simple = self.detector is None and not self.sanitize_query
 
 
 def build_policy(

@@ -361,7 +361,8 @@ class Validation:
         query = request.query_string
         # len(request.target), without building the string.
         url_length = len(request.path) + len(query) + 1 if query else len(request.path)
-        if policy.max_url is not None and url_length > policy.max_url:
+        # The caps are the limits as numbers (no limit: one never reached).
+        if url_length > policy.url_cap:
             return self._reject(
                 request,
                 "uri_too_long",
@@ -374,7 +375,7 @@ class Validation:
         # Count and size in one pass over the raw headers: the header map is
         # built only when a check needs a value (a body's framing, threats).
         lines, size, framed = request.header_totals()
-        if policy.max_headers is not None and lines > policy.max_headers:
+        if lines > policy.lines_cap:
             return self._reject(
                 request,
                 "too_many_headers",
@@ -384,7 +385,7 @@ class Validation:
                 f"The request has more than {policy.max_headers} header lines.",
                 max_headers=policy.max_headers,
             )
-        if policy.max_header_bytes is not None and size > policy.max_header_bytes:
+        if size > policy.bytes_cap:
             return self._reject(
                 request,
                 "headers_too_large",
@@ -394,8 +395,8 @@ class Validation:
                 f"The request headers are larger than {policy.max_header_bytes} bytes.",
                 max_header_bytes=policy.max_header_bytes,
             )
-        limit = policy.max_query_params
-        if query and limit is not None and query.count("&") >= limit:
+        limit = policy.params_cap
+        if query and query.count("&") >= limit:
             count = sum(1 for part in query.split("&") if part)
             if count > limit:
                 return self._reject(
@@ -407,6 +408,16 @@ class Validation:
                     f"The query has more than {limit} parameters.",
                     max_query_params=limit,
                 )
+        if framed or not policy.simple:
+            return self._after_headers(request, policy, query, framed)
+        # No body to speak of, nothing more to check: what _after_headers()
+        # concludes for such a request, without the call.
+        if policy.max_body is not None and request.method not in _BODILESS:
+            request.max_body = policy.max_body
+        return None
+
+    def _after_headers(self, request: RequestView, policy: Policy, query: str, framed: bool) -> Any:
+        """The checks past the request line and headers: body framing, threats, the body."""
         # What the headers say of the body. Content-Length is believed only to
         # refuse early: the body itself is always counted. With neither
         # Content-Length nor Transfer-Encoding there is no body to speak of.
