@@ -27,20 +27,30 @@ __all__ = ["bind_request", "current_request", "logger", "request_id", "unbind_re
 
 logger: Any = structlog.get_logger("seawall")
 
-_current: ContextVar[RequestView | None] = ContextVar("seawall_request", default=None)
+# The current request sits in a one-item list, emptied when the request
+# ends. Context copies taken during a request outlive it: a server's
+# keep-alive timer (uvicorn arms loop.call_later inside the last send) keeps
+# one per idle connection. Holding the view there would keep it and its
+# scope alive until the timer goes, in the collector's older generations
+# (full collections of tens of ms under load); an emptied list holds nothing.
+_current: ContextVar[list[RequestView | None] | None] = ContextVar("seawall_request", default=None)
 # The name must start with structlog's STRUCTLOG_KEY_PREFIX; Ellipsis is
-# structlog's "unset" marker, skipped by merge_contextvars.
+# structlog's "unset" marker, skipped by merge_contextvars. A string holds no
+# other object, so copies may keep it: log lines of work a request spawned
+# keep its id.
 _structlog_request_id: ContextVar[Any] = ContextVar("structlog_request_id", default=...)
 
-Tokens = tuple["Token[RequestView | None]", Token[Any]]
+Tokens = tuple["Token[list[RequestView | None] | None]", Token[Any], "list[RequestView | None]"]
 
 
 def request_id() -> str | None:
     """Return the id of the request being handled, or ``None`` outside a request.
 
-    Works in sync and async handlers, and in code they call.
+    Works in sync and async handlers, and in code they call, until the
+    request ends.
     """
-    view = _current.get()
+    holder = _current.get()
+    view = None if holder is None else holder[0]
     return None if view is None else view.request_id
 
 
@@ -49,19 +59,26 @@ def current_request() -> RequestView | None:
 
     Handler decorators (``seawall.limit``, ``seawall.validate``, ...) use it
     to see the request as the layers did (client identity, request id)
-    without a framework-specific request argument. ``None`` outside a request
-    or when the app is not wrapped by :class:`~seawall.Seawall`.
+    without a framework-specific request argument. ``None`` outside a request,
+    once the request has ended, or when the app is not wrapped by
+    :class:`~seawall.Seawall`.
     """
-    return _current.get()
+    holder = _current.get()
+    return None if holder is None else holder[0]
 
 
 def bind_request(view: RequestView) -> Tokens:
     """Make *view* the current request; return what :func:`unbind_request` needs."""
-    return _current.set(view), _structlog_request_id.set(view.request_id)
+    holder: list[RequestView | None] = [view]
+    return _current.set(holder), _structlog_request_id.set(view.request_id), holder
 
 
 def unbind_request(tokens: Tokens) -> None:
-    """Undo :func:`bind_request` (tolerates being called from another context)."""
+    """Undo :func:`bind_request` (tolerates being called from another context).
+
+    Every context copied during the request sees no request from now on.
+    """
+    tokens[2][0] = None
     try:
         _current.reset(tokens[0])
         _structlog_request_id.reset(tokens[1])

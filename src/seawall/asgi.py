@@ -30,7 +30,7 @@ from seawall._app import Seawall
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import Outcome, ResponseHead
 from seawall._core.request import RequestView
-from seawall._log import Tokens, bind_request, unbind_request
+from seawall._log import bind_request, unbind_request
 from seawall._run import arun_request, start_request
 from seawall.exceptions import Rejected, RequestTimeout, ValidationFailed
 
@@ -85,14 +85,30 @@ def _get_header(items: list[tuple[bytes, bytes]], lname: str) -> str | None:
     return None
 
 
+# Header names layers add, encoded once: lower() and encode() per header per
+# response cost more than a dict lookup. Bounded: names come from the
+# layers' code, but a layer could build them from request data.
+_NAME_BYTES: dict[str, bytes] = {}
+
+
+def _name_bytes(name: str) -> bytes:
+    encoded = _NAME_BYTES.get(name)
+    if encoded is None:
+        encoded = name.lower().encode("latin-1")
+        if len(_NAME_BYTES) < 1024:
+            _NAME_BYTES[name] = encoded
+    return encoded
+
+
 def _apply(items: list[tuple[bytes, bytes]], head: ResponseHead) -> list[tuple[bytes, bytes]]:
     if head.removed:
         removed = {n.encode("latin-1") for n in head.removed}
         out = [(k, v) for k, v in items if k.lower() not in removed]
     else:
         out = list(items)
+    names = _NAME_BYTES
     for name, value in head.added:
-        out.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        out.append((names.get(name) or _name_bytes(name), value.encode("latin-1")))
     return out
 
 
@@ -167,7 +183,6 @@ class _Cycle:
         "started_response",
         "status",
         "timed_out",
-        "tokens",
         "ttfb",
         "view",
         "wall",
@@ -198,7 +213,6 @@ class _Cycle:
         self.exception: BaseException | None = None
         self.responded_by: str | None = None
         self.timed_out = False
-        self.tokens: Tokens | None = None
 
     async def body_io(self, effect: Any) -> Any:
         """Run :class:`ReadBody`/:class:`ReplaceBody` for the layers."""
@@ -228,6 +242,8 @@ class _Cycle:
         else:
             out = list(items)
         key = wall._rid_key
+        # A plain loop: cheaper than `key not in map(itemgetter(0), out)`
+        # for a response's handful of headers (measured).
         for name, _ in out:
             if name == key:
                 break
@@ -238,7 +254,6 @@ class _Cycle:
     async def send(self, message: Message) -> None:
         """The ``send`` the app gets: edits the start, never buffers the body."""
         kind = message["type"]
-        last = False
         if kind == "http.response.start":
             status = message["status"]
             self.status = status
@@ -250,36 +265,18 @@ class _Cycle:
                 self.held = [message]
                 return
             self.started_response = True
-        elif self.held is not None:
-            if kind == "http.response.body" and not message.get("more_body", False):
-                self.ended = perf_counter()
-            self.held.append(message)
-            return
         elif kind == "http.response.body":
             if not message.get("more_body", False):
                 self.ended = perf_counter()
-                last = True
+            if self.held is not None:
+                self.held.append(message)
+                return
+        elif self.held is not None:
+            self.held.append(message)
+            return
         elif kind == "http.response.pathsend":
             self.ended = perf_counter()
-            last = True
-        tokens = self.tokens
-        if not last or tokens is None:
-            await self.send_(message)
-            return
-        # The last message goes out with the request unbound from the
-        # context. Servers arm their keep-alive timer inside this send
-        # (uvicorn's call_later), and a timer handle keeps a copy of the
-        # current context until the loop drops it, cancelled or not. Bound,
-        # that copy would keep the request's view and scope alive on every
-        # idle keep-alive connection; the collector then finds them in its
-        # older generations and pays for full collections (tens of ms: the
-        # whole p99 of a busy server). The binding comes back afterwards,
-        # for background tasks and the layers' on_complete.
-        unbind_request(tokens)
-        try:
-            await self.send_(message)
-        finally:
-            self.tokens = bind_request(self.view)
+        await self.send_(message)
 
     async def send_own(self, respond: Respond) -> None:
         """Send a response of ours (a rejection or a 500), if none has started."""
@@ -356,7 +353,7 @@ class ASGIMiddleware(Seawall):
         scope["seawall.request_id"] = rid
         scope["seawall.request"] = view
         cycle = _Cycle(self, view, scope, receive, send, rid)
-        cycle.tokens = bind_request(view)
+        tokens = bind_request(view)
         try:
             if stack.request_hooks:
                 respond, cycle.depth, flow = start_request(stack, view)
@@ -420,12 +417,9 @@ class ASGIMiddleware(Seawall):
             if cycle.held is not None:
                 held, cycle.held = cycle.held, None
                 cycle.started_response = True
-                last = held.pop()
+                # Edited and timed as they were held.
                 for message in held:
                     await send(message)
-                # A body goes through cycle.send, which unbinds for the last one;
-                # the start was edited already.
-                await (send if last["type"] == "http.response.start" else cycle.send)(last)
         finally:
             if stack._complete:
                 template = view.route or route_of(scope)
@@ -444,7 +438,7 @@ class ASGIMiddleware(Seawall):
                 stack.on_complete(view, outcome, cycle.depth)
             # Break the scope <-> view cycle so both are freed by refcount.
             scope.pop("seawall.request", None)
-            unbind_request(cycle.tokens)
+            unbind_request(tokens)
             self.in_flight -= 1
 
     def _lifespan_receive(self, receive: Receive) -> Receive:

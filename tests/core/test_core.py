@@ -168,3 +168,28 @@ class TestHelpers:
         assert c.total() == 1
         clock.advance(100)
         assert c.total() == 0
+
+
+class TestHistogramBuckets:
+    """The bisected buckets are the log-linear ones: 8 per power of two."""
+
+    def test_each_value_lands_in_its_power_of_two_eighth(self) -> None:
+        import math
+        import random
+
+        rng = random.Random(7)
+        last = LogHistogram._SIZE - 1
+        for _ in range(20_000):
+            value = math.exp(rng.uniform(math.log(1e-7), math.log(5000.0)))
+            mantissa, exp = math.frexp(value)
+            want = (exp - LogHistogram._MIN_EXP) * 8 + int(mantissa * 16.0) - 8
+            h = LogHistogram()
+            h.record(value)
+            assert h._counts.index(1) == min(max(want, 0), last)
+
+    def test_zero_and_tiny_durations_go_to_the_first_bucket(self) -> None:
+        h = LogHistogram()
+        h.record(0.0)
+        h.record(1e-9)
+        assert h._counts[0] == 2
+        assert h.percentile(99) < 1e-5

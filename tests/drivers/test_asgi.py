@@ -273,46 +273,65 @@ class TestDeadlinesAndBodyCap:
 
 class TestContextOnTheLastSend:
     """A server arms its keep-alive timer while it sends the last message; the
-    timer keeps a copy of the context. That copy must not hold the request."""
+    timer keeps a copy of the context, often well past the request. That copy
+    must not hold the request once it has ended."""
 
-    def _run(self, app: Any, layers: list[Any]) -> tuple[list[Any], list[Any]]:
+    def _run(self, app: Any, layers: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
         import contextvars
 
         import seawall
 
-        captured: list[Any] = []
+        copies: list[Any] = []
         during: list[Any] = []
 
         async def send(message: dict[str, Any]) -> None:
             ctx = contextvars.copy_context()  # what loop.call_later would keep
-            pair = ctx.run(lambda: (seawall.current_request(), seawall.request_id()))
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                captured.append(pair)
-            else:
-                during.append(pair)
+            copies.append(ctx)
+            during.append(ctx.run(lambda: (seawall.current_request(), seawall.request_id())))
 
         asyncio.run(Seawall(app, layers=layers)(scope(), empty_receive, send))
-        return captured, during
+        after = [ctx.run(lambda: (seawall.current_request(), seawall.request_id())) for ctx in copies]
+        return copies, during, after
 
     @pytest.mark.parametrize("layers", [[], [Timing(), ErrorCapture()]])
-    def test_the_last_send_sees_no_request_but_earlier_ones_do(self, layers: list[Any]) -> None:
+    def test_copies_see_the_request_during_it_and_not_after(self, layers: list[Any]) -> None:
         async def app(scope: Any, receive: Any, send: Any) -> None:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"a", "more_body": True})
             await send({"type": "http.response.body", "body": b"b"})
 
-        captured, during = self._run(app, layers)
-        assert captured == [(None, None)]
-        assert len(during) == 2
+        copies, during, after = self._run(app, layers)
+        assert len(during) == 3
         assert all(view is not None and rid for view, rid in during)
+        assert after == [(None, None)] * 3
+
+    def test_copies_keep_no_reference_to_the_view(self) -> None:
+        import gc
+
+        from seawall._core.request import RequestView
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"b"})
+
+        copies, _, _ = self._run(app, [Timing()])
+        gc.collect()
+        held = [
+            obj
+            for ctx in copies
+            for value in ctx.values()
+            for obj in ([value] if not isinstance(value, list) else value)
+            if isinstance(obj, RequestView)
+        ]
+        assert held == []
 
     def test_our_own_responses_too(self) -> None:
         async def app(scope: Any, receive: Any, send: Any) -> None:
             raise RuntimeError("boom")
 
-        captured, during = self._run(app, [ErrorCapture()])
-        assert captured == [(None, None)]
+        copies, during, after = self._run(app, [ErrorCapture()])
         assert during[0][0] is not None
+        assert all(pair == (None, None) for pair in after)
 
     def test_background_tasks_still_see_the_request_id(self) -> None:
         import seawall

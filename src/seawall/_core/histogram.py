@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_right as _bisect
 from collections.abc import Callable
 
 __all__ = ["LogHistogram", "SlidingCounter"]
-
-_frexp = math.frexp
 
 
 class LogHistogram:
     """Durations in log-linear buckets: bounded memory, percentiles within ~5%.
 
-    Each power of two is split in 8 buckets (``math.frexp`` finds it in one C
-    call, cheaper than a logarithm); values below ~7.6 µs share the first
-    bucket and values above ~17 minutes the last, so a histogram is 224
-    counters whatever the number of samples.
+    Each power of two is split in 8 equal buckets; values below ~7.6 µs
+    share the first bucket and values above ~17 minutes the last, so a
+    histogram is 216 counters whatever the number of samples.
     """
 
     __slots__ = ("_counts", "max", "total")
@@ -33,16 +31,10 @@ class LogHistogram:
 
     def record(self, value: float) -> None:
         """Add one sample (seconds)."""
-        mantissa, exp = _frexp(value)
-        # (exp - _MIN_EXP) * 8 + int(mantissa * 16) - 8, with the constants
-        # folded into module globals: class attributes read through self are
-        # an unspecialised lookup on CPython 3.11, and this runs per request.
-        index = exp * 8 + int(mantissa * 16.0) + _OFFSET
-        if index < 0:
-            index = 0
-        elif index >= _SIZE:
-            index = _LAST
-        self._counts[index] += 1
+        # The bucket is found by bisecting the precomputed lower bounds: one
+        # C call, where computing it from frexp() took a dozen bytecodes.
+        # This runs twice per request (Timing: duration and ttfb).
+        self._counts[_bisect(_BOUNDS, value)] += 1
         self.total += value
         if value > self.max:
             self.max = value
@@ -77,10 +69,19 @@ class LogHistogram:
         return self.total / count if count else 0.0
 
 
-# LogHistogram's bucket layout as module globals, for record() (see there).
-_OFFSET = -LogHistogram._MIN_EXP * LogHistogram._SUB - 8
-_SIZE = LogHistogram._SIZE
-_LAST = _SIZE - 1
+def _lower_bounds() -> list[float]:
+    # Bucket i (i >= 1) starts at (8 + i % 8) / 16 * 2**(i // 8 + _MIN_EXP):
+    # the same split as math.frexp's mantissa in 8 steps. bisect_right over
+    # these gives the bucket of a value (0 for anything below the second).
+    sub = LogHistogram._SUB
+    low = LogHistogram._MIN_EXP
+    return [
+        math.ldexp((sub + i % sub) / (2.0 * sub), i // sub + low)
+        for i in range(1, LogHistogram._SIZE)
+    ]
+
+
+_BOUNDS = _lower_bounds()
 
 
 class SlidingCounter:

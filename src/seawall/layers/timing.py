@@ -105,41 +105,47 @@ class Timing:
 
     def on_complete(self, request: RequestView, outcome: Outcome) -> None:
         """Record the request's duration and time to first byte; warn if slow."""
-        route = outcome.route
         status = outcome.status
-        if status == 404 and not outcome.templated:
-            route = UNMATCHED
+        route = outcome.route if status != 404 or outcome.templated else UNMATCHED
         stats = self._routes.get(route)
         if stats is None:
-            # Lock only to add a route: the per-request counters below are
-            # plain increments under the GIL (a rare lost count under heavy
-            # thread contention is the price of no lock per request).
-            with self._lock:
-                if len(self._routes) >= self.max_routes and route not in self._routes:
-                    route = OTHER_ROUTES
-                stats = self._routes.setdefault(route, _RouteStats())
+            stats = self._add_route(route)
         duration = outcome.duration
         stats.duration.record(duration)
         ttfb = outcome.ttfb
         if ttfb is not None:
             stats.ttfb.record(ttfb)
-        if outcome.exception is not None or outcome.timed_out or (status and status >= 500):
+        if outcome.exception is not None or outcome.timed_out or (status or 0) >= 500:
             stats.errors += 1
         self.requests += 1
         slow = self.slow
         if slow is not None and duration > slow:
-            stats.slow += 1
-            self.slow_requests += 1
-            logger.warning(
-                "seawall.request.slow",
-                request_id=request.request_id,
-                method=request.method,
-                route=route,
-                status=outcome.status,
-                duration_ms=round(outcome.duration * 1000.0, 3),
-                ttfb_ms=None if outcome.ttfb is None else round(outcome.ttfb * 1000.0, 3),
-                threshold_ms=round(slow * 1000.0, 3),
-            )
+            self._slow(request, outcome, route, stats, slow)
+
+    def _add_route(self, route: str) -> _RouteStats:
+        # Lock only to add a route: the per-request counters are plain
+        # increments under the GIL (a rare lost count under heavy thread
+        # contention is the price of no lock per request).
+        with self._lock:
+            if len(self._routes) >= self.max_routes and route not in self._routes:
+                route = OTHER_ROUTES
+            return self._routes.setdefault(route, _RouteStats())
+
+    def _slow(
+        self, request: RequestView, outcome: Outcome, route: str, stats: _RouteStats, slow: float
+    ) -> None:
+        stats.slow += 1
+        self.slow_requests += 1
+        logger.warning(
+            "seawall.request.slow",
+            request_id=request.request_id,
+            method=request.method,
+            route=route,
+            status=outcome.status,
+            duration_ms=round(outcome.duration * 1000.0, 3),
+            ttfb_ms=None if outcome.ttfb is None else round(outcome.ttfb * 1000.0, 3),
+            threshold_ms=round(slow * 1000.0, 3),
+        )
 
     def route_stats(self, route: str) -> dict[str, Any] | None:
         """Statistics of one route template, or ``None`` if it was never seen."""
