@@ -26,10 +26,16 @@ Theory of operation:
    are out at once per epoch; OPEN is only left for HALF_OPEN (by time) or by
    a manual ``close()``/``reset()``; the window is cleared on every
    transition.
-5. Reading CLOSED takes no lock (one attribute read), so the closed-state
-   cost of a call is a clock read when needed and one short locked update;
-   an untimed success into a full window of successes (a healthy service)
-   changes nothing and takes no lock at all.
+5. Reading CLOSED takes no lock (one attribute read: ``_closed_epoch``), so
+   the closed-state cost of a call is a clock read when needed and one short
+   locked update; an untimed success into a full window of successes (a
+   healthy service) changes nothing and takes no lock at all. The epoch
+   says so itself (``quiet``, kept under the lock), so that case is one
+   attribute read too. Safe without the lock: under the GIL an attribute
+   read or write is atomic, and a reader that sees ``quiet`` (or
+   ``_closed_epoch``) just before a locked writer changes it is simply
+   ordered before that writer, when its success changed nothing (or its
+   permit was current).
 6. With a Redis ``storage`` (:mod:`seawall._breaker.shared`), the permit and
    the outcome go through Lua scripts instead and the state is shared by
    every process; if Redis fails the breaker goes on with this local engine
@@ -245,13 +251,17 @@ class _Epoch:
 
     *owner* is the breaker it belongs to, so a holder (the layer) can keep
     the permit alone rather than a (breaker, permit) pair per request.
+    *quiet*: an untimed success on this permit changes nothing but the
+    counters (the epoch is current, CLOSED, and its count window is full of
+    successes). Set and cleared under the breaker's lock, read without it.
     """
 
-    __slots__ = ("done", "failures", "owner", "probes", "slow", "started", "state")
+    __slots__ = ("done", "failures", "owner", "probes", "quiet", "slow", "started", "state")
 
     def __init__(self, state: str, started: float, owner: Breaker) -> None:
         self.state = state
         self.owner = owner
+        self.quiet = False
         self.started = started
         self.probes = 0
         self.done = 0
@@ -335,6 +345,9 @@ class Breaker(pybreaker.CircuitBreaker):
         self._clock = clock or time.monotonic
         self._store: RedisBreakerStore | None = None
         self._epoch = _Epoch(CLOSED, self._clock(), self)
+        # The current epoch while CLOSED with no shared store, else None: the
+        # lock-free admission is then one read (set with _epoch, see _transition).
+        self._closed_epoch: _Epoch | None = self._epoch
         self._opened_at = 0.0
         self._consecutive = 0
         super().__init__(
@@ -357,6 +370,9 @@ class Breaker(pybreaker.CircuitBreaker):
         )
         # The count window, for the inline success path (None for a time window).
         self._count_window = self._window if isinstance(self._window, CountWindow) else None
+        # Whether an epoch may be quiet: a timed call moves a time window or
+        # may be slow, so only untimed calls into a count window can be no-ops.
+        self._settles = not self._needs_time and self._count_window is not None
         self._state_objs: dict[str, Any] = {
             CLOSED: pybreaker.CircuitClosedState(self),
             OPEN: pybreaker.CircuitOpenState(self),
@@ -379,11 +395,11 @@ class Breaker(pybreaker.CircuitBreaker):
                 # injected clock if any (tests), else Redis's own TIME.
                 clock=clock,
             )
+            self._closed_epoch = None  # Redis decides every permit while it answers
         self.storage = storage or "memory://"
         self._zero_stats()
 
     def _zero_stats(self) -> None:
-        self.calls = 0
         self.successes = 0
         self.failures = 0
         self.slow_calls = 0
@@ -400,6 +416,12 @@ class Breaker(pybreaker.CircuitBreaker):
             f"sliding_window={c.sliding_window_size} {c.sliding_window_type}, "
             f"wait_in_open={c.wait_in_open}, storage={self.storage!r})"
         )
+
+    @property
+    def calls(self) -> int:
+        """Outcomes given back: successes, failures and ignored calls (not refusals)."""
+        # A sum rather than a counter of its own: one increment less per call.
+        return self.successes + self.failures + self.ignored
 
     @property
     def shared(self) -> RedisBreakerStore | None:
@@ -468,8 +490,11 @@ class Breaker(pybreaker.CircuitBreaker):
 
     def _transition(self, to: str, now: float, reason: str, **figures: Any) -> Change:
         """Enter *to* (caller holds the lock); return what :meth:`_emit` reports."""
-        old = self._epoch.state
-        self._epoch = _Epoch(to, now, self)
+        old_epoch = self._epoch
+        old = old_epoch.state
+        old_epoch.quiet = False  # its outcomes are stale from now on
+        epoch = self._epoch = _Epoch(to, now, self)
+        self._closed_epoch = epoch if to == CLOSED and self._store is None else None
         if to == OPEN:
             self._opened_at = now
         if to != HALF_OPEN:
@@ -505,7 +530,7 @@ class Breaker(pybreaker.CircuitBreaker):
         """Take a permit from the local state; a float is a refusal's Retry-After."""
         epoch = self._epoch
         if epoch.state is CLOSED:
-            return epoch  # lock-free: theory point 5
+            return epoch  # lock-free: theory point 5 (also with a store that is down)
         now = self._clock()
         change = None
         with self._mlock:
@@ -570,6 +595,9 @@ class Breaker(pybreaker.CircuitBreaker):
                 self._consecutive = self._consecutive + 1 if failed else 0
                 # record() brought the window up to *now*: its totals are current.
                 calls, failures, slow_n = window.calls, window.failures, window.slow
+                permit.quiet = (
+                    self._settles and failures == 0 and slow_n == 0 and calls == window.size
+                )
                 trip = config.trip_reason(calls, failures, slow_n, self._consecutive)
                 if trip is not None:
                     change = self._transition(
@@ -609,6 +637,8 @@ class Breaker(pybreaker.CircuitBreaker):
     def _shared_result(self, answer: tuple[SharedPermit | float, Change | None]) -> Permit | float:
         permit, change = answer
         self._emit(change)
+        if not isinstance(permit, float):
+            permit.owner = self  # so a holder can keep the permit alone, as a local one
         return permit
 
     def record(
@@ -690,7 +720,6 @@ class Breaker(pybreaker.CircuitBreaker):
     ) -> None:
         # Plain increments under the GIL: a rare lost count under heavy
         # thread contention is cheaper than a lock per call.
-        self.calls += 1
         if failed is None:
             self.ignored += 1
         elif failed:
@@ -755,27 +784,21 @@ class Breaker(pybreaker.CircuitBreaker):
 
     def _succeeded(self, permit: Permit) -> None:
         """Record an untimed success: the closed-state fast path of :meth:`call`."""
-        self.calls += 1
         self.successes += 1
         if self._listeners:
             self._tell(False, None)
-        window = self._count_window
-        if type(permit) is not _Epoch or permit.state is not CLOSED or window is None:
-            self._give_back(permit, False, None)
-            return
         # The healthy steady state, without the lock (which costs more than
         # the rest of a call): a full window of successes is left as it is by
         # one more success, since every slot holds the same code and the
         # cursor's place among them makes no difference to any later outcome
         # (and no failures in a full window means _consecutive is already 0).
-        # Only reads: a transition or a record racing with them is simply
-        # ordered after this success.
-        if (
-            window.failures == 0
-            and window.slow == 0
-            and window.calls == window.size
-            and permit is self._epoch
-        ):
+        # One read of a flag the lock holders keep: a transition or a record
+        # racing with it is simply ordered after this success.
+        if permit.quiet:
+            return
+        window = self._count_window
+        if type(permit) is not _Epoch or permit.state is not CLOSED or window is None:
+            self._give_back(permit, False, None)
             return
         # Explicit acquire/release: a ``with`` block costs twice as much.
         lock = self._mlock
@@ -792,6 +815,12 @@ class Breaker(pybreaker.CircuitBreaker):
                 window._pos = pos + 1 if pos + 1 < window.size else 0
                 return
             window.record(0, 0.0)
+            permit.quiet = (
+                self._settles
+                and window.failures == 0
+                and window.slow == 0
+                and window.calls == window.size
+            )
             # A success can only trip the breaker when it brings the window to
             # the minimum number of calls (4 failures + this success = 80%).
             if window.calls != self._minimum:
@@ -813,10 +842,10 @@ class Breaker(pybreaker.CircuitBreaker):
         self._emit(change)
 
     def _permit(self) -> Permit | float:
+        permit = self._closed_epoch
+        if permit is not None:
+            return permit  # lock-free: theory point 5
         if self._store is None:
-            permit = self._epoch
-            if permit.state is CLOSED:
-                return permit  # lock-free: theory point 5
             return self.acquire_local()
         return self.acquire()
 
@@ -838,7 +867,6 @@ class Breaker(pybreaker.CircuitBreaker):
             end = clock()
             duration = end - start
             # _count(False, duration), inline: this is every timed success.
-            self.calls += 1
             self.successes += 1
             if duration >= self._slow_after:
                 self.slow_calls += 1

@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from seawall._breaker.engine import CLOSED, HALF_OPEN, HALF_OPEN_RETRY_AFTER, OPEN
 from seawall._log import logger
@@ -217,13 +217,20 @@ return tonumber(s[1]) or 0
 
 
 class SharedPermit:
-    """A permit from Redis: the epoch (``gen``) it was issued in, and whether it probes."""
+    """A permit from Redis: the epoch (``gen``) it was issued in, and whether it probes.
 
-    __slots__ = ("gen", "probe")
+    *owner* is the breaker that took it (set by the breaker), as a local
+    permit's; *quiet* is always false: only Redis knows the shared window.
+    """
+
+    __slots__ = ("gen", "owner", "probe")
+
+    quiet: ClassVar[bool] = False
 
     def __init__(self, gen: int, probe: bool) -> None:
         self.gen = gen
         self.probe = probe
+        self.owner: Any = None
 
     def __repr__(self) -> str:
         return f"SharedPermit(gen={self.gen}, probe={self.probe})"

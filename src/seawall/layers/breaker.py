@@ -38,10 +38,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, TypeVar, overload
 
-from seawall._breaker.engine import CLOSED, Breaker, BreakerConfig, _Epoch
+from seawall._breaker.engine import Breaker, BreakerConfig, _Epoch
 from seawall._breaker.patterns import compile_pattern, compile_patterns, count_params
 from seawall._breaker.registry import breakers
-from seawall._breaker.shared import RedisBreakerStore, SharedPermit
+from seawall._breaker.shared import RedisBreakerStore
 from seawall._core.layer import ORDER, Outcome
 from seawall._core.request import RequestView
 from seawall._log import logger
@@ -190,6 +190,8 @@ class CircuitBreaker:
         self.breaker_name = breaker_name
         self._base = breaker_name or "breaker"
         self._is_failure = is_failure
+        # Read per request: a bool attribute is cheaper than comparing strings.
+        self._per_route = self.per == "route"
         self.max_routes = max_routes
         self.shadow = shadow
         self.shadow_refusals = 0
@@ -304,21 +306,33 @@ class CircuitBreaker:
         """Take a permit, or refuse with 503 ``temporary-reduced-capacity``."""
         found = self._global
         if found is None:
-            # The path's breaker, memoised (_find resolves and remembers it).
-            found = self._by_path.get(request.path) if request.route is None else None
+            route = request.route
+            if route is None:
+                # The path's breaker, memoised (_find resolves and remembers it).
+                found = self._by_path.get(request.path)
+            elif self._per_route:
+                # An adapter's template is the key itself (breaker()'s first read).
+                found = self._breakers.get(route)
             if found is None:
                 found = self._find(request)
                 if found is None:
                     return None
+        # Closed and local: acquire_local()'s lock-free answer, in one read.
+        permit = found._closed_epoch
+        if permit is None:
+            return self._admit(request, found)
+        request.state[self] = permit  # a permit knows its breaker (.owner)
+        return None
+
+    def _admit(self, request: RequestView, found: Breaker) -> Any:
+        """Take a permit from Redis, or from a local breaker that is not closed."""
         store = found._store
         if store is not None and store.available():
             return self._shared_flow(request, found, store)
-        permit: Any = found._epoch
-        if permit.state is not CLOSED:  # closed: acquire_local()'s lock-free answer, inline
-            permit = found.acquire_local()
-            if type(permit) is float:
-                return self._refuse(request, found, permit)
-        request.state[self] = permit  # a local permit knows its breaker (.owner)
+        permit = found.acquire_local()
+        if type(permit) is float:
+            return self._refuse(request, found, permit)
+        request.state[self] = permit
         return None
 
     def _shared_flow(self, request: RequestView, found: Breaker, store: RedisBreakerStore) -> Any:
@@ -330,7 +344,7 @@ class CircuitBreaker:
             permit = found._shared_result(answer)
         if type(permit) is float:
             return self._refuse(request, found, permit)
-        request.state[self] = permit if type(permit) is _Epoch else (found, permit)
+        request.state[self] = permit  # local or shared, it knows its breaker (.owner)
         return None
 
     def _refuse(self, request: RequestView, found: Breaker, retry_after: float) -> None:
@@ -365,20 +379,16 @@ class CircuitBreaker:
 
     def on_complete(self, request: RequestView, outcome: Outcome) -> None:
         """Give the permit back with the outcome; learn the route template."""
-        entry = request.state.pop(self, None)
-        if self.per == "route" and outcome.templated:
+        permit = request.state.pop(self, None)
+        if outcome.templated and self._per_route:
             template = outcome.route
             # Known and already learned for this path (every request but the
             # first of a path): nothing to learn, no call.
             if template not in self._known or self._paths.get(request.path) != template:
                 self._learn(request.path, template)
-        if entry is None:
+        if permit is None:
             return
-        if type(entry) is _Epoch:
-            permit: Any = entry
-            found: Breaker = entry.owner
-        else:
-            found, permit = entry  # a shared permit, with its breaker
+        found: Breaker = permit.owner
         status = outcome.status
         if (
             self._is_failure is None
@@ -388,10 +398,17 @@ class CircuitBreaker:
             and outcome.responded_by is None
             and not outcome.timed_out
         ):
-            failed: bool | None = False  # what classify() says, inline: the common case
+            # What classify() says, inline: the common case. A success on a
+            # quiet permit is _succeeded()'s lock-free case, inline too.
+            if permit.quiet:
+                found.successes += 1
+                if found._listeners:
+                    found._tell(False, None)
+                return
+            failed: bool | None = False
         else:
             failed = self.classify(found, outcome)
-        if failed is False and not found._needs_time and type(permit) is not SharedPermit:
+        if failed is False and not found._needs_time and type(permit) is _Epoch:
             found._succeeded(permit)  # the common case: local, no duration
             return
         # The app's own time: the layers before it are not the app's slowness.
