@@ -83,7 +83,7 @@ def run_request(
     stack: Stack, request: RequestView, body_io: BodyIO = _no_body_io
 ) -> tuple[Respond | None, int]:
     """Run every ``on_request`` hook (sync effects); return ``(respond, depth)``."""
-    for index, hook in stack.request_hooks:
+    for index, hook in stack._by_method[request.method]:
         try:
             decision = hook(request)
             if decision is None or decision is CONTINUE:
@@ -107,7 +107,7 @@ def start_request(stack: Stack, request: RequestView) -> tuple[Respond | None, i
     the event loop (finish it with :func:`arun_request`), else ``None``. Most
     requests need no I/O at all, and this spares them a coroutine.
     """
-    for index, hook in stack.request_hooks:
+    for index, hook in stack._by_method[request.method]:
         try:
             decision = hook(request)
             if decision is None or decision is CONTINUE:
@@ -136,7 +136,7 @@ async def arun_request(
 
     *start* and *flow* resume after :func:`start_request` stopped at a flow.
     """
-    for index, hook in stack.request_hooks:
+    for index, hook in stack._by_method[request.method]:
         if index < start:
             continue
         try:

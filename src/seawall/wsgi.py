@@ -32,7 +32,7 @@ from seawall._app import Seawall
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import Outcome, ResponseHead
 from seawall._core.request import RequestView
-from seawall._log import bind_request, unbind_request
+from seawall._log import _current, _structlog_request_id
 from seawall._run import run_request
 from seawall.asgi import BodyTooLarge
 from seawall.exceptions import Rejected
@@ -140,14 +140,22 @@ class _Request:
 
     As the iterable it yields the app's chunks (``result``) as they come and
     finishes the bookkeeping on ``close()``; being one object with the
-    bookkeeping spares an allocation per request. ``__iter__`` hands out a
-    generator, so each chunk costs a generator step rather than a Python
+    bookkeeping spares an allocation per request. ``__iter__`` is a generator
+    function, so ``iter()`` makes the generator with no Python frame of its
+    own and each chunk costs a generator step rather than a Python
     ``__next__`` call; ``close()`` lives here, not in the generator, because
     a generator that never started ignores close().
 
-    Slotted, every field set in ``__init__``: on CPython 3.11 a read that
-    falls back to a class-level default is an unspecialised lookup, a slot
-    read is not, and a slotted instance allocates no ``__dict__``.
+    Slotted, with no ``__init__``: the driver sets the fields itself, which
+    spares the Python frame ``type.__call__`` would run ``__init__`` in
+    (a C-to-Python call, not an inlined one). On CPython
+    3.11 a read that falls back to a class-level default is an unspecialised
+    lookup, a slot read is not, and a slotted instance allocates no
+    ``__dict__``. Fields the common path sets anyway get no default:
+    ``status`` and ``ttfb`` (set when the response starts), ``ended`` (set
+    when the app's iterable is exhausted), ``depth`` and ``result``; reads
+    that may find them unset catch ``AttributeError`` (a 3.11 ``try`` costs
+    nothing when nothing is raised). ``holder`` is ``None`` once finished.
     """
 
     __slots__ = (
@@ -155,45 +163,39 @@ class _Request:
         "ended",
         "environ",
         "exception",
-        "finished",
+        "holder",
+        "log_token",
         "responded_by",
         "result",
-        "sent_body",
+        "rid_token",
         "server_start_response",
-        "started_response",
         "status",
-        "tokens",
         "ttfb",
         "view",
         "wall",
     )
 
-    def __init__(
-        self,
-        wall: WSGIMiddleware,
-        view: RequestView,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
-        tokens: Any,
-    ) -> None:
-        self.wall = wall
-        self.view = view
-        self.environ = environ
-        self.server_start_response = start_response
-        self.tokens = tokens
-        self.status: int | None = None
-        self.ttfb: float | None = None
-        self.ended: float | None = None
-        self.exception: BaseException | None = None
-        self.responded_by: str | None = None
-        self.depth = 0
-        self.sent_body = False
-        self.started_response = False
-        self.finished = False
-        self.result: Iterable[bytes] = ()
+    wall: WSGIMiddleware
+    view: RequestView
+    environ: WSGIEnvironment
+    server_start_response: StartResponse
+    holder: list[RequestView | None] | None
+    log_token: Any
+    rid_token: Any
+    exception: BaseException | None
+    responded_by: str | None
+    depth: int
+    result: Iterable[bytes]
+    status: int | None
+    ttfb: float
+    ended: float
 
-    def body_io(self, effect: Any) -> Any:
-        """Run :class:`ReadBody`/:class:`ReplaceBody` for the layers."""
+    def __call__(self, effect: Any) -> Any:
+        """Run :class:`ReadBody`/:class:`ReplaceBody` for the layers (the ``body_io``).
+
+        The object itself is the ``body_io`` given to ``run_request``: a bound
+        method would be made on every request, for effects few stacks have.
+        """
         environ, view = self.environ, self.view
         if isinstance(effect, ReadBody):
             return WSGIMiddleware._read_body(environ, effect.limit, view)
@@ -207,92 +209,175 @@ class _Request:
             return None
         raise TypeError(type(effect).__name__)  # pragma: no cover
 
-    def head(self, status: int, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The response headers after the layers' edits, with the request id echoed."""
+    def start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: Any = None,
+        code: int | None = None,
+    ) -> Callable[[bytes], object]:
+        """The ``start_response`` the app gets: applies the layers' header edits.
+
+        The server gets a new list of headers: the layers' edits, then the
+        request id echoed if no header carries it. *headers* (a list, as
+        PEP 3333 requires) is copied once, by the first edit that needs it.
+        *code* is the driver's own: the status of a response it starts itself.
+        The edits are here, not in a method of their own: this runs on every
+        response (measured).
+        """
+        if code is None:
+            code = int(status[:3])
+        self.status = code
+        self.ttfb = perf_counter()
         wall, view = self.wall, self.view
         stack = wall.stack
         extra = view.response_headers
+        out = headers
         # stack._response, not the has_response_hooks property: hot path.
-        if extra or stack._response:
-            head = ResponseHead(status, headers, _get_header)
+        if stack._response:
+            head = ResponseHead(code, headers, _get_header)
             if extra:
                 head.added.extend(extra)
             stack.on_response(view, head, self.depth)
             # Most heads only gain lines: one list display, no call.
             out = _apply(headers, head) if head.removed else [*headers, *head.added]
-        else:
-            out = list(headers)
+        elif extra:
+            # What a ResponseHead would give: no hook removes anything.
+            out = [*headers, *extra]
+        adders = stack._adders
+        if adders:
+            # Stack.add_headers inline (as in the ASGI driver): one call per
+            # layer and no intermediate list, on every response (measured).
+            depth = self.depth
+            for index, hook in adders:
+                if index <= depth:
+                    try:
+                        lines = hook(view, code)
+                    except Exception as exc:
+                        stack.layer_failed(index, "add_headers", exc)
+                        continue
+                    if lines:
+                        if out is headers:
+                            out = [*headers, *lines]
+                        else:
+                            out.extend(lines)
         lname = wall._rid_lower
         for name, _ in out:
             if name.lower() == lname:
+                if out is headers:
+                    out = list(headers)
                 break
         else:
-            out.append((wall._rid_header, view.request_id))
-        return out
-
-    def start_response(
-        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
-    ) -> Callable[[bytes], object]:
-        """The ``start_response`` the app gets: applies the layers' header edits."""
-        code = int(status[:3])
-        self.status = code
-        self.ttfb = perf_counter()
-        self.started_response = True
-        return self.server_start_response(status, self.head(code, headers), exc_info)
+            if out is headers:
+                out = [*headers, (wall._rid_header, view.request_id)]
+            else:
+                out.append((wall._rid_header, view.request_id))
+        return self.server_start_response(status, out, exc_info)
 
     def __iter__(self) -> Iterator[bytes]:
-        return self._chunks()
-
-    def _chunks(self) -> Iterator[bytes]:
-        state = self
+        # Whether a body byte went out: a local, where a field would cost a
+        # store per request and per chunk.
+        sent = False
         try:
             for chunk in self.result:
                 if chunk:
-                    state.sent_body = True
+                    sent = True
                 yield chunk
         except Rejected as exc:
-            state.exception = exc
-            if state.sent_body:
+            self.exception = exc
+            if sent:
                 raise
+            view = self.view
             yield self._replace(
-                Respond.from_rejection(
-                    exc, instance=state.view.path, request_id=state.view.request_id
-                )
+                Respond.from_rejection(exc, instance=view.path, request_id=view.request_id)
             )
             return
         except Exception as exc:
-            state.exception = exc
-            answer = self.wall.stack.on_exception(state.view, exc, state.depth)
-            if answer is None or state.sent_body:
+            self.exception = exc
+            answer = self.wall.stack.on_exception(self.view, exc, self.depth)
+            if answer is None or sent:
                 raise
             yield self._replace(answer)
             return
-        state.ended = perf_counter()
+        self.ended = perf_counter()
 
     def _replace(self, answer: Respond) -> bytes:
         # Nothing was sent yet: PEP 3333 lets us call start_response again
         # with exc_info, which replaces the headers the app gave.
-        state = self
         headers = [
             ("Content-Type", answer.content_type),
             ("Content-Length", str(len(answer.body))),
             *answer.headers,
-            (self.wall._rid_header, state.view.request_id),
+            (self.wall._rid_header, self.view.request_id),
         ]
-        exc_info = sys.exc_info() if state.started_response else None
-        state.server_start_response(_status_line(answer.status), headers, exc_info)
-        state.status = answer.status
-        state.sent_body = True
+        exc_info = sys.exc_info() if hasattr(self, "ttfb") else None
+        self.server_start_response(_status_line(answer.status), headers, exc_info)
+        self.status = answer.status
         return answer.body
 
     def close(self) -> None:
-        """Close the app's iterable (always), then finish the request's bookkeeping."""
+        """Close the app's iterable (always), then finish the request's bookkeeping (once)."""
         try:
             close = getattr(self.result, "close", None)
             if close is not None:
                 close()
         finally:
-            self.wall._finish(self)
+            # The bookkeeping is inline, not a method call: close() runs on
+            # every request (measured).
+            holder = self.holder
+            if holder is not None:
+                self.holder = None
+                stack = self.wall.stack
+                try:
+                    if stack._complete:
+                        view = self.view
+                        try:
+                            ended: float | None = self.ended
+                        except AttributeError:  # the iterable was not exhausted
+                            ended = None
+                        try:
+                            status = self.status
+                        except AttributeError:  # no response started
+                            status = None
+                        started = view.started
+                        try:
+                            ttfb: float | None = self.ttfb - started
+                        except AttributeError:
+                            ttfb = None
+                        end = ended or perf_counter()
+                        exception = self.exception
+                        template = view.route or self.environ.get("seawall.route")
+                        deadline = view.deadline
+                        outcome = Outcome(
+                            status,
+                            exception,
+                            end - started,
+                            ttfb,
+                            template or view.path,
+                            self.responded_by,
+                            ended is None and exception is None,
+                            deadline is not None and end - view.admitted > deadline,
+                            template is not None,
+                        )
+                        stack.on_complete(view, outcome, self.depth)
+                finally:
+                    # Break the environ <-> view cycle so both are freed by refcount.
+                    self.environ.pop("seawall.request", None)
+                    # seawall._log.unbind_request inline (keep the two in step).
+                    holder[0] = None
+                    try:
+                        _current.reset(self.log_token)
+                        _structlog_request_id.reset(self.rid_token)
+                    except ValueError:
+                        # A WSGI server may call close() from another context:
+                        # forget the id rather than fail the response.
+                        _current.set(None)
+                        _structlog_request_id.set(...)
+
+    def finish(self) -> None:
+        """Finish the bookkeeping of a request whose iterable the server never closes."""
+        self.result = ()
+        self.close()
 
 
 class WSGIMiddleware(Seawall):
@@ -313,17 +398,31 @@ class WSGIMiddleware(Seawall):
         view.request_id = rid
         environ["seawall.request_id"] = rid
         environ["seawall.request"] = view
-        state = _Request(self, view, environ, start_response, bind_request(view))
+        state = _Request()
+        state.wall = self
+        state.view = view
+        state.environ = environ
+        state.server_start_response = start_response
+        state.exception = None
+        state.responded_by = None
+        # seawall._log.bind_request inline (keep the two in step, as the ASGI
+        # driver does): one call and one tuple fewer per request.
+        holder: list[RequestView | None] = [view]
+        state.holder = holder
+        state.log_token = _current.set(holder)
+        state.rid_token = _structlog_request_id.set(rid)
 
-        if stack.request_hooks:
+        if stack._by_method[view.method]:
             try:
-                respond, state.depth = run_request(stack, view, state.body_io)
+                respond, depth = run_request(stack, view, state)
             except BaseException:
-                self._finish(state)
+                state.depth = 0
+                state.finish()
                 raise
+            state.depth = depth
             if respond is not None:
-                state.responded_by = stack.names[state.depth]
-                return self._own_response(state, respond, start_response, None)
+                state.responded_by = stack.names[depth]
+                return self._own_response(state, respond, None)
         else:
             state.depth = stack._depth
 
@@ -336,16 +435,16 @@ class WSGIMiddleware(Seawall):
         except Rejected as exc:
             state.exception = exc
             rendered = Respond.from_rejection(exc, instance=view.path, request_id=rid)
-            return self._own_response(state, rendered, start_response, self._exc_info(state))
+            return self._own_response(state, rendered, self._exc_info(state))
         except Exception as exc:
             state.exception = exc
             answer = stack.on_exception(view, exc, state.depth)
             if answer is None:
-                self._finish(state)
+                state.finish()
                 raise
-            return self._own_response(state, answer, start_response, self._exc_info(state))
+            return self._own_response(state, answer, self._exc_info(state))
         except BaseException:
-            self._finish(state)
+            state.finish()
             raise
 
         wrapper_cls = environ.get("wsgi.file_wrapper")
@@ -362,7 +461,7 @@ class WSGIMiddleware(Seawall):
                         original_close()
                 finally:
                     state.ended = perf_counter()
-                    self._finish(state)
+                    state.finish()
 
             try:
                 result.close = close  # type: ignore[attr-defined]
@@ -378,54 +477,22 @@ class WSGIMiddleware(Seawall):
         # PEP 3333: exc_info only when start_response was already called
         # (it lets us replace those headers); a first call passes none, or
         # servers and test transports re-raise the app's exception.
-        return sys.exc_info() if state.started_response else None
+        return sys.exc_info() if hasattr(state, "ttfb") else None
 
-    def _own_response(
-        self, state: _Request, respond: Respond, start_response: StartResponse, exc_info: Any
-    ) -> Iterable[bytes]:
+    def _own_response(self, state: _Request, respond: Respond, exc_info: Any) -> Iterable[bytes]:
         headers = [
             ("Content-Type", respond.content_type),
             ("Content-Length", str(len(respond.body))),
             *respond.headers,
         ]
-        state.status = respond.status
-        state.ttfb = perf_counter()
-        state.started_response = True
+        status = respond.status
         try:
-            start_response(
-                _status_line(respond.status), state.head(respond.status, headers), exc_info
-            )
+            state.start_response(_status_line(status), headers, exc_info, status)
         except BaseException:
-            self._finish(state)
+            state.finish()
             raise
         state.result = [respond.body]
         return state
-
-    def _finish(self, state: _Request) -> None:
-        if state.finished:
-            return
-        state.finished = True
-        view = state.view
-        try:
-            if self.stack._complete:
-                end = state.ended or perf_counter()
-                template = view.route or state.environ.get("seawall.route")
-                outcome = Outcome(
-                    state.status,
-                    state.exception,
-                    end - view.started,
-                    None if state.ttfb is None else state.ttfb - view.started,
-                    template or view.path,
-                    state.responded_by,
-                    state.ended is None and state.exception is None,
-                    view.deadline is not None and end - view.admitted > view.deadline,
-                    template is not None,
-                )
-                self.stack.on_complete(view, outcome, state.depth)
-        finally:
-            # Break the environ <-> view cycle so both are freed by refcount.
-            state.environ.pop("seawall.request", None)
-            unbind_request(state.tokens)
 
     @staticmethod
     def _read_body(environ: WSGIEnvironment, limit: int, view: RequestView) -> bytes | None:

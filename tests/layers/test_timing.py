@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from seawall import ConfigurationError, Timing
-from seawall._core.layer import Outcome, ResponseHead
+from seawall._core.layer import Outcome
 from seawall._core.request import RequestView
 from seawall.testing import ManualClock
 
@@ -24,15 +24,29 @@ class TestTiming:
     def test_server_timing_reports_total_and_our_share(self) -> None:
         clock = ManualClock(10.0)
         t = Timing(clock=clock, response_time_header=True)
-        head = ResponseHead(200, [], None)
         clock.advance(0.25)
-        t.on_response(view(10.0, 10.002), head)
-        assert ("server-timing", "total;dur=250.000, seawall;dur=2.000") in head.added
-        assert ("X-Response-Time", "250.000ms") in head.added
+        lines = t.add_headers(view(10.0, 10.002), 200)
+        assert lines == [
+            ("server-timing", "total;dur=250.000, seawall;dur=2.000"),
+            ("X-Response-Time", "250.000ms"),
+        ]
+
+    def test_server_timing_alone_is_one_line(self) -> None:
+        clock = ManualClock(10.0)
+        t = Timing(clock=clock)
+        clock.advance(0.125)
+        lines = t.add_headers(view(10.0, 10.0005), 200)
+        assert list(lines) == [("server-timing", "total;dur=125.000, seawall;dur=0.500")]
+
+    def test_response_time_alone(self) -> None:
+        clock = ManualClock(10.0)
+        t = Timing(clock=clock, server_timing=False, response_time_header="X-Took")
+        clock.advance(0.002)
+        assert t.add_headers(view(10.0, 10.0), 200) == [("X-Took", "2.000ms")]
 
     def test_headers_can_be_turned_off(self) -> None:
         t = Timing(server_timing=False)
-        assert t.on_response is None  # no hook at all: zero cost per response
+        assert t.add_headers is None  # no hook at all: zero cost per response
 
     def test_percentiles_per_route(self) -> None:
         t = Timing(slow=None)

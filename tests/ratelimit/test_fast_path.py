@@ -199,6 +199,40 @@ class TestSameAsGeneralPath:
             assert a.response_headers == b.response_headers
         assert fast.stats() == slow.stats()
 
+    @pytest.mark.parametrize("spec", ["1000/minute", "1000/day"])
+    def test_reset_seconds_match_past_the_precomputed_ones(self, spec: str) -> None:
+        """t beyond the fast path's table (a day, a clock stepping back) is still exact."""
+        now = [1000.0]
+
+        def clock() -> float:
+            return now[0]
+
+        fast = RateLimit(spec, clock=clock)
+        slow = RateLimit(spec, clock=clock)
+        assert fast._default is not None
+        assert slow._default is not None
+        slow._default.fast = None  # force the general path
+        for step in (0.0, 0.4, 30.0, -45.5, 3599.3, 0.0, 20000.1, -2.0):
+            now[0] += step
+            a, b = view(), view()
+            assert decide(fast, a) is None
+            assert decide(slow, b) is None
+            assert a.response_headers == b.response_headers
+
+    def test_key_cache_is_bounded(self) -> None:
+        """A flood of distinct clients cannot grow the fast path's key cache without bound."""
+        from seawall.layers.ratelimit import _KEY_CACHE
+
+        layer = RateLimit("1/minute", clock=ManualClock())
+        rule = layer._default
+        assert rule is not None
+        for i in range(_KEY_CACHE + 50):
+            assert decide(layer, view(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")) is None
+        assert len(rule.keys) <= _KEY_CACHE
+        respond = decide(layer, view("10.0.0.0"))
+        assert respond is not None
+        assert respond.status == 429
+
     def test_long_or_braced_keys_are_digested(self) -> None:
         """A key too long or with a brace is digested on the fast path too."""
         layer = RateLimit("1/minute", key="header:X-Key", clock=ManualClock())

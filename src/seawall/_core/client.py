@@ -85,7 +85,15 @@ class ClientResolver:
         ipv6_prefix: IPv6 clients are keyed by this network prefix length.
     """
 
-    __slots__ = ("_cache", "_hops", "_nets", "_trust_unix", "ipv6_prefix", "trusted_proxies")
+    __slots__ = (
+        "_cache",
+        "_hops",
+        "_nets",
+        "_trust_unix",
+        "ipv6_prefix",
+        "trusted_proxies",
+        "trusts_any",
+    )
 
     def __init__(
         self,
@@ -119,11 +127,11 @@ class ClientResolver:
         self._trust_unix = trust_unix
         self._hops = trusted_hops
         self._cache: dict[str, str] = {}
-
-    @property
-    def trusts_any(self) -> bool:
-        """Whether any forwarding header can ever be read."""
-        return bool(self._nets) or self._trust_unix or bool(self._hops)
+        #: Whether any forwarding header can ever be read. False: resolve() is
+        #: ``normalize_address(peer)`` (or ``"unknown"``) and reads no header.
+        #: An attribute, not a property: resolve() reads it on every request,
+        #: and a property call costs more than the rest of resolve().
+        self.trusts_any = bool(nets) or trust_unix or bool(trusted_hops)
 
     def _trusted(self, addr: _IPAddress) -> bool:
         return any(addr.version == net.version and addr in net for net in self._nets)

@@ -5,12 +5,22 @@ when the stack is built)::
 
     on_request(request) -> None | CONTINUE | Respond | Flow
     on_response(request, response: ResponseHead) -> None
+    add_headers(request, status: int) -> Iterable[tuple[str, str]] | None
     on_exception(request, exc) -> Respond | None
     on_complete(request, outcome: Outcome) -> None
     stats() -> dict
 
 and two class attributes: ``name`` (a short id used in stats and logs) and
-``order`` (its place in the canonical order, see :data:`ORDER`).
+``order`` (its place in the canonical order, see :data:`ORDER`). A layer
+may also have ``skip_methods``, methods whose requests its ``on_request``
+never needs to see (ErrorCapture: GET, HEAD, OPTIONS); the stack then does
+not call it for them.
+
+``add_headers`` is the cheap form of ``on_response`` for a layer that only
+adds header lines (Timing's ``Server-Timing``): it returns the lines and the
+driver appends them to the response start in its own format, after every
+``on_response`` edit, without building a :class:`ResponseHead`. Per response
+that is one call where ``on_response`` costs four.
 """
 
 from __future__ import annotations

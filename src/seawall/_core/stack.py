@@ -43,6 +43,31 @@ def _name(layer: object) -> str:
     return str(getattr(layer, "name", None) or type(layer).__name__.lower())
 
 
+class _ByMethod(dict[str, tuple[tuple[int, Callable[..., Any]], ...]]):
+    """The ``on_request`` hooks that run for each method (a layer's ``skip_methods`` left out).
+
+    Worked out once per method and kept (for at most 64 methods: a client
+    can send any token as a method).
+    """
+
+    __slots__ = ("_hooks", "_skips")
+
+    def __init__(
+        self, hooks: tuple[tuple[int, Callable[..., Any]], ...], skips: list[frozenset[str]]
+    ) -> None:
+        super().__init__()
+        self._hooks = hooks
+        self._skips = skips
+
+    def __missing__(self, method: str) -> tuple[tuple[int, Callable[..., Any]], ...]:
+        hooks = tuple(
+            pair for pair, skip in zip(self._hooks, self._skips, strict=True) if method not in skip
+        )
+        if len(self) < 64:
+            self[method] = hooks
+        return hooks
+
+
 class Stack:
     """An ordered set of layers and their pre-looked-up hooks.
 
@@ -55,6 +80,8 @@ class Stack:
     # The drivers read the private tuples (and ``_depth``) directly on the
     # hot path: on CPython 3.11 a property read is an unspecialised call.
     __slots__ = (
+        "_adders",
+        "_by_method",
         "_complete",
         "_depth",
         "_exception",
@@ -103,14 +130,28 @@ class Stack:
             )
 
         self.request_hooks = hooks("on_request")
+        self._by_method = _ByMethod(
+            self.request_hooks,
+            [frozenset(getattr(items[i], "skip_methods", ())) for i, _ in self.request_hooks],
+        )
         self.websocket_hooks = tuple(
             (i, hook) for i, hook in self.request_hooks if getattr(items[i], "websocket", False)
         )
         self._response = tuple(reversed(hooks("on_response")))
+        self._adders = tuple(reversed(hooks("add_headers")))
         self._exception = tuple(reversed(hooks("on_exception")))
         self._complete = tuple(reversed(hooks("on_complete")))
         self._startup = hooks("on_startup")
         self._shutdown = hooks("on_shutdown")
+
+    def request_hooks_for(self, method: str) -> tuple[tuple[int, Callable[..., Any]], ...]:
+        """The ``(index, on_request)`` pairs that run for *method*, outermost first.
+
+        A layer with a ``skip_methods`` attribute (a collection of methods)
+        is left out for those methods: ErrorCapture reads bodies for its
+        logs, and a GET has none to read.
+        """
+        return self._by_method[method]
 
     @property
     def all_depth(self) -> int:
@@ -119,8 +160,22 @@ class Stack:
 
     @property
     def has_response_hooks(self) -> bool:
-        """Whether some layer edits response heads."""
-        return bool(self._response)
+        """Whether some layer edits response heads (``on_response`` or ``add_headers``)."""
+        return bool(self._response or self._adders)
+
+    def add_headers(self, request: RequestView, status: int, depth: int) -> list[tuple[str, str]]:
+        """The lines the ``add_headers`` hooks at or outside *depth* add (innermost first)."""
+        lines: list[tuple[str, str]] = []
+        for index, hook in self._adders:
+            if index <= depth:
+                try:
+                    added = hook(request, status)
+                except Exception as exc:
+                    self.layer_failed(index, "add_headers", exc)
+                else:
+                    if added:
+                        lines.extend(added)
+        return lines
 
     @property
     def has_complete_hooks(self) -> bool:

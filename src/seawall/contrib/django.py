@@ -430,6 +430,9 @@ class SeawallMiddleware:
             added = head.added
         else:
             removed = added = ()  # type: ignore[assignment]
+        if stack._adders:
+            lines = stack.add_headers(view, status, state.depth)
+            added = [*added, *lines] if added else lines
         _write_headers(
             response.headers, removed, added, wall._rid_header, wall._rid_lower, view.request_id
         )

@@ -126,6 +126,9 @@ class ErrorCapture:
 
     name: ClassVar[str] = "errors"
     order: ClassVar[int] = ORDER["errors"]
+    #: Methods whose requests carry no body to capture: the stack does not
+    #: call on_request for them at all.
+    skip_methods: ClassVar[frozenset[str]] = frozenset({"GET", "HEAD", "OPTIONS"})
 
     def __init__(
         self,
@@ -166,6 +169,9 @@ class ErrorCapture:
         self._groups: OrderedDict[str, _Group] = OrderedDict()
         self._lock = threading.Lock()
         self.captured = 0
+        if not self.capture_body:
+            # No body to read, ever: the stack skips the hook entirely.
+            self.on_request = None  # type: ignore[method-assign,assignment]
 
     def __repr__(self) -> str:
         return (
@@ -175,7 +181,7 @@ class ErrorCapture:
 
     def on_request(self, request: RequestView) -> Any:
         """Read small JSON/form bodies (replayed intact) so a failure can log them."""
-        if not self.capture_body or request.method in ("GET", "HEAD", "OPTIONS"):
+        if not self.capture_body or request.method in self.skip_methods:
             return None
         length = request.header("content-length")
         if length is None or not length.isdigit() or int(length) > self.max_body:

@@ -11,7 +11,9 @@ effect: one round trip; on ``memory://`` a direct call in the hook, since
 there is no I/O to hand to the driver), and formatting its ``RateLimit``
 header. The common case (memory, fixed window, one static limit, a fixed
 cost, a sync key) is chosen per rule at construction (``_choose_path``)
-and decided inline in ``on_request`` with one storage call.
+and decided inline in ``on_request`` with one storage call; there each
+client's storage key is built once (``_Rule.fast_key``) and the header's
+``t=`` parts are precomputed, so the request formats one number.
 
 Invariants:
 
@@ -60,6 +62,8 @@ _MAX_KEY = 128
 #: Distinct (key, rule) pairs counted for ``stats()["top_limited"]``.
 _TOP_LIMITED = 1000
 _DYNAMIC_CACHE = 256
+_KEY_CACHE = 4096
+_T_ITEMS = 3600
 # Marks a rule whose routes are not limited at all (``rules={"/health": None}``).
 _EXCLUDED: Any = object()
 
@@ -141,6 +145,7 @@ class _Rule:
         "fast",
         "key",
         "key_async",
+        "keys",
         "limited",
         "local_quotas",
         "name",
@@ -151,6 +156,8 @@ class _Rule:
         "shadow",
         "shadowed",
         "suffixes",
+        "t_count",
+        "t_items",
     )
 
     def __init__(self, name: str, scope: str, shadow: bool) -> None:
@@ -171,6 +178,12 @@ class _Rule:
         self.by_client = True
         #: The one quota, when requests take the layer's fast path (``RateLimit._choose_path``).
         self.fast: Quota | None = None
+        #: Fast path: client key -> storage key (see :meth:`fast_key`).
+        self.keys: dict[str, str] = {}
+        #: Fast path: ``";t=<n>"`` for every whole second *n* of the window
+        #: (up to _T_ITEMS): formatting an int costs more than a tuple index.
+        self.t_items: tuple[str, ...] = ()
+        self.t_count = 0
         self.cost = 1
         self.cost_fn: Callable[[RequestView], int] | None = None
         self.allowed = 0
@@ -185,6 +198,25 @@ class _Rule:
         # Key = base + client + "}:" + scope + tag: the client in a hash tag
         # keeps every key of one request on one Redis Cluster slot.
         self.suffixes = tuple(f"}}:{self.scope}:{q.tag}" for q in quotas)
+        self.keys = {}
+
+    def fast_key(self, ident: str) -> str:
+        """The fast path's storage key for *ident*, built once and remembered.
+
+        A cached key is the same string object on every request, so the
+        storage's dict lookups reuse its hash instead of hashing a fresh key,
+        and no request formats (or digests) its key again. Bounded like the
+        other caches: a flood of distinct keys clears it now and then.
+        """
+        stored = ident
+        if len(stored) > _MAX_KEY or "}" in stored:
+            stored = _digest(stored)
+        key = f"{self.base}{stored}{self.suffixes[0]}"
+        keys = self.keys
+        if len(keys) >= _KEY_CACHE:
+            keys.clear()
+        keys[ident] = key
+        return key
 
 
 def _positive(name: str, value: float) -> float:
@@ -365,6 +397,10 @@ class RateLimit:
             self._hit_fixed = self._backend.storage.hit_fixed
         for rule in self._rule_list:
             self._choose_path(rule)
+        #: The one rule of every request (no exemptions, no rules): no lookups at all.
+        self._only = self._default if not (self._has_exempt or self._has_rules) else None
+        #: The fast path adds its two headers itself only when no legacy ones go along.
+        self._plain_headers = self.headers and not self.legacy_headers
 
     # -- compilation ------------------------------------------------------------
 
@@ -421,6 +457,14 @@ class RateLimit:
             and not rule.key_async
         )
         rule.fast = rule.quotas[0] if simple and self._hit_fixed is not None else None
+        if rule.fast is not None:
+            # A live window's reset is within (0, window], so its ceiling is
+            # 1..ceil(window); the table stops at _T_ITEMS (a day would be
+            # 86400 strings), and later seconds (or a clock that stepped
+            # back) are formatted.
+            count = min(ceil(rule.fast.window), _T_ITEMS) + 1
+            rule.t_items = tuple(f";t={t}" for t in range(count))
+            rule.t_count = count
 
     def _compile_exempt(
         self, exempt: Sequence[Any]
@@ -496,46 +540,58 @@ class RateLimit:
         flow that yields one :class:`Hit` (or :class:`CallKey`); on
         ``memory://`` there is no I/O, so the decision is made right here.
         """
-        if self._has_exempt and self._is_exempt(request):
-            self.exempted += 1
-            return None
-        # rule_for() inlined: one Python call less on every request.
-        if self._has_rules:
-            rule = self._rules.match(request.method, request.path)
-            if rule is None:
-                rule = self._default
-            elif rule is _EXCLUDED:
-                return None
-        else:
-            rule = self._default
+        rule = self._only
         if rule is None:
-            return None
+            if self._has_exempt and self._is_exempt(request):
+                self.exempted += 1
+                return None
+            # rule_for() inlined: one Python call less on every request.
+            if self._has_rules:
+                rule = self._rules.match(request.method, request.path)
+                if rule is None:
+                    rule = self._default
+                elif rule is _EXCLUDED:
+                    return None
+            else:
+                rule = self._default
+            if rule is None:
+                return None
         quota = rule.fast
         if quota is not None:
             # The common case (see _choose_path), with _prepare and the
             # admitted branch of _respond inlined: a Python call is about 4%
             # of the layer's cost.
-            ident = request.client_key if rule.by_client else rule.key(request)
-            if ident is None:
-                return None
-            stored = ident if type(ident) is str else str(ident)
-            if len(stored) > _MAX_KEY or "}" in stored:
-                stored = _digest(stored)
-            cost = rule.cost
-            key = f"{rule.base}{stored}{rule.suffixes[0]}"  # one join, cheaper than two "+"
-            stat = self._hit_fixed(key, quota, cost)  # type: ignore[misc]
+            if rule.by_client:
+                ident = request.client_key
+            else:
+                ident = rule.key(request)
+                if type(ident) is not str:
+                    if ident is None:
+                        return None
+                    ident = str(ident)
+            try:
+                key = rule.keys[ident]
+            except KeyError:
+                key = rule.fast_key(ident)
+            stat = self._hit_fixed(key, quota, rule.cost)  # type: ignore[misc]
             remaining, reset, retry = stat
-            if not retry and self.headers and not self.legacy_headers:
+            if not retry and self._plain_headers:
                 rule.allowed += 1
+                t = ceil(reset)
                 request.response_headers.extend(
                     (
                         rule.policy_header,  # type: ignore[arg-type]
-                        ("RateLimit", f"{quota.head}{remaining};t={ceil(reset)}"),
+                        (
+                            "RateLimit",
+                            f"{quota.head}{remaining}{rule.t_items[t]}"
+                            if t < rule.t_count
+                            else f"{quota.head}{remaining};t={t}",
+                        ),
                     )
                 )
                 return None
             # hit_fixed's retry is 0.0 exactly when the request is admitted.
-            rejection = self._respond(request, rule, rule.quotas, cost, (not retry, [stat]))
+            rejection = self._respond(request, rule, rule.quotas, rule.cost, (not retry, [stat]))
         elif self._remote or rule.key_async:
             return self._decide(request, rule, True)
         else:
