@@ -132,3 +132,19 @@ class TestFastIPv4Path:
         from seawall._core.client import normalize_address
 
         assert normalize_address(value) == self.parsed(value)
+
+
+@pytest.mark.parametrize(
+    "peer", ["10.1.2.3", "::ffff:10.1.2.3", "2001:db8::1", "not-an-ip", "/tmp/sock", "", None]
+)
+def test_view_without_trusted_proxies_resolves_as_the_resolver_does(peer: str | None) -> None:
+    """The view's shortcut for "no proxy trusted" gives what resolve() gives."""
+    from seawall._core.client import ClientResolver
+    from seawall._core.request import RequestView
+
+    resolver = ClientResolver()
+    headers = [(b"x-forwarded-for", b"203.0.113.9")]
+    view = RequestView(method="GET", path="/", peer=peer, headers=headers, resolver=resolver)
+    assert view.client == resolver.resolve(peer, lambda name: ["203.0.113.9"])
+    assert view.client != "203.0.113.9"  # the header is never trusted
+    assert view.client_key == resolver.key_for(view.client)
