@@ -237,38 +237,31 @@ class _Cycle:
                 head.added.extend(extra)
             stack.on_response(view, head, self.depth)
             out = _apply(items, head)
+            lines: list[tuple[str, str]] = []
         else:
             out = list(items)
-            if extra:
-                names = _NAME_BYTES
-                for line_name, line_value in extra:
-                    out.append(
-                        (
-                            names.get(line_name) or _name_bytes(line_name),
-                            line_value.encode("latin-1"),
-                        )
-                    )
+            lines = extra
         adders = stack._adders
         if adders:
             # add_headers inline (not Stack.add_headers): one call per layer
-            # and no intermediate list, on every response.
+            # on every response.
             depth = self.depth
-            names = _NAME_BYTES
             for index, hook in adders:
                 if index <= depth:
                     try:
-                        lines = hook(view, status)
+                        added = hook(view, status)
                     except Exception as exc:
                         stack.layer_failed(index, "add_headers", exc)
                         continue
-                    if lines:
-                        for line_name, line_value in lines:
-                            out.append(
-                                (
-                                    names.get(line_name) or _name_bytes(line_name),
-                                    line_value.encode("latin-1"),
-                                )
-                            )
+                    if added:
+                        lines = [*lines, *added] if lines else added
+        if lines:
+            # One encoding loop for the request-time lines and the hooks'.
+            names = _NAME_BYTES
+            for line_name, line_value in lines:
+                out.append(
+                    (names.get(line_name) or _name_bytes(line_name), line_value.encode("latin-1"))
+                )
         key = self.wall._rid_key
         # A plain loop: cheaper than `key not in map(itemgetter(0), out)`
         # for a response's handful of headers (measured).

@@ -63,7 +63,7 @@ _MAX_KEY = 128
 _TOP_LIMITED = 1000
 _DYNAMIC_CACHE = 256
 _KEY_CACHE = 4096
-_T_ITEMS = 3600
+_T_ITEMS = 300  # a rule's table: at most ~17 KB, whatever its window
 # Marks a rule whose routes are not limited at all (``rules={"/health": None}``).
 _EXCLUDED: Any = object()
 
@@ -459,9 +459,9 @@ class RateLimit:
         rule.fast = rule.quotas[0] if simple and self._hit_fixed is not None else None
         if rule.fast is not None:
             # A live window's reset is within (0, window], so its ceiling is
-            # 1..ceil(window); the table stops at _T_ITEMS (a day would be
-            # 86400 strings), and later seconds (or a clock that stepped
-            # back) are formatted.
+            # 1..ceil(window); the table stops at _T_ITEMS (an hour would be
+            # 3600 strings per rule), and later seconds (or a clock that
+            # stepped back) are formatted.
             count = min(ceil(rule.fast.window), _T_ITEMS) + 1
             rule.t_items = tuple(f";t={t}" for t in range(count))
             rule.t_count = count
