@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -125,21 +126,60 @@ def time_wsgi(
     return (clock() - t0) / n * 1e6
 
 
-def compare(cases: dict[str, Callable[[], float]], rounds: int = ROUNDS) -> dict[str, float]:
-    """Run every case once per round, interleaved (noise hits all alike); return medians."""
+class Medians(dict[str, float]):
+    """Median µs per request per case, keeping every round's sample for paired figures."""
+
+    samples: dict[str, list[float]]
+
+
+def compare(cases: dict[str, Callable[[], float]], rounds: int = ROUNDS) -> Medians:
+    """Run every case once per round, in a shuffled order each round; return medians.
+
+    The order is shuffled (seeded, so reruns match) because on a shared 2-core
+    machine whatever runs first or last in a round is not hit by the same noise
+    as the rest; :func:`report` pairs each case with the baseline of the same
+    round, which cancels the slow drifts of machine speed seen here."""
     samples: dict[str, list[float]] = {name: [] for name in cases}
+    order = list(cases)
+    shuffle = random.Random(20261203).shuffle
     for name, fn in cases.items():  # warm-up
         fn()
     for _ in range(rounds):
-        for name, fn in cases.items():
+        shuffle(order)
+        for name in order:
             gc.collect()
-            samples[name].append(fn())
-    return {name: statistics.median(values) for name, values in samples.items()}
+            samples[name].append(cases[name]())
+    medians = Medians((name, statistics.median(values)) for name, values in samples.items())
+    medians.samples = samples
+    return medians
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 4:
+        return min(values), max(values)
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
 
 
 def report(title: str, medians: dict[str, float], baseline: str) -> None:
+    """Print µs per request, the added µs and the ratio to *baseline*.
+
+    With samples from :func:`compare`, "added" and "ratio" are medians of the
+    per-round differences and ratios to the same round's baseline, and the
+    added column's interquartile range is printed beside it."""
     base = medians[baseline]
+    samples = getattr(medians, "samples", None)
     print(f"\n{title}")
-    print(f"  {'case':<44} {'µs/req':>9} {'added µs':>9} {'ratio':>7}")
+    print(f"  {'case':<44} {'µs/req':>9} {'added µs':>9} {'ratio':>7}  added IQR")
     for name, value in medians.items():
-        print(f"  {name:<44} {value:>9.2f} {value - base:>+9.2f} {value / base:>6.2f}x")
+        if samples is None:
+            print(f"  {name:<44} {value:>9.2f} {value - base:>+9.2f} {value / base:>6.2f}x")
+            continue
+        pairs = list(zip(samples[name], samples[baseline], strict=True))
+        added = [a - b for a, b in pairs]
+        ratio = statistics.median(a / b for a, b in pairs)
+        low, high = _quartiles(added)
+        print(
+            f"  {name:<44} {value:>9.2f} {statistics.median(added):>+9.2f} {ratio:>6.2f}x"
+            f"  [{low:+.1f}, {high:+.1f}]"
+        )
