@@ -104,19 +104,30 @@ class MemoryBackend:
         return f"MemoryBackend(max_keys={self.storage.max_keys})"
 
 
-def _args(quotas: Sequence[Quota], cost: int) -> list[Any]:
-    args: list[Any] = [cost]
+#: Costs and key counts as RESP arguments: bytes go through redis-py's
+#: encoder untouched, where an int costs a repr and an encode per call.
+_SMALL = tuple(str(i).encode() for i in range(64))
+
+
+def _resp_int(n: int) -> bytes:
+    return _SMALL[n] if 0 <= n < 64 else str(n).encode()
+
+
+def _args(quotas: Sequence[Quota], cost: int) -> list[bytes]:
+    args = [_resp_int(cost)]
     for quota in quotas:
-        args.append(quota.amount)
-        args.append(round(quota.window * 1_000_000))
+        args += quota.wire
     return args
 
 
 def _result(raw: Any) -> HitResult:
+    # The scripts return integers, which redis-py gives as ints.
+    if len(raw) == 4:  # one quota: most rules
+        return raw[0] == 1, [(raw[1], raw[2] / 1e6, raw[3] / 1e6)]
     stats = []
     for i in range(1, len(raw), 3):
-        stats.append((int(raw[i]), int(raw[i + 1]) / 1e6, int(raw[i + 2]) / 1e6))
-    return bool(int(raw[0])), stats
+        stats.append((raw[i], raw[i + 1] / 1e6, raw[i + 2] / 1e6))
+    return raw[0] == 1, stats
 
 
 class _NeverRaised(Exception):
@@ -237,7 +248,7 @@ class RedisBackend:
             # does not know it yet (first call, or after SCRIPT FLUSH / a failover).
             try:
                 raw = self._sync_conn.execute_command(
-                    "EVALSHA", script.sha, len(keys), *keys, *args
+                    "EVALSHA", script.sha, _resp_int(len(keys)), *keys, *args
                 )
             except self._no_script:
                 raw = script(keys=keys, args=args)
@@ -256,7 +267,7 @@ class RedisBackend:
         try:
             try:
                 raw = await self._async_conn.execute_command(
-                    "EVALSHA", script.sha, len(keys), *keys, *args
+                    "EVALSHA", script.sha, _resp_int(len(keys)), *keys, *args
                 )
             except self._no_script:
                 raw = await script(keys=keys, args=args)

@@ -70,9 +70,10 @@ class Quota:
         policy: the precomputed ``RateLimit-Policy`` item.
         head: the precomputed start of its ``RateLimit`` item.
         spec: the limits string this came from (``"100 per 1 minute"``).
+        wire: amount and window (µs) as the Redis scripts' arguments.
     """
 
-    __slots__ = ("amount", "head", "interval", "name", "policy", "spec", "tag", "window")
+    __slots__ = ("amount", "head", "interval", "name", "policy", "spec", "tag", "window", "wire")
 
     def __init__(self, amount: int, window: float, name: str, spec: str = "") -> None:
         if amount < 1 or window <= 0:
@@ -87,6 +88,9 @@ class Quota:
         #: The start of this quota's ``RateLimit`` item: ``"name";r=``.
         self.head = f'"{name}";r='
         self.spec = spec or f"{amount} per {window:g} seconds"
+        #: The amount and the window in µs as the Redis scripts take them,
+        #: already bytes: redis-py then skips its per-argument encoding.
+        self.wire = (str(amount).encode(), str(round(self.window * 1_000_000)).encode())
 
     def scaled(self, divisor: int) -> Quota:
         """Return this quota with its amount divided by *divisor* (at least 1)."""
