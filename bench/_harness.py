@@ -142,7 +142,7 @@ def compare(cases: dict[str, Callable[[], float]], rounds: int = ROUNDS) -> Medi
     samples: dict[str, list[float]] = {name: [] for name in cases}
     order = list(cases)
     shuffle = random.Random(20261203).shuffle
-    for name, fn in cases.items():  # warm-up
+    for fn in cases.values():  # warm-up
         fn()
     for _ in range(rounds):
         shuffle(order)
@@ -152,6 +152,16 @@ def compare(cases: dict[str, Callable[[], float]], rounds: int = ROUNDS) -> Medi
     medians = Medians((name, statistics.median(values)) for name, values in samples.items())
     medians.samples = samples
     return medians
+
+
+def paired(medians: dict[str, float], case: str, baseline: str) -> float:
+    """Median over rounds of *case* minus *baseline* in the same round (µs).
+
+    Falls back to the difference of medians when *medians* holds no samples."""
+    samples = getattr(medians, "samples", None)
+    if samples is None:
+        return medians[case] - medians[baseline]
+    return statistics.median(a - b for a, b in zip(samples[case], samples[baseline], strict=True))
 
 
 def _quartiles(values: list[float]) -> tuple[float, float]:

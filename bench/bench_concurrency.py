@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import compare, report, time_asgi, time_wsgi
+from _harness import compare, paired, report, time_asgi, time_wsgi
 
 
 async def bare_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -172,8 +172,7 @@ def main() -> None:
             )
             if url is not None:
                 beyond = (
-                    medians["ConcurrencyLimit(100) redis"]
-                    - medians["bare app"]
+                    paired(medians, "ConcurrencyLimit(100) redis", "bare app")
                     - medians["(reference) one Redis PING round trip"]
                 )
                 print(f"  ConcurrencyLimit on Redis beyond one PING round trip: {beyond:+.1f} µs")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import asgi_scope, compare, report, time_asgi, time_wsgi
+from _harness import asgi_scope, compare, paired, report, time_asgi, time_wsgi
 
 from seawall import (
     Health,
@@ -155,11 +155,10 @@ def main() -> None:
             medians,
             "Seawall, no layers",
         )
-        base = medians["Seawall, no layers"]
-        noop = medians["Seawall + no-op layer (driver bookkeeping)"]
+        noop = "Seawall + no-op layer (driver bookkeeping)"
         for layer in ("Metrics", "LoadShedding (not shedding)"):
-            added = medians[f"Seawall + {layer}"] - base
-            own = medians[f"Seawall + {layer}"] - noop
+            added = paired(medians, f"Seawall + {layer}", "Seawall, no layers")
+            own = paired(medians, f"Seawall + {layer}", noop)
             verdict = "OK" if own < 5.0 else "OVER"
             print(
                 f"  -> {layer}: +{added:.2f} µs over the wall alone, of which the layer's "
