@@ -171,21 +171,28 @@ def _quartiles(values: list[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
-def report(title: str, medians: dict[str, float], baseline: str) -> None:
+def report(
+    title: str,
+    medians: dict[str, float],
+    baseline: str,
+    baselines: dict[str, str] | None = None,
+) -> None:
     """Print µs per request, the added µs and the ratio to *baseline*.
 
     With samples from :func:`compare`, "added" and "ratio" are medians of the
     per-round differences and ratios to the same round's baseline, and the
-    added column's interquartile range is printed beside it."""
-    base = medians[baseline]
+    added column's interquartile range is printed beside it. *baselines* maps
+    a case to its own baseline instead (a second family of cases in one run)."""
     samples = getattr(medians, "samples", None)
     print(f"\n{title}")
     print(f"  {'case':<44} {'µs/req':>9} {'added µs':>9} {'ratio':>7}  added IQR")
     for name, value in medians.items():
+        own = (baselines or {}).get(name, baseline)
+        base = medians[own]
         if samples is None:
             print(f"  {name:<44} {value:>9.2f} {value - base:>+9.2f} {value / base:>6.2f}x")
             continue
-        pairs = list(zip(samples[name], samples[baseline], strict=True))
+        pairs = list(zip(samples[name], samples[own], strict=True))
         added = [a - b for a, b in pairs]
         ratio = statistics.median(a / b for a, b in pairs)
         low, high = _quartiles(added)
