@@ -126,6 +126,30 @@ def test_cost_and_rules_on_redis(
     assert client.get("/").headers["ratelimit"] == '"default";r=9;t=60'
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_large_cost_and_amount_on_redis(
+    interface: str, redis_url: str, key_prefix: str, strategy: str
+) -> None:
+    """Costs and amounts past the small-int table reach the scripts as the same numbers."""
+    wall = wrap(
+        interface,
+        [
+            RateLimit(
+                "250/minute",
+                strategy=strategy,
+                storage=redis_url,
+                key_prefix=key_prefix,
+                cost=100,
+                storage_timeout=1.0,
+            )
+        ],
+    )
+    with client_for(wall) as client:
+        responses = [client.get("/") for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    assert responses[1].headers["ratelimit"].startswith('"default";r=50;')
+
+
 def test_stats_count_on_redis(redis_url: str, key_prefix: str, interface: str) -> None:
     """Per-rule counts and storage state are reported for Redis too."""
     layer = RateLimit("1/minute", storage=redis_url, key_prefix=key_prefix, storage_timeout=1.0)
