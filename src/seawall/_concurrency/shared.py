@@ -251,20 +251,29 @@ class RedisSlots:
 
     # -- clients --------------------------------------------------------------
 
-    def _options(self) -> dict[str, Any]:
+    def _options(self, asynchronous: bool) -> dict[str, Any]:
         from redis.backoff import NoBackoff
-        from redis.retry import Retry
 
+        retry: Any
+        if asynchronous:
+            # redis-py 8.2 warns (and converts) when an asyncio client gets the sync Retry.
+            from redis.asyncio.retry import Retry as AsyncRetry
+
+            retry = AsyncRetry(NoBackoff(), 0)
+        else:
+            from redis.retry import Retry
+
+            retry = Retry(NoBackoff(), 0)
         # No retries: one bounded attempt per call; the breaker handles outages.
         return {
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.timeout,
-            "retry": Retry(NoBackoff(), 0),
+            "retry": retry,
         }
 
     def _build(self, asynchronous: bool) -> Any:
         parts = urlsplit(self.uri)
-        opts = self._options()
+        opts = self._options(asynchronous)
         if asynchronous:
             import redis.asyncio as lib
             from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -282,7 +291,7 @@ class RedisSlots:
             )
         if self.scheme == "redis+sentinel":
             service = parts.path.strip("/") or "mymaster"
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
                 _hosts(parts.netloc, 26379),
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
