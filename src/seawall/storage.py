@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Protocol
 from seawall._ratelimit.lua import SCRIPTS
 from seawall._ratelimit.memory import BoundedMemoryStorage
 from seawall._ratelimit.quota import FIXED, GCRA, MOVING, SLIDING, HitResult, Quota
+from seawall._ratelimit.wire import AsyncConnections, Connections, evalsha_head, frame, pool_of
 from seawall.exceptions import ConfigurationError, StorageError
 
 __all__ = [
@@ -170,6 +171,10 @@ class RedisBackend:
         self._no_script: type[Exception] = _NeverRaised
         self._async_scripts: dict[int, Any] = {}
         self._async_storage: Any = None
+        self._sync_fast: Connections | None = None
+        self._async_fast: AsyncConnections | None = None
+        #: Each script's ``EVALSHA <sha>``, framed once (the SHA is the same on both paths).
+        self._heads: dict[int, bytes] = {}
 
     def __repr__(self) -> str:
         return f"RedisBackend({_redact(self.uri)!r}, timeout={self.timeout})"
@@ -207,6 +212,9 @@ class RedisBackend:
                 msg = f"cannot reach the rate-limit storage: {type(exc).__name__}"
                 raise StorageError(msg) from exc
             self._sync_scripts = {code: conn.register_script(src) for code, src in SCRIPTS.items()}
+            self._heads = {code: evalsha_head(s.sha) for code, s in self._sync_scripts.items()}
+            pool = pool_of(conn, asynchronous=False)
+            self._sync_fast = Connections(pool) if pool is not None else None
             self._sync_conn = conn
             self._no_script = _redis_no_script()
             self._sync = storage
@@ -228,6 +236,9 @@ class RedisBackend:
                 msg = f"cannot reach the rate-limit storage: {type(exc).__name__}"
                 raise StorageError(msg) from exc
             self._async_scripts = {code: conn.register_script(src) for code, src in SCRIPTS.items()}
+            self._heads = {code: evalsha_head(s.sha) for code, s in self._async_scripts.items()}
+            pool = pool_of(conn, asynchronous=True)
+            self._async_fast = AsyncConnections(pool) if pool is not None else None
             self._async_conn = conn
             self._no_script = _redis_no_script()
             self._async_storage = storage
@@ -239,19 +250,26 @@ class RedisBackend:
     ) -> HitResult:
         """One script call (one round trip) for every quota of the request."""
         scripts = self._sync_client()
-        script = scripts[strategy]
-        args = _args(quotas, cost)
+        fast = self._sync_fast
         try:
-            # EVALSHA straight through the client: redis-py's Script.__call__
-            # costs about 25k more instructions per call (measured with
-            # callgrind). The Script still loads the source when the server
-            # does not know it yet (first call, or after SCRIPT FLUSH / a failover).
+            # EVALSHA on a kept connection (seawall._ratelimit.wire), or
+            # straight through the client where that cannot be used: redis-py's
+            # Script.__call__ costs about 25k more instructions per call
+            # (measured with callgrind). The Script still loads the source when
+            # the server does not know it yet (first call, SCRIPT FLUSH, a failover).
             try:
-                raw = self._sync_conn.execute_command(
-                    "EVALSHA", script.sha, _resp_int(len(keys)), *keys, *args
-                )
+                if fast is not None:
+                    raw = fast.call(frame(self._heads[strategy], keys, quotas, cost))
+                else:
+                    raw = self._sync_conn.execute_command(
+                        "EVALSHA",
+                        scripts[strategy].sha,
+                        _resp_int(len(keys)),
+                        *keys,
+                        *_args(quotas, cost),
+                    )
             except self._no_script:
-                raw = script(keys=keys, args=args)
+                raw = scripts[strategy](keys=keys, args=_args(quotas, cost))
         except Exception as exc:
             msg = f"rate-limit storage call failed: {type(exc).__name__}"
             raise StorageError(msg) from exc
@@ -262,15 +280,21 @@ class RedisBackend:
     ) -> HitResult:
         """The same on the event loop, with redis-py's asyncio client."""
         scripts = self._async_client()
-        script = scripts[strategy]
-        args = _args(quotas, cost)
+        fast = self._async_fast
         try:
             try:
-                raw = await self._async_conn.execute_command(
-                    "EVALSHA", script.sha, _resp_int(len(keys)), *keys, *args
-                )
+                if fast is not None:
+                    raw = await fast.call(frame(self._heads[strategy], keys, quotas, cost))
+                else:
+                    raw = await self._async_conn.execute_command(
+                        "EVALSHA",
+                        scripts[strategy].sha,
+                        _resp_int(len(keys)),
+                        *keys,
+                        *_args(quotas, cost),
+                    )
             except self._no_script:
-                raw = await script(keys=keys, args=args)
+                raw = await scripts[strategy](keys=keys, args=_args(quotas, cost))
         except Exception as exc:
             msg = f"rate-limit storage call failed: {type(exc).__name__}"
             raise StorageError(msg) from exc
@@ -279,6 +303,9 @@ class RedisBackend:
     def close(self) -> None:
         """Close the sync connection pool (the async one closes with its loop)."""
         if self._sync is not None:
+            if self._sync_fast is not None:
+                self._sync_fast.close()
+                self._sync_fast = None
             conn = self._sync.get_connection()
             conn.close()
             self._sync = None

@@ -71,9 +71,21 @@ class Quota:
         head: the precomputed start of its ``RateLimit`` item.
         spec: the limits string this came from (``"100 per 1 minute"``).
         wire: amount and window (µs) as the Redis scripts' arguments.
+        resp: ``wire`` framed as RESP bulk strings.
     """
 
-    __slots__ = ("amount", "head", "interval", "name", "policy", "spec", "tag", "window", "wire")
+    __slots__ = (
+        "amount",
+        "head",
+        "interval",
+        "name",
+        "policy",
+        "resp",
+        "spec",
+        "tag",
+        "window",
+        "wire",
+    )
 
     def __init__(self, amount: int, window: float, name: str, spec: str = "") -> None:
         if amount < 1 or window <= 0:
@@ -91,6 +103,9 @@ class Quota:
         #: The amount and the window in µs as the Redis scripts take them,
         #: already bytes: redis-py then skips its per-argument encoding.
         self.wire = (str(amount).encode(), str(round(self.window * 1_000_000)).encode())
+        #: The same as two RESP bulk strings, for the backend's own framing
+        #: (:mod:`seawall._ratelimit.wire`).
+        self.resp = b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in self.wire)
 
     def scaled(self, divisor: int) -> Quota:
         """Return this quota with its amount divided by *divisor* (at least 1)."""

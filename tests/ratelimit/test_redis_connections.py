@@ -1,0 +1,126 @@
+"""The Redis backend's kept connections (seawall._ratelimit.wire) on the real server.
+
+Each test breaks a kept connection the way production does (the server
+closes it, a call is abandoned mid-reply, the process forks) and checks the
+next call gets a correct, fresh reply and counts exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+import redis
+
+from seawall import RateLimit
+from seawall._ratelimit.quota import FIXED, Quota
+from seawall.exceptions import StorageError
+from seawall.storage import RedisBackend
+from tests.apps import client_for, wrap
+from tests.ratelimit.conftest import PrivateRedis
+
+QUOTA = [Quota(100, 60, "default")]
+
+
+def _remaining(result: tuple[bool, list[tuple[int, float, float]]]) -> int:
+    return result[1][0][0]
+
+
+def test_a_connection_the_server_closed_is_replaced(
+    interface: str, redis_url: str, key_prefix: str
+) -> None:
+    """CLIENT KILL (an idle timeout, a restart) closes the kept connection: the
+    next request goes through on a new one, counted once, with no storage error."""
+    wall = wrap(
+        interface,
+        [RateLimit("100/minute", storage=redis_url, key_prefix=key_prefix, storage_timeout=1.0)],
+    )
+    admin = redis.Redis.from_url(redis_url)
+    with client_for(wall) as client:
+        first = client.get("/")
+        killed = admin.client_kill_filter(_type="normal", skipme=True)
+        second = client.get("/")
+    assert killed >= 1
+    assert first.status_code == second.status_code == 200
+    assert first.headers["RateLimit"].startswith('"default";r=99')
+    assert second.headers["RateLimit"].startswith('"default";r=98')
+    stats = wall.stats()["ratelimit"]
+    assert stats["storage_errors"] == 0 and stats["storage_fallbacks"] == 0
+
+
+def test_an_abandoned_async_call_leaves_no_reply_behind(private_redis: PrivateRedis) -> None:
+    """A call cancelled while its reply is still coming (a request cancelled by
+    its client, say) must not leave that reply for the next call to read."""
+    backend = RedisBackend(private_redis.url, timeout=2.0)
+    assert private_redis.process is not None
+    pid = private_redis.process.pid
+    keys = ["abandoned"]
+
+    async def main() -> list[int]:
+        seen = [_remaining(await backend.ahit(FIXED, keys, QUOTA, 1))]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(backend.ahit(FIXED, keys, QUOTA, 1), 0.1)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # The server runs the abandoned command when it wakes: 98 left, unread.
+        await asyncio.sleep(0.1)
+        seen.append(_remaining(await backend.ahit(FIXED, keys, QUOTA, 1)))
+        return seen
+
+    assert asyncio.run(main()) == [99, 97]
+
+
+def test_a_timed_out_sync_call_leaves_no_reply_behind(private_redis: PrivateRedis) -> None:
+    """The same on the sync path, where the storage timeout ends the call."""
+    backend = RedisBackend(private_redis.url, timeout=0.1)
+    assert private_redis.process is not None
+    pid = private_redis.process.pid
+    keys = ["timed-out"]
+    seen = [_remaining(backend.hit(FIXED, keys, QUOTA, 1))]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(StorageError):
+            backend.hit(FIXED, keys, QUOTA, 1)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    time.sleep(0.1)
+    seen.append(_remaining(backend.hit(FIXED, keys, QUOTA, 1)))
+    assert seen == [99, 97]
+
+
+def test_a_forked_child_does_not_share_its_parents_connection(redis_url: str, key_prefix: str) -> None:
+    """gunicorn forks after the app is loaded: a child that reused the parent's
+    kept socket would read the parent's replies. Each process counts on its own."""
+    backend = RedisBackend(redis_url, timeout=1.0)
+    keys = [f"{key_prefix}:fork"]
+    parent_first = _remaining(backend.hit(FIXED, keys, QUOTA, 1))
+    fast = backend._sync_fast
+    assert fast is not None and len(fast.free) == 1
+    parent_port = fast.free[0]._sock.getsockname()[1]
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            forgot = fast.free == []
+            remaining = _remaining(backend.hit(FIXED, keys, QUOTA, 1))
+            port = fast.free[0]._sock.getsockname()[1]
+            os.write(write, f"{forgot} {remaining} {port}".encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    with os.fdopen(read) as pipe:
+        forgot, child_remaining, child_port = pipe.read().split()
+    parent_second = _remaining(backend.hit(FIXED, keys, QUOTA, 1))
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert forgot == "True"
+    assert int(child_port) != parent_port
+    assert [parent_first, int(child_remaining), parent_second] == [99, 98, 97]
+    assert fast.free[0]._sock.getsockname()[1] == parent_port
