@@ -115,6 +115,29 @@ class TestWiring:
         timing = app.extensions["seawall"]._wall.stats()["timing"]
         assert timing["routes"]["/items/<int:id>"]["count"] == 3
 
+    def test_route_template_of_a_view_with_several_rules(self) -> None:
+        """One view under two rules (and a blueprint's) keys by the rule that matched."""
+        outcomes = Outcomes()
+        app = Flask(__name__)
+        Seawall(app, layers=[outcomes])
+
+        @app.get("/old/<int:id>")
+        @app.get("/new/<int:id>")
+        def moved(id: int) -> Any:
+            return {"id": id}
+
+        shop = Blueprint("shop", __name__, url_prefix="/shop")
+        shop.get("/cart/<name>")(lambda name: name)
+        app.register_blueprint(shop)
+        for path in ("/old/1", "/new/2", "/old/3", "/shop/cart/x"):
+            assert get(app, path).status_code == 200
+        assert [o.route for o in outcomes.outcomes] == [
+            "/old/<int:id>",
+            "/new/<int:id>",
+            "/old/<int:id>",
+            "/shop/cart/<name>",
+        ]
+
     def test_async_view(self) -> None:
         """Async views run under the wall too."""
         app = make_app(layers=[Timing(), Deny()])

@@ -15,10 +15,14 @@ Theory of operation:
    ``app.config["SEAWALL"]`` (the :func:`seawall.config.load_config` schema)
    updated with the extension's keyword arguments.
 2. A URL value preprocessor (it runs before every ``before_request``) puts
-   the matched rule (``/items/<int:id>``) in ``view.route`` and
-   ``environ["seawall.route"]``, so statistics and breakers key by template
-   and handler decorators see it. (Flask clears the request from the
-   environ when it returns, so the rule cannot be read afterwards.)
+   the matched rule (``/items/<int:id>``) in ``view.route``, so statistics
+   and breakers key by template and handler decorators see it. (Flask
+   clears the request from the environ when it returns, so the rule cannot
+   be read afterwards.) It finds the view through seawall's own context
+   variable and the template from the endpoint Flask passes it, cached per
+   endpoint with one rule: ``request`` is a werkzeug proxy, and each
+   attribute read through it costs more than the rest of the hook (the
+   matched rule is read from it only for endpoints with several rules).
 3. Flask turns unhandled exceptions into 500s itself, so they never reach
    the driver. The ``got_request_exception`` signal hands them to the
    layers (ErrorCapture logs and fingerprints them) and the problem+json
@@ -44,7 +48,7 @@ from flask import Blueprint, Flask, got_request_exception, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from seawall._core.decisions import Respond
-from seawall._log import current_request
+from seawall._log import _current, current_request
 from seawall.contrib import exempt_twin, settings_kwargs
 from seawall.exceptions import Rejected
 from seawall.handlers import exempt as _mark_exempt
@@ -147,7 +151,7 @@ class Seawall:
         entry = _Entry(app, wall)
         app.wsgi_app = entry  # type: ignore[method-assign]
         app.extensions["seawall"] = entry
-        app.url_value_preprocessor(_set_route)
+        app.url_value_preprocessor(_route_setter(app))
         got_request_exception.connect(self._on_exception, app, weak=False)
         # Flask keys handlers by status code (HTTP errors) or None (others);
         # the app's own handlers, registered before us, are kept.
@@ -301,15 +305,33 @@ def _blueprint_breaker(blueprint: Blueprint, name: str, options: dict[str, Any])
     blueprint.teardown_request(teardown)
 
 
-def _set_route(endpoint: str | None, values: dict[str, Any] | None) -> None:
-    rule = request.url_rule
-    if rule is not None:
-        template = rule.rule
-        environ = request.environ
-        environ["seawall.route"] = template
-        view = environ.get("seawall.request")
-        if view is not None:
-            view.route = template
+def _route_setter(app: Flask) -> Callable[[str | None, dict[str, Any] | None], None]:
+    """The URL value preprocessor that reports the matched rule's template."""
+    # endpoint -> its only rule's template, or None when it has several.
+    # Flask refuses new routes once it served a request, so entries stay true.
+    templates: dict[str, str | None] = {}
+
+    def set_route(endpoint: str | None, values: dict[str, Any] | None) -> None:
+        holder = _current.get()
+        view = None if holder is None else holder[0]
+        if view is None or endpoint is None:
+            return
+        try:
+            template = templates[endpoint]
+        except KeyError:
+            try:
+                rules = list(app.url_map.iter_rules(endpoint))
+            except KeyError:
+                rules = []
+            template = templates[endpoint] = rules[0].rule if len(rules) == 1 else None
+        if template is None:
+            rule = request.url_rule
+            if rule is None:
+                return
+            template = rule.rule
+        view.route = template
+
+    return set_route
 
 
 def _problem(respond: Respond) -> ResponseReturnValue:
