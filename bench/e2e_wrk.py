@@ -4,9 +4,18 @@ bare, under seawall's recommended stack, and under slowapi's decorator, each
 driven by wrk for a bounded run; prints requests/s, p99 and the ratio to bare.
 
     python bench/e2e_wrk.py [--seconds 10] [--connections 32] [--rounds 1]
+                            [--http h11|httptools|both] [--breakdown]
 
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``). The apps are defined
-here; uvicorn imports them from this file.
+here; uvicorn imports them from this file. ``--http both`` (the default
+when httptools is installed, as ``uvicorn[standard]`` and the ``bench``
+extra install it) runs every app under uvicorn's pure-Python h11 protocol
+on asyncio, then under httptools on uvloop: the first is what ``pip
+install uvicorn`` serves with, the second what ``uvicorn[standard]`` (and
+``fastapi[standard]``) does, and a server's own per-request work sets the
+ratio as much as ours does. ``--breakdown`` adds the stack's parts (the
+engine alone, Timing + ErrorCapture, RateLimit alone, the stack with the
+rate-limit headers off) to show where the added CPU goes.
 
 Target (issue 6): the recommended stack keeps at least 0.85x of bare
 throughput (for scale: slowapi's decorator keeps about 0.67x).
@@ -46,21 +55,43 @@ def _starlette(endpoint: Any = None, middleware: list[Any] | None = None) -> Any
     )
 
 
-def _recommended() -> list[Any]:
+def _recommended(*, headers: bool = True) -> list[Any]:
     from seawall import CircuitBreaker, ErrorCapture, RateLimit, Timing, Validation
 
-    return [Timing(), ErrorCapture(), RateLimit(HIGH), Validation(), CircuitBreaker()]
+    return [
+        Timing(),
+        ErrorCapture(),
+        RateLimit(HIGH, headers=headers),
+        Validation(),
+        CircuitBreaker(),
+    ]
+
+
+def _layers(name: str) -> list[Any] | None:
+    """The layers of each seawall variant (``None``: not a seawall variant)."""
+    from seawall import ErrorCapture, RateLimit, Timing
+
+    variants: dict[str, Any] = {
+        "seawall": _recommended,
+        "engine": list,
+        "timing_errors": lambda: [Timing(), ErrorCapture()],
+        "ratelimit": lambda: [RateLimit(HIGH)],
+        "stack_no_rl_headers": lambda: _recommended(headers=False),
+    }
+    factory = variants.get(name)
+    return None if factory is None else factory()
 
 
 def _build(name: str) -> Any:
     if name == "bare":
         return _starlette()
-    if name == "seawall":
+    layers = _layers(name)
+    if layers is not None:
         from starlette.middleware import Middleware
 
         from seawall.fastapi import SeawallMiddleware
 
-        return _starlette(middleware=[Middleware(SeawallMiddleware, layers=_recommended())])
+        return _starlette(middleware=[Middleware(SeawallMiddleware, layers=layers)])
     if name == "slowapi":
         from slowapi import Limiter
         from slowapi.util import get_remote_address
@@ -80,7 +111,7 @@ def _build(name: str) -> Any:
 
 def __getattr__(name: str) -> Any:
     # uvicorn e2e_wrk:bare / e2e_wrk:seawall / e2e_wrk:slowapi
-    if name in ("bare", "seawall", "slowapi"):
+    if name in LABELS:
         return _build(name)
     raise AttributeError(name)
 
@@ -94,7 +125,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve(app: str, port: int) -> subprocess.Popen[bytes]:
+#: The servers: uvicorn's --http and --loop for each.
+SERVERS = {"h11": ("h11", "asyncio"), "httptools": ("httptools", "uvloop")}
+
+
+def _serve(app: str, port: int, server: str) -> subprocess.Popen[bytes]:
+    http, loop = SERVERS[server]
     cmd = [
         str(Path(sys.executable).parent / "uvicorn"),
         "--app-dir",
@@ -108,6 +144,10 @@ def _serve(app: str, port: int) -> subprocess.Popen[bytes]:
         "--log-level",
         "warning",
         "--no-access-log",
+        "--http",
+        http,
+        "--loop",
+        loop,
         f"e2e_wrk:{app}",
     ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -170,26 +210,37 @@ def _run_wrk(port: int, seconds: int, connections: int, pid: int) -> tuple[float
     return rps, p99, cpu
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=1, help="interleaved runs per app")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
-    print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}")
-    apps = ("bare", "seawall", "slowapi")
+LABELS = {
+    "bare": "bare Starlette",
+    "seawall": "+ seawall recommended stack",
+    "slowapi": "+ slowapi @limiter.limit",
+    "engine": "  (part) seawall, no layers",
+    "timing_errors": "  (part) Timing + ErrorCapture",
+    "ratelimit": "  (part) RateLimit alone",
+    "stack_no_rl_headers": "  (part) stack, RateLimit headers off",
+}
+
+
+def _has_httptools() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("httptools", "uvloop"))
+
+
+def measure(
+    server: str, apps: tuple[str, ...], rounds: int, seconds: int, connections: int
+) -> dict[str, list[tuple[float, float, float]]]:
+    """Interleaved wrk runs of every app under *server*; the results per app."""
     results: dict[str, list[tuple[float, float, float]]] = {app: [] for app in apps}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for app in apps:
             port = _free_port()
-            proc = _serve(app, port)
+            proc = _serve(app, port, server)
             try:
                 _wait(port, time.monotonic() + 60)
                 # A short warm-up so imports and first-request work are not measured.
-                _run_wrk(port, 1, args.connections, proc.pid)
-                results[app].append(_run_wrk(port, args.seconds, args.connections, proc.pid))
+                _run_wrk(port, 1, connections, proc.pid)
+                results[app].append(_run_wrk(port, seconds, connections, proc.pid))
             finally:
                 proc.terminate()
                 try:
@@ -197,36 +248,59 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+    return results
+
+
+def report(server: str, results: dict[str, list[tuple[float, float, float]]], args: Any) -> None:
+    """Print one server's table: req/s, p99, the ratio, CPU per request and what it adds."""
 
     def med(app: str, i: int) -> float:
         return statistics.median(r[i] for r in results[app])
 
     bare_rps, bare_cpu = med("bare", 0), med("bare", 2)
+    http, loop = SERVERS[server]
     print(
-        f"\nuvicorn, 1 worker, wrk -t1 -c{args.connections} -d{args.seconds}s "
-        f"(median of {args.rounds} run(s))"
+        f"\nuvicorn --http {http} --loop {loop}, 1 worker, wrk -t1 -c{args.connections}"
+        f" -d{args.seconds}s (median of {args.rounds} run(s))"
     )
     print(
-        f"  {'app':<34} {'req/s':>9} {'p99 ms':>8} {'vs bare':>8} "
-        f"{'CPU µs/req':>11} {'capacity':>9}"
+        f"  {'app':<38} {'req/s':>9} {'p99 ms':>8} {'vs bare':>8} "
+        f"{'CPU µs/req':>11} {'added':>8} {'capacity':>9}"
     )
-    labels = {
-        "bare": "bare Starlette",
-        "seawall": "+ seawall recommended stack",
-        "slowapi": "+ slowapi @limiter.limit",
-    }
-    for app in apps:
+    for app in results:
         rps, p99, cpu = med(app, 0), med(app, 1), med(app, 2)
         print(
-            f"  {labels[app]:<34} {rps:>9.0f} {p99:>8.2f} {rps / bare_rps:>7.2f}x "
-            f"{cpu:>11.1f} {bare_cpu / cpu:>8.2f}x"
+            f"  {LABELS[app]:<38} {rps:>9.0f} {p99:>8.2f} {rps / bare_rps:>7.2f}x "
+            f"{cpu:>11.1f} {cpu - bare_cpu:>+8.1f} {bare_cpu / cpu:>8.2f}x"
         )
     ratio = med("seawall", 0) / bare_rps
     capacity = bare_cpu / med("seawall", 2)
     print(
-        f"\nseawall keeps {ratio:.2f}x of bare throughput measured, {capacity:.2f}x by server "
+        f"  seawall keeps {ratio:.2f}x of bare throughput measured, {capacity:.2f}x by server "
         "CPU per request (target >= 0.85x; capacity is the figure to trust on a busy machine)"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved runs per app")
+    parser.add_argument("--http", choices=("h11", "httptools", "both"), default=None)
+    parser.add_argument("--breakdown", action="store_true", help="also run the stack's parts")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
+    http = args.http or ("both" if _has_httptools() else "h11")
+    if http != "h11" and not _has_httptools():
+        sys.exit("httptools and uvloop are not installed (pip install 'uvicorn[standard]')")
+    servers = ("h11", "httptools") if http == "both" else (http,)
+    apps: tuple[str, ...] = ("bare", "seawall", "slowapi")
+    if args.breakdown:
+        apps += ("engine", "timing_errors", "ratelimit", "stack_no_rl_headers")
+    print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}")
+    for server in servers:
+        report(server, measure(server, apps, args.rounds, args.seconds, args.connections), args)
 
 
 if __name__ == "__main__":

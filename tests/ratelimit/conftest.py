@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,18 @@ def unstarted_redis() -> Iterator[PrivateRedis]:
     server = PrivateRedis(free_port())
     yield server
     server.stop()
+
+
+def redis_wall(interface: str, limit: str, redis_url: str, key_prefix: str, **options: Any) -> Any:
+    """The twin app for *interface* under one RateLimit on the real Redis.
+
+    The storage timeout is 1 s, not 20 ms: a loaded CI machine must not turn
+    a slow reply into the failure policy.
+    """
+    from seawall import RateLimit
+    from tests.apps import wrap
+
+    layer = RateLimit(
+        limit, storage=redis_url, key_prefix=key_prefix, storage_timeout=1.0, **options
+    )
+    return wrap(interface, [layer])

@@ -11,7 +11,7 @@ import redis
 
 from seawall import RateLimit
 from tests.apps import client_for, wrap
-from tests.ratelimit.conftest import PrivateRedis
+from tests.ratelimit.conftest import PrivateRedis, redis_wall
 
 STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter", "gcra"]
 
@@ -21,18 +21,7 @@ def test_limit_headers_and_retry_after(
     interface: str, redis_url: str, key_prefix: str, strategy: str
 ) -> None:
     """Exactly the limit is admitted, then 429 with a Retry-After no earlier than t."""
-    wall = wrap(
-        interface,
-        [
-            RateLimit(
-                "3/minute;10/hour",
-                strategy=strategy,
-                storage=redis_url,
-                key_prefix=key_prefix,
-                storage_timeout=1.0,
-            )
-        ],
-    )
+    wall = redis_wall(interface, "3/minute;10/hour", redis_url, key_prefix, strategy=strategy)
     with client_for(wall) as client:
         responses = [client.get("/") for _ in range(5)]
     assert [r.status_code for r in responses] == [200, 200, 200, 429, 429]
@@ -131,19 +120,7 @@ def test_large_cost_and_amount_on_redis(
     interface: str, redis_url: str, key_prefix: str, strategy: str
 ) -> None:
     """Costs and amounts past the small-int table reach the scripts as the same numbers."""
-    wall = wrap(
-        interface,
-        [
-            RateLimit(
-                "250/minute",
-                strategy=strategy,
-                storage=redis_url,
-                key_prefix=key_prefix,
-                cost=100,
-                storage_timeout=1.0,
-            )
-        ],
-    )
+    wall = redis_wall(interface, "250/minute", redis_url, key_prefix, strategy=strategy, cost=100)
     with client_for(wall) as client:
         responses = [client.get("/") for _ in range(3)]
     assert [r.status_code for r in responses] == [200, 200, 429]
@@ -162,7 +139,9 @@ def test_stats_count_on_redis(redis_url: str, key_prefix: str, interface: str) -
     assert stats["keys"] is None
 
 
-def test_scripts_come_back_after_a_script_flush(interface: str, private_redis: PrivateRedis) -> None:
+def test_scripts_come_back_after_a_script_flush(
+    interface: str, private_redis: PrivateRedis
+) -> None:
     """Calls go straight to EVALSHA; a server that forgot the script (SCRIPT FLUSH,
     a failover to a fresh replica) gets it loaded again, and counting goes on."""
     import hashlib
@@ -183,4 +162,5 @@ def test_scripts_come_back_after_a_script_flush(interface: str, private_redis: P
     assert [r.status_code for r in after] == [200, 200, 429]
     assert server.script_exists(sha) == [True]
     stats = wall.stats()["ratelimit"]
-    assert stats["storage_errors"] == 0 and stats["storage_fallbacks"] == 0
+    assert stats["storage_errors"] == 0
+    assert stats["storage_fallbacks"] == 0

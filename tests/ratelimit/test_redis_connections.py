@@ -15,12 +15,11 @@ import time
 import pytest
 import redis
 
-from seawall import RateLimit
 from seawall._ratelimit.quota import FIXED, Quota
 from seawall.exceptions import StorageError
 from seawall.storage import RedisBackend
-from tests.apps import client_for, wrap
-from tests.ratelimit.conftest import PrivateRedis
+from tests.apps import client_for
+from tests.ratelimit.conftest import PrivateRedis, redis_wall
 
 QUOTA = [Quota(100, 60, "default")]
 
@@ -34,10 +33,7 @@ def test_a_connection_the_server_closed_is_replaced(
 ) -> None:
     """CLIENT KILL (an idle timeout, a restart) closes the kept connection: the
     next request goes through on a new one, counted once, with no storage error."""
-    wall = wrap(
-        interface,
-        [RateLimit("100/minute", storage=redis_url, key_prefix=key_prefix, storage_timeout=1.0)],
-    )
+    wall = redis_wall(interface, "100/minute", redis_url, key_prefix)
     admin = redis.Redis.from_url(redis_url)
     with client_for(wall) as client:
         first = client.get("/")
@@ -48,7 +44,8 @@ def test_a_connection_the_server_closed_is_replaced(
     assert first.headers["RateLimit"].startswith('"default";r=99')
     assert second.headers["RateLimit"].startswith('"default";r=98')
     stats = wall.stats()["ratelimit"]
-    assert stats["storage_errors"] == 0 and stats["storage_fallbacks"] == 0
+    assert stats["storage_errors"] == 0
+    assert stats["storage_fallbacks"] == 0
 
 
 def test_an_abandoned_async_call_leaves_no_reply_behind(private_redis: PrivateRedis) -> None:
@@ -93,14 +90,17 @@ def test_a_timed_out_sync_call_leaves_no_reply_behind(private_redis: PrivateRedi
     assert seen == [99, 97]
 
 
-def test_a_forked_child_does_not_share_its_parents_connection(redis_url: str, key_prefix: str) -> None:
+def test_a_forked_child_does_not_share_its_parents_connection(
+    redis_url: str, key_prefix: str
+) -> None:
     """gunicorn forks after the app is loaded: a child that reused the parent's
     kept socket would read the parent's replies. Each process counts on its own."""
     backend = RedisBackend(redis_url, timeout=1.0)
     keys = [f"{key_prefix}:fork"]
     parent_first = _remaining(backend.hit(FIXED, keys, QUOTA, 1))
     fast = backend._sync_fast
-    assert fast is not None and len(fast.free) == 1
+    assert fast is not None
+    assert len(fast.free) == 1
     parent_port = fast.free[0]._sock.getsockname()[1]
     read, write = os.pipe()
     child = os.fork()
