@@ -62,6 +62,9 @@ def test_an_abandoned_async_call_leaves_no_reply_behind(private_redis: PrivateRe
         try:
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(backend.ahit(FIXED, keys, QUOTA, 1), 0.1)
+            # The abandoned connection went back to the pool, not to the free list.
+            assert backend._async_fast is not None
+            assert backend._async_fast.free == []
         finally:
             os.kill(pid, signal.SIGCONT)
         # The server runs the abandoned command when it wakes: 98 left, unread.
@@ -83,6 +86,8 @@ def test_a_timed_out_sync_call_leaves_no_reply_behind(private_redis: PrivateRedi
     try:
         with pytest.raises(StorageError):
             backend.hit(FIXED, keys, QUOTA, 1)
+        assert backend._sync_fast is not None
+        assert backend._sync_fast.free == []
     finally:
         os.kill(pid, signal.SIGCONT)
     time.sleep(0.1)

@@ -100,7 +100,7 @@ def pool_of(client: Any, asynchronous: bool) -> Any:
 
 
 #: Every free list of this process, so a forked child can forget them.
-_ALL: weakref.WeakSet[Connections | AsyncConnections] = weakref.WeakSet()
+_ALL: weakref.WeakSet[_FreeList] = weakref.WeakSet()
 
 
 def _forget_after_fork() -> None:
@@ -119,14 +119,18 @@ def _errors() -> tuple[type[Exception], type[Exception]]:
     return ResponseError, RedisConnectionError
 
 
-class Connections:
-    """The free list of sync connections over one redis-py ``ConnectionPool``."""
+class _FreeList:
+    """What both paths keep: the pool, the free connections, redis-py's error classes."""
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
         self.free: list[Any] = []
         self._reply_error, self._connection_error = _errors()
         _ALL.add(self)
+
+
+class Connections(_FreeList):
+    """The free list of sync connections over one redis-py ``ConnectionPool``."""
 
     def call(self, command: list[bytes]) -> Any:
         """Send *command*, return its reply; redis-py's exceptions as redis-py raises them."""
@@ -165,14 +169,8 @@ class Connections:
             self.pool.release(conn)
 
 
-class AsyncConnections:
+class AsyncConnections(_FreeList):
     """The same over one ``redis.asyncio`` pool, for one event loop."""
-
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-        self.free: list[Any] = []
-        self._reply_error, self._connection_error = _errors()
-        _ALL.add(self)
 
     async def call(self, command: list[bytes]) -> Any:
         """Send *command* and await its reply."""
