@@ -31,7 +31,15 @@ from typing import Any, ClassVar, Protocol
 from seawall._ratelimit.lua import SCRIPTS
 from seawall._ratelimit.memory import BoundedMemoryStorage
 from seawall._ratelimit.quota import FIXED, GCRA, MOVING, SLIDING, HitResult, Quota
-from seawall._ratelimit.wire import AsyncConnections, Connections, evalsha_head, frame, pool_of
+from seawall._ratelimit.wire import (
+    AsyncConnections,
+    Connections,
+    evalsha_head,
+    fixed_frame,
+    frame,
+    pexpire_frame,
+    pool_of,
+)
 from seawall.exceptions import ConfigurationError, StorageError
 
 __all__ = [
@@ -131,6 +139,25 @@ def _result(raw: Any) -> HitResult:
     return raw[0] == 1, stats
 
 
+def _fixed(count: int, ttl_ms: int, quota: Quota) -> HitResult:
+    """What the fixed-window script answers, from ``INCR`` and ``PTTL`` replies.
+
+    For one quota and a cost of 1, counting first and comparing after admits
+    exactly the requests the script admits: once a request finds the count
+    past the amount, every later one in the window does too, so a refused
+    request's unit (which the script gives back) never admits anyone.
+    """
+    reset = (ttl_ms if ttl_ms >= 0 else quota.window_ms) / 1000
+    amount = quota.amount
+    if count <= amount:
+        return True, [(amount - count, reset, 0.0)]
+    return False, [(0, reset, reset)]
+
+
+#: ``asyncio.timeout`` (Python 3.11+); on 3.10 redis-py's socket timeouts bound each call.
+_DEADLINE: Callable[[float], Any] | None = getattr(asyncio, "timeout", None)
+
+
 class _NeverRaised(Exception):
     """Stands for redis-py's NoScriptError until a client exists."""
 
@@ -173,6 +200,8 @@ class RedisBackend:
         self._async_storage: Any = None
         self._sync_fast: Connections | None = None
         self._async_fast: AsyncConnections | None = None
+        #: ``asyncio.timeout`` when ahit bounds its calls itself (no socket timeout).
+        self._async_deadline: Callable[[float], Any] | None = None
         #: Each script's ``EVALSHA <sha>``, framed once (the SHA is the same on both paths).
         self._heads: dict[int, bytes] = {}
 
@@ -193,6 +222,11 @@ class RedisBackend:
                 from redis.backoff import NoBackoff
 
                 opts["retry"] = AsyncRetry(NoBackoff(), 0)
+                if _DEADLINE is not None:
+                    # ahit bounds the whole call with one asyncio.timeout:
+                    # redis-py's own socket timeout costs an asyncio.wait_for
+                    # per write (a task) and an asyncio.timeout per read.
+                    opts["socket_timeout"] = None
             else:
                 from redis.backoff import NoBackoff
                 from redis.retry import Retry
@@ -225,11 +259,10 @@ class RedisBackend:
         if loop is not self._loop:
             from limits.storage import storage_from_string
 
+            options = self._client_options(True)
             try:
                 storage = storage_from_string(
-                    "async+" + self._client_uri,
-                    implementation="redispy",
-                    **self._client_options(True),
+                    "async+" + self._client_uri, implementation="redispy", **options
                 )
                 conn = storage.bridge.get_connection()  # type: ignore[union-attr]
             except Exception as exc:
@@ -242,6 +275,7 @@ class RedisBackend:
             self._async_conn = conn
             self._no_script = _redis_no_script()
             self._async_storage = storage
+            self._async_deadline = _DEADLINE if options["socket_timeout"] is None else None
             self._loop = loop
         return self._async_scripts
 
@@ -251,6 +285,19 @@ class RedisBackend:
         """One script call (one round trip) for every quota of the request."""
         scripts = self._sync_client()
         fast = self._sync_fast
+        if fast is not None and strategy == FIXED and cost == 1 and len(quotas) == 1:
+            # The default rule, without a script (seawall._ratelimit.wire.fixed_frame).
+            quota, key = quotas[0], keys[0]
+            try:
+                _, count, ttl = fast.call(fixed_frame(key, quota), 3)
+                if ttl == -1:
+                    # The window ran out between SET and INCR, which made a
+                    # counter with no TTL: give it one (rare: one more round trip).
+                    fast.call(pexpire_frame(key, quota))
+            except Exception as exc:
+                msg = f"rate-limit storage call failed: {type(exc).__name__}"
+                raise StorageError(msg) from exc
+            return _fixed(count, ttl, quota)
         try:
             # EVALSHA on a kept connection (seawall._ratelimit.wire), or
             # straight through the client where that cannot be used: redis-py's
@@ -278,26 +325,54 @@ class RedisBackend:
     async def ahit(
         self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
     ) -> HitResult:
-        """The same on the event loop, with redis-py's asyncio client."""
+        """The same on the event loop, with redis-py's asyncio client.
+
+        On Python 3.11+ the call (every write and read, and the script load
+        when the server lost the script) is bounded by one ``asyncio.timeout``
+        of the storage timeout, in place of redis-py's per-operation socket
+        timeouts (Redis Cluster clients keep those).
+        """
         scripts = self._async_client()
-        fast = self._async_fast
+        deadline = self._async_deadline
         try:
-            try:
-                if fast is not None:
-                    raw = await fast.call(frame(self._heads[strategy], keys, quotas, cost))
-                else:
-                    raw = await self._async_conn.execute_command(
-                        "EVALSHA",
-                        scripts[strategy].sha,
-                        _resp_int(len(keys)),
-                        *keys,
-                        *_args(quotas, cost),
-                    )
-            except self._no_script:
-                raw = await scripts[strategy](keys=keys, args=_args(quotas, cost))
+            if deadline is not None:
+                async with deadline(self.timeout):
+                    return await self._ahit(scripts, strategy, keys, quotas, cost)
+            return await self._ahit(scripts, strategy, keys, quotas, cost)
+        except StorageError:
+            raise
         except Exception as exc:
             msg = f"rate-limit storage call failed: {type(exc).__name__}"
             raise StorageError(msg) from exc
+
+    async def _ahit(
+        self,
+        scripts: dict[int, Any],
+        strategy: int,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+    ) -> HitResult:
+        fast = self._async_fast
+        if fast is not None and strategy == FIXED and cost == 1 and len(quotas) == 1:
+            quota, key = quotas[0], keys[0]
+            _, count, ttl = await fast.call(fixed_frame(key, quota), 3)
+            if ttl == -1:
+                await fast.call(pexpire_frame(key, quota))
+            return _fixed(count, ttl, quota)
+        try:
+            if fast is not None:
+                raw = await fast.call(frame(self._heads[strategy], keys, quotas, cost))
+            else:
+                raw = await self._async_conn.execute_command(
+                    "EVALSHA",
+                    scripts[strategy].sha,
+                    _resp_int(len(keys)),
+                    *keys,
+                    *_args(quotas, cost),
+                )
+        except self._no_script:
+            raw = await scripts[strategy](keys=keys, args=_args(quotas, cost))
         return _result(raw)
 
     def close(self) -> None:

@@ -78,7 +78,9 @@ def test_ratelimit_is_exact_across_processes(
     )
     assert sum(codes.values()) == len(WORKERS) * CLIENTS * 4
     assert set(codes) <= {200, 429}, codes
-    if strategy == "moving-window":
+    if strategy in ("moving-window", "fixed-window"):
+        # A fixed window starts at its first request (the key's TTL), so
+        # none rolls over in a run this short: exactly L as well.
         assert codes[200] == LIMIT
     elif strategy == "gcra":
         # GCRA is a rate with a burst of L: one more request per 60/L s of the run.

@@ -350,7 +350,6 @@ class TestStatsAndRepr:
         assert layer.stats()["keys"] == 0
         assert "RateLimit(" in repr(layer)
 
-
     def test_top_limited_keys_are_counted_bounded_and_masked(self, monkeypatch) -> None:
         import seawall.layers.ratelimit as module
 
@@ -362,7 +361,8 @@ class TestStatsAndRepr:
             decide(layer, view(headers=[(b"x-api-key", f"flood-{n}".encode())]))
             decide(layer, view(headers=[(b"x-api-key", f"flood-{n}".encode())]))
         top = layer.stats()["top_limited"]
-        assert len(top) <= 10 and len(layer._top_limited) <= 8
+        assert len(top) <= 10
+        assert len(layer._top_limited) <= 8
         assert top[0] == {"key": "sk_l\u2026", "rule": "default", "count": 3}
         assert all("secret" not in row["key"] and "flood-" not in row["key"] for row in top)
         ip = RateLimit("1/minute")
@@ -406,5 +406,6 @@ def test_long_policy_names_stay_distinct() -> None:
 
     a = policy_name("myproject.views.accounts." + "x" * 60 + ".login_view")
     b = policy_name("myproject.views.accounts." + "x" * 60 + ".logout_view")
-    assert a != b and len(a) == len(b) == 64
+    assert a != b
+    assert len(a) == len(b) == 64
     assert policy_name("short name") == "short name"

@@ -143,14 +143,19 @@ def test_scripts_come_back_after_a_script_flush(
     interface: str, private_redis: PrivateRedis
 ) -> None:
     """Calls go straight to EVALSHA; a server that forgot the script (SCRIPT FLUSH,
-    a failover to a fresh replica) gets it loaded again, and counting goes on."""
+    a failover to a fresh replica) gets it loaded again, and counting goes on.
+
+    Two limits, so the rule takes the script (one fixed window needs none)."""
     import hashlib
 
     from seawall._ratelimit.lua import SCRIPTS
     from seawall._ratelimit.quota import FIXED
 
     sha = hashlib.sha1(SCRIPTS[FIXED].encode()).hexdigest()
-    wall = wrap(interface, [RateLimit("3/minute", storage=private_redis.url, storage_timeout=1.0)])
+    wall = wrap(
+        interface,
+        [RateLimit("3/minute;100/hour", storage=private_redis.url, storage_timeout=1.0)],
+    )
     server = redis.Redis.from_url(private_redis.url)
     with client_for(wall) as client:
         first = client.get("/")
@@ -164,3 +169,104 @@ def test_scripts_come_back_after_a_script_flush(
     stats = wall.stats()["ratelimit"]
     assert stats["storage_errors"] == 0
     assert stats["storage_fallbacks"] == 0
+
+
+def _calls(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name[len("cmdstat_") :]: int(v["calls"]) for name, v in stats.items()}
+
+
+def test_one_fixed_window_costs_three_plain_commands_in_one_round_trip(
+    interface: str, private_redis: PrivateRedis
+) -> None:
+    """The default rule (one fixed window, cost 1) sends SET NX, INCR and PTTL in one
+    write: one read event per request on the server and no script."""
+    wall = wrap(interface, [RateLimit("5/minute", storage=private_redis.url, storage_timeout=1.0)])
+    counter = redis.Redis.from_url(private_redis.url)
+    with client_for(wall) as client:
+        client.get("/")  # connects
+        reads0 = int(counter.info("stats")["total_reads_processed"])
+        calls0 = _calls(counter)
+        responses = [client.get("/") for _ in range(6)]
+        reads1 = int(counter.info("stats")["total_reads_processed"])
+        calls1 = _calls(counter)
+    counter.close()
+    assert [r.status_code for r in responses] == [200, 200, 200, 200, 429, 429]
+    remaining = [r.headers["ratelimit"].split(";")[1] for r in responses]
+    assert remaining == ["r=3", "r=2", "r=1", "r=0", "r=0", "r=0"]
+    assert 0 < int(responses[-1].headers["retry-after"]) <= 60
+    # Read events: 6 requests + the INFO calls between the two snapshots.
+    assert reads1 - reads0 == 6 + 2
+    assert {k: calls1.get(k, 0) - calls0.get(k, 0) for k in ("set", "incr", "pttl")} == {
+        "set": 6,
+        "incr": 6,
+        "pttl": 6,
+    }
+    assert calls1.get("evalsha", 0) == calls0.get("evalsha", 0)
+
+
+def test_a_counter_without_a_ttl_gets_one_back(
+    interface: str, redis_url: str, key_prefix: str
+) -> None:
+    """A counter left with no expiry (the window ended between SET and INCR, or
+    anything else that wrote the key) is given the window again, so a client is
+    never locked out for good."""
+    wall = redis_wall(interface, "5/minute", redis_url, key_prefix, key=lambda r: "ttl-lost")
+    admin = redis.Redis.from_url(redis_url)
+    with client_for(wall) as client:
+        client.get("/")
+        (key,) = admin.keys(f"{key_prefix}:*")
+        admin.persist(key)
+        assert admin.pttl(key) == -1
+        response = client.get("/")
+    assert response.headers["ratelimit"].startswith('"default";r=3;')
+    assert 55_000 < admin.pttl(key) <= 60_000
+
+
+def test_an_error_reply_in_the_middle_leaves_the_connection_in_step(
+    redis_url: str, key_prefix: str
+) -> None:
+    """INCR on a key that holds a hash answers WRONGTYPE between two good replies:
+    the call fails as a storage error, every reply is read, and the kept
+    connection answers the next call correctly."""
+    from seawall._ratelimit.quota import FIXED, Quota
+    from seawall.exceptions import StorageError
+    from seawall.storage import RedisBackend
+
+    quota = [Quota(10, 60, "default")]
+    admin = redis.Redis.from_url(redis_url)
+    bad, good = f"{key_prefix}:wrongtype", f"{key_prefix}:good"
+    admin.hset(bad, "f", "v")
+    backend = RedisBackend(redis_url, timeout=1.0)
+    with pytest.raises(StorageError) as caught:
+        backend.hit(FIXED, [bad], quota, 1)
+    assert "ResponseError" in str(caught.value)
+    assert backend._sync_fast is not None
+    assert len(backend._sync_fast.free) == 1  # an error reply keeps the connection
+    assert backend.hit(FIXED, [good], quota, 1) == (True, [(9, pytest.approx(60, abs=1), 0.0)])
+    assert backend.hit(FIXED, [good], quota, 1)[1][0][0] == 8
+    backend.close()
+
+
+def test_an_error_reply_in_the_middle_on_the_event_loop(redis_url: str, key_prefix: str) -> None:
+    """The same on the asyncio path."""
+    import asyncio
+
+    from seawall._ratelimit.quota import FIXED, Quota
+    from seawall.exceptions import StorageError
+    from seawall.storage import RedisBackend
+
+    quota = [Quota(10, 60, "default")]
+    admin = redis.Redis.from_url(redis_url)
+    bad, good = f"{key_prefix}:wrongtype-a", f"{key_prefix}:good-a"
+    admin.hset(bad, "f", "v")
+    backend = RedisBackend(redis_url, timeout=1.0)
+
+    async def main() -> list[int]:
+        with pytest.raises(StorageError):
+            await backend.ahit(FIXED, [bad], quota, 1)
+        assert backend._async_fast is not None
+        assert len(backend._async_fast.free) == 1
+        return [(await backend.ahit(FIXED, [good], quota, 1))[1][0][0] for _ in range(2)]
+
+    assert asyncio.run(main()) == [9, 8]

@@ -72,6 +72,9 @@ class Quota:
         spec: the limits string this came from (``"100 per 1 minute"``).
         wire: amount and window (µs) as the Redis scripts' arguments.
         resp: ``wire`` framed as RESP bulk strings.
+        window_ms: the window in whole milliseconds, rounded up (a key's TTL).
+        px: ``PX <window_ms> NX`` framed as RESP bulk strings (the fixed
+            window's ``SET``, :func:`seawall._ratelimit.wire.fixed_frame`).
     """
 
     __slots__ = (
@@ -80,10 +83,12 @@ class Quota:
         "interval",
         "name",
         "policy",
+        "px",
         "resp",
         "spec",
         "tag",
         "window",
+        "window_ms",
         "wire",
     )
 
@@ -106,6 +111,10 @@ class Quota:
         #: The same as two RESP bulk strings, for the backend's own framing
         #: (:mod:`seawall._ratelimit.wire`).
         self.resp = b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in self.wire)
+        # As the fixed-window script rounds it: ceil(window_us / 1000).
+        self.window_ms = -(-round(self.window * 1_000_000) // 1000)
+        ms = str(self.window_ms).encode()
+        self.px = b"$2\r\nPX\r\n$%d\r\n%s\r\n$2\r\nNX\r\n" % (len(ms), ms)
 
     def scaled(self, divisor: int) -> Quota:
         """Return this quota with its amount divided by *divisor* (at least 1)."""
