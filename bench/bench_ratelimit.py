@@ -385,7 +385,7 @@ def cpu_split(
     Client: the thread's CPU time per request under RateLimit on Redis, paired
     per round with the bare app plus one PING per request (both block on one
     reply; waiting costs no CPU). Server: the Redis process's CPU per
-    request from ``INFO cpu`` (against the PING's; median of three). Their sum is the work the
+    request from ``INFO cpu`` (against the PING's; median of five). Their sum is the work the
     request does beyond one round trip, on either side of the socket. The
     client figure is given twice: over ``client.ping()`` and over the lean PING
     (see :func:`ping_asgi`)."""
@@ -415,7 +415,7 @@ def cpu_split(
         timer(app)()
         return (cpu() - before) / n * 1e6
 
-    server = statistics.median(server_us(rl_app) - server_us(ping_app) for _ in range(3))
+    server = statistics.median(server_us(rl_app) - server_us(ping_app) for _ in range(5))
     print(
         f"  CPU beyond the round trip ({interface}, median of {rounds} x {n}): client"
         f" {client:+.2f} µs (thread CPU over bare + one PING), server {server:+.2f} µs"
