@@ -32,6 +32,7 @@ from seawall._ratelimit.lua import SCRIPTS
 from seawall._ratelimit.memory import BoundedMemoryStorage
 from seawall._ratelimit.quota import FIXED, GCRA, MOVING, SLIDING, HitResult, Quota
 from seawall._ratelimit.wire import (
+    DEADLINE,
     AsyncConnections,
     Connections,
     evalsha_head,
@@ -154,10 +155,6 @@ def _fixed(count: int, ttl_ms: int, quota: Quota) -> HitResult:
     return False, [(0, reset, reset)]
 
 
-#: ``asyncio.timeout`` (Python 3.11+); on 3.10 redis-py's socket timeouts bound each call.
-_DEADLINE: Callable[[float], Any] | None = getattr(asyncio, "timeout", None)
-
-
 class _NeverRaised(Exception):
     """Stands for redis-py's NoScriptError until a client exists."""
 
@@ -222,10 +219,8 @@ class RedisBackend:
                 from redis.backoff import NoBackoff
 
                 opts["retry"] = AsyncRetry(NoBackoff(), 0)
-                if _DEADLINE is not None:
-                    # ahit bounds the whole call with one asyncio.timeout:
-                    # redis-py's own socket timeout costs an asyncio.wait_for
-                    # per write (a task) and an asyncio.timeout per read.
+                if DEADLINE is not None:
+                    # ahit bounds the whole call itself (seawall._ratelimit.wire.DEADLINE).
                     opts["socket_timeout"] = None
             else:
                 from redis.backoff import NoBackoff
@@ -275,7 +270,7 @@ class RedisBackend:
             self._async_conn = conn
             self._no_script = _redis_no_script()
             self._async_storage = storage
-            self._async_deadline = _DEADLINE if options["socket_timeout"] is None else None
+            self._async_deadline = DEADLINE if options["socket_timeout"] is None else None
             self._loop = loop
         return self._async_scripts
 

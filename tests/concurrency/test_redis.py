@@ -291,3 +291,60 @@ def test_wsgi_threads_release_in_batches(redis_url: str, key_prefix: str) -> Non
     assert admitted > 0 and stats["storage_errors"] == 0 and stats["release_errors"] == 0
     assert sum(left) == 0
     layer.close()
+
+
+class TestKeptConnections:
+    """Script calls go out on kept connections (seawall._ratelimit.wire), sync and async."""
+
+    def test_a_connection_the_server_closed_and_a_flushed_script(
+        self, redis_url: str, key_prefix: str
+    ) -> None:
+        """CLIENT KILL closes the kept connection and SCRIPT FLUSH makes the server
+        forget the script: the next acquires still count exactly, with no storage error."""
+        layer = ConcurrencyLimit(2, storage=redis_url, key_prefix=key_prefix, **EXACT)
+        admin = redis.Redis.from_url(redis_url)
+        a = view()
+        assert admit(layer, a)
+        slots = layer._shared
+        assert slots is not None and slots._sync_fast is not None
+        assert len(slots._sync_fast.free) == 1  # kept after its reply was read
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        b = view()
+        assert admit(layer, b)
+        admin.script_flush()
+        assert not admit(layer, view())  # two held: full, counted right after both
+        assert slots_in_redis(redis_url, key_prefix) == 2
+        assert slots.errors == 0
+        finish(layer, a)
+        finish(layer, b)
+        assert layer.flush()
+        assert slots_in_redis(redis_url, key_prefix) == 0
+        layer.close()
+
+    def test_async_calls_use_kept_connections_and_one_deadline(
+        self, redis_url: str, key_prefix: str
+    ) -> None:
+        """On the event loop the slots are taken on kept connections too, and on
+        Python 3.11+ the asyncio client has no socket timeout of its own (the
+        call's deadline bounds it: see the SIGSTOP runs in tests/faults)."""
+
+        async def main() -> tuple[list[bool], int, Any]:
+            layer = ConcurrencyLimit(2, storage=redis_url, key_prefix=key_prefix, **EXACT)
+            held = [view() for _ in range(3)]
+            got = [await aadmit(layer, r) for r in held]
+            slots = layer._shared
+            assert slots is not None
+            client, fast = slots._aclients()
+            assert fast is not None
+            kept = len(fast.free)
+            timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+            for r in held:
+                finish(layer, r)
+            await layer.aclose()
+            return got, kept, timeout
+
+        got, kept, timeout = asyncio.run(main())
+        assert got == [True, True, False]
+        assert kept == 1
+        assert timeout is (None if hasattr(asyncio, "timeout") else 1.0)
+        assert slots_in_redis(redis_url, key_prefix) == 0

@@ -25,7 +25,12 @@ Theory of operation:
    carried within ``_FLUSH_DELAY`` (idle periods), with the sync client, so
    the event loop never does it. A release that fails is kept for the next
    try; a release lost altogether leaves the slot to expire.
-5. Every call is bounded by ``timeout``. After a failure the storage counts
+5. Script calls go out on connections kept out of redis-py's pool, as the
+   rate limiter's do (:mod:`seawall._ratelimit.wire`: same invariants), and
+   on Python 3.11+ an asyncio call is bounded by one ``asyncio.timeout``
+   rather than redis-py's per-operation socket timeouts (Redis Cluster
+   clients keep redis-py's ``execute_command`` and socket timeouts).
+6. Every call is bounded by ``timeout``. After a failure the storage counts
    as down for ``probe`` seconds: calls fail at once (the layer
    applies ``on_storage_error``), then one call probes. So an outage costs
    one timeout per probe period, not one per request, and one log line per
@@ -49,6 +54,7 @@ from urllib.parse import unquote, urlsplit
 
 from seawall._concurrency.local import OK, QUEUE_FULL, LocalSlots, Waiter
 from seawall._log import logger
+from seawall._ratelimit.wire import DEADLINE, AsyncConnections, Connections, command, pool_of
 from seawall.exceptions import ConfigurationError, StorageError
 
 __all__ = ["Gate", "LocalWait", "RedisAcquire", "RedisSlots", "SlotIds", "parse_storage"]
@@ -90,6 +96,16 @@ return 1
 """
 
 Release = tuple[list[str], str]
+
+
+class _NeverRaised(Exception):
+    """Stands for redis-py's NoScriptError until a client exists."""
+
+
+def _redis_no_script() -> type[Exception]:
+    from redis.exceptions import NoScriptError
+
+    return NoScriptError
 
 
 def _script_args(keys: list[str], releases: list[Release]) -> tuple[list[str], list[str]]:
@@ -221,10 +237,16 @@ class RedisSlots:
         self._per_key_arg = str(per_key if per_key is not None else 0)
         self.per_key = per_key
         self._sync: Any = None
+        self._sync_fast: Connections | None = None
         self._sync_lock = threading.Lock()
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Per event loop: its client and, when it has a pool, its kept connections.
+        self._async: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, AsyncConnections | None]
+        ] = weakref.WeakKeyDictionary()
+        #: DEADLINE when the asyncio clients have no socket timeout of their own.
+        self._deadline = DEADLINE if self.scheme != "redis+cluster" else None
+        # redis-py's NoScriptError, bound when a client is built (redis is an extra).
+        self._no_script: type[Exception] = _NeverRaised
         # Releases not yet sent: appended by on_complete (or a finalizer),
         # taken by the next acquire or by the flusher thread.
         self.pending: collections.deque[Release] = collections.deque()
@@ -266,7 +288,7 @@ class RedisSlots:
             retry = Retry(NoBackoff(), 0)
         # No retries: one bounded attempt per call; the breaker handles outages.
         return {
-            "socket_timeout": self.timeout,
+            "socket_timeout": None if asynchronous and self._deadline else self.timeout,
             "socket_connect_timeout": self.timeout,
             "retry": retry,
         }
@@ -311,17 +333,56 @@ class RedisSlots:
         if client is None:
             with self._sync_lock:
                 if self._sync is None:
-                    self._sync = self._build(asynchronous=False)
+                    client = self._build(asynchronous=False)
+                    pool = pool_of(client, asynchronous=False)
+                    self._sync_fast = Connections(pool) if pool is not None else None
+                    self._no_script = _redis_no_script()
+                    self._sync = client
                 client = self._sync
         return client
 
     def aclient(self) -> Any:
         """The ``redis.asyncio`` client of the running loop (one per loop)."""
+        return self._aclients()[0]
+
+    def _aclients(self) -> tuple[Any, AsyncConnections | None]:
         loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is None:
-            client = self._async[loop] = self._build(asynchronous=True)
-        return client
+        both = self._async.get(loop)
+        if both is None:
+            client = self._build(asynchronous=True)
+            pool = pool_of(client, asynchronous=True)
+            self._no_script = _redis_no_script()
+            fast = AsyncConnections(pool) if pool is not None else None
+            both = self._async[loop] = (client, fast)
+        return both
+
+    def _eval(self, args: tuple[Any, ...]) -> Any:
+        client = self.client()
+        fast = self._sync_fast
+        try:
+            if fast is not None:
+                return fast.call(command(b"EVALSHA", _ACQUIRE_SHA, *args))
+            return client.evalsha(_ACQUIRE_SHA, *args)
+        except self._no_script:
+            return client.eval(_ACQUIRE, *args)
+
+    async def _aeval(self, args: tuple[Any, ...]) -> Any:
+        client, fast = self._aclients()
+        deadline = self._deadline
+        if deadline is None:
+            return await self._aeval_once(client, fast, args)
+        async with deadline(self.timeout):
+            return await self._aeval_once(client, fast, args)
+
+    async def _aeval_once(
+        self, client: Any, fast: AsyncConnections | None, args: tuple[Any, ...]
+    ) -> Any:
+        try:
+            if fast is not None:
+                return await fast.call(command(b"EVALSHA", _ACQUIRE_SHA, *args))
+            return await client.evalsha(_ACQUIRE_SHA, *args)
+        except self._no_script:
+            return await client.eval(_ACQUIRE, *args)
 
     # -- the storage breaker --------------------------------------------------
 
@@ -393,17 +454,11 @@ class RedisSlots:
 
         The releases pending in this process go first, in the same call.
         """
-        from redis.exceptions import NoScriptError
-
         self.check_available()
-        client = self.client()
         taken = self._take_pending() if self.pending else []
         args = self._args(keys, slot_id, taken)
         try:
-            try:
-                got = client.evalsha(_ACQUIRE_SHA, *args)
-            except NoScriptError:
-                got = client.eval(_ACQUIRE, *args)
+            got = self._eval(args)
         except Exception as exc:
             if taken:
                 self._give_back(taken)
@@ -413,18 +468,11 @@ class RedisSlots:
 
     async def aacquire(self, keys: list[str], slot_id: str) -> int:
         """Try to take a slot now (async): 1, 0 (global full) or -1 (key full)."""
-        from redis.exceptions import NoScriptError
-
         self.check_available()
-        client = self.aclient()
         taken = self._take_pending() if self.pending else []
         args = self._args(keys, slot_id, taken)
         try:
-            # socket_timeout bounds the call: no wait_for task per request.
-            try:
-                got = await client.evalsha(_ACQUIRE_SHA, *args)
-            except NoScriptError:
-                got = await client.eval(_ACQUIRE, *args)
+            got = await self._aeval(args)
         except BaseException as exc:
             if taken:
                 self._give_back(taken)
@@ -478,19 +526,13 @@ class RedisSlots:
 
     def send_pending(self) -> bool:
         """Send every pending release now with the sync client; return whether all went."""
-        from redis.exceptions import NoScriptError
-
         while self.pending:
             taken = self._take_pending()
             if not taken:
                 break
             args = self._args([self.global_key], "", taken)
             try:
-                client = self.client()
-                try:
-                    client.evalsha(_ACQUIRE_SHA, *args)
-                except NoScriptError:
-                    client.eval(_ACQUIRE, *args)
+                self._eval(args)
             except Exception:
                 self.release_errors += len(taken)
                 self._give_back(taken)
@@ -499,19 +541,13 @@ class RedisSlots:
 
     async def asend_pending(self) -> bool:
         """Send every pending release now with the loop's async client."""
-        from redis.exceptions import NoScriptError
-
         while self.pending:
             taken = self._take_pending()
             if not taken:
                 break
             args = self._args([self.global_key], "", taken)
             try:
-                client = self.aclient()
-                try:
-                    await client.evalsha(_ACQUIRE_SHA, *args)
-                except NoScriptError:
-                    await client.eval(_ACQUIRE, *args)
+                await self._aeval(args)
             except Exception:
                 self.release_errors += len(taken)
                 self._give_back(taken)
@@ -533,6 +569,9 @@ class RedisSlots:
             thread.join(timeout=2.0)
         self._flusher = None
         client, self._sync = self._sync, None
+        fast, self._sync_fast = self._sync_fast, None
+        if fast is not None:
+            fast.close()
         if client is not None:
             client.close()
 
@@ -540,8 +579,11 @@ class RedisSlots:
         """Send pending releases, then close the running loop's async client."""
         await self.asend_pending()
         loop = asyncio.get_running_loop()
-        client = self._async.pop(loop, None)
-        if client is not None:
+        both = self._async.pop(loop, None)
+        if both is not None:
+            client, fast = both
+            if fast is not None:
+                await fast.aclose()
             await client.aclose()
 
 
