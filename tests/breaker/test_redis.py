@@ -326,3 +326,73 @@ def test_the_shared_engine_decides_like_the_local_one(
     assert shared.shared is not None
     assert shared.shared.errors == 0
     assert shared.transitions == local.transitions
+
+
+def test_kept_connections_survive_a_kill_and_a_script_flush(
+    redis_url: str, key_prefix: str, clock: ManualClock
+) -> None:
+    """The scripts go out on kept connections, sync and async: a connection the
+    server closed (CLIENT KILL) and scripts it forgot (SCRIPT FLUSH) cost no
+    storage error, and the shared state stays right."""
+    import redis
+
+    b = Breaker("kept", fail_max=2, storage=redis_url, key_prefix=key_prefix, clock=clock)
+    admin = redis.Redis.from_url(redis_url)
+    b.record(b.acquire(), True)
+    store = b.shared
+    assert store is not None
+    assert store._sync_fast is not None
+    assert len(store._sync_fast.free) == 1
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    admin.script_flush()
+
+    async def boom() -> None:
+        raise RuntimeError
+
+    async def main() -> int:
+        with pytest.raises(RuntimeError):
+            await b.call_async(boom)  # the second failure: opens for everyone
+        _, fast = store._scripts_async()
+        assert fast is not None
+        return len(fast.free)
+
+    assert asyncio.run(main()) == 1
+    assert isinstance(b.acquire(), float)  # open, seen through the sync path
+    assert store.stats()["errors"] == 0
+
+
+def test_a_stalled_server_costs_one_timeout_on_the_event_loop(key_prefix: str) -> None:
+    """SIGSTOP keeps the socket open and answers nothing: the asyncio call ends
+    after the store's timeout and the breaker goes on with its local state."""
+    import os
+    import signal
+
+    from tests.ratelimit.conftest import PrivateRedis, free_port
+
+    server = PrivateRedis(free_port())
+    server.start()
+    try:
+        b = Breaker("stalled", fail_max=5, storage=server.url, key_prefix=key_prefix)
+        assert b.shared is not None
+        b.shared.timeout = 0.1
+        assert server.process is not None
+        pid = server.process.pid
+
+        async def ok() -> str:
+            return "ok"
+
+        async def main() -> float:
+            assert await b.call_async(ok) == "ok"  # connected
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                assert await asyncio.wait_for(b.call_async(ok), 2.0) == "ok"
+                return time.monotonic() - started
+            finally:
+                os.kill(pid, signal.SIGCONT)
+
+        took = asyncio.run(main())
+        assert 0.09 <= took < 0.5
+        assert b.shared.stats()["errors"] == 1
+    finally:
+        server.stop()

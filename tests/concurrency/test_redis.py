@@ -306,7 +306,8 @@ class TestKeptConnections:
         a = view()
         assert admit(layer, a)
         slots = layer._shared
-        assert slots is not None and slots._sync_fast is not None
+        assert slots is not None
+        assert slots._sync_fast is not None
         assert len(slots._sync_fast.free) == 1  # kept after its reply was read
         assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
         b = view()

@@ -19,7 +19,12 @@ Theory of operation:
    breaker was given a clock (tests pass a ``ManualClock``).
 5. The sync client (redis-py) serves WSGI threads and plain calls; a
    ``redis.asyncio`` client per event loop serves ASGI and ``async`` code,
-   so nothing blocks the loop. Every call is bounded by *timeout*.
+   so nothing blocks the loop. Every call is bounded by *timeout*. The
+   scripts go out as ``EVALSHA`` on connections kept out of redis-py's pool,
+   as the rate limiter's (:mod:`seawall._ratelimit.wire`), falling back to
+   redis-py's ``Script`` when the server lost them; on Python 3.11+ an
+   asyncio call is bounded by one ``asyncio.timeout`` (the asyncio clients
+   then have no socket timeout of their own).
 6. After a failure the store counts as down for *probe_interval* seconds:
    the breaker uses its local state meanwhile (no timeout paid per call),
    then one call probes. One log line per transition
@@ -38,12 +43,24 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from seawall._breaker.engine import CLOSED, HALF_OPEN, HALF_OPEN_RETRY_AFTER, OPEN
 from seawall._log import logger
+from seawall._ratelimit.wire import DEADLINE, AsyncConnections, Connections, command, pool_of
 from seawall.exceptions import StorageError
 
 if TYPE_CHECKING:
     from seawall._breaker.engine import BreakerConfig, Change
 
 __all__ = ["RedisBreakerStore", "SharedPermit"]
+
+
+class _NeverRaised(Exception):
+    """Stands for redis-py's NoScriptError until a client exists."""
+
+
+def _redis_no_script() -> type[Exception]:
+    from redis.exceptions import NoScriptError
+
+    return NoScriptError
+
 
 _STATES = (CLOSED, OPEN, HALF_OPEN)  # index = the state's code in Redis
 _CODES = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}
@@ -299,10 +316,14 @@ class RedisBreakerStore:
         self.last_window = (0, 0, 0)
         self._sync: Any = None
         self._sync_scripts: tuple[Any, Any, Any] | None = None
+        self._sync_fast: Connections | None = None
         self._lock = threading.Lock()
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Per event loop: its scripts and, when its client has a pool, its kept connections.
+        self._async: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[tuple[Any, Any, Any], AsyncConnections | None]
+        ] = weakref.WeakKeyDictionary()
+        # redis-py's NoScriptError, bound when a client is built (redis is an extra).
+        self._no_script: type[Exception] = _NeverRaised
         self._tasks: set[asyncio.Task[Any]] = set()
         self._down_until = 0.0  # invariant: > 0 iff the store is down
         self.errors = 0
@@ -354,6 +375,9 @@ class RedisBreakerStore:
                         self.uri, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
                     )
                     self._sync = client
+                    pool = pool_of(client, asynchronous=False)
+                    self._sync_fast = Connections(pool) if pool is not None else None
+                    self._no_script = _redis_no_script()
                     self._sync_scripts = (
                         client.register_script(_ACQUIRE),
                         client.register_script(_RECORD),
@@ -362,22 +386,60 @@ class RedisBreakerStore:
                 scripts = self._sync_scripts
         return scripts
 
-    def _scripts_async(self) -> tuple[Any, Any, Any]:
+    def _scripts_async(self) -> tuple[tuple[Any, Any, Any], AsyncConnections | None]:
         loop = asyncio.get_running_loop()
-        scripts = self._async.get(loop)
-        if scripts is None:
+        both = self._async.get(loop)
+        if both is None:
             import redis.asyncio
 
             client = redis.asyncio.Redis.from_url(
-                self.uri, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+                self.uri,
+                # One deadline per call instead (seawall._ratelimit.wire.DEADLINE).
+                socket_timeout=None if DEADLINE is not None else self.timeout,
+                socket_connect_timeout=self.timeout,
             )
             scripts = (
                 client.register_script(_ACQUIRE),
                 client.register_script(_RECORD),
                 client.register_script(_SET),
             )
-            self._async[loop] = scripts
-        return scripts
+            pool = pool_of(client, asynchronous=True)
+            self._no_script = _redis_no_script()
+            both = (scripts, AsyncConnections(pool) if pool is not None else None)
+            self._async[loop] = both
+        return both
+
+    def _run_sync(self, index: int, keys: list[str], args: list[str]) -> Any:
+        """Run script *index* (ACQUIRE, RECORD, SET) with the sync client."""
+        script = self._scripts_sync()[index]
+        fast = self._sync_fast
+        if fast is not None:
+            try:
+                return fast.call(command(b"EVALSHA", script.sha, len(keys), *keys, *args))
+            except self._no_script:
+                pass  # the Script loads it again
+        return script(keys=keys, args=args)
+
+    async def _run_async(self, index: int, keys: list[str], args: list[str]) -> Any:
+        """Run script *index* on the event loop, bounded by the timeout."""
+        scripts, fast = self._scripts_async()
+        if DEADLINE is None:
+            # Python 3.10: redis-py's socket timeouts, and an outer bound.
+            return await asyncio.wait_for(
+                self._run_async_once(scripts[index], fast, keys, args), self.timeout * 2
+            )
+        async with DEADLINE(self.timeout):
+            return await self._run_async_once(scripts[index], fast, keys, args)
+
+    async def _run_async_once(
+        self, script: Any, fast: AsyncConnections | None, keys: list[str], args: list[str]
+    ) -> Any:
+        if fast is not None:
+            try:
+                return await fast.call(command(b"EVALSHA", script.sha, len(keys), *keys, *args))
+            except self._no_script:
+                pass
+        return await script(keys=keys, args=args)
 
     # -- permits ------------------------------------------------------------------
 
@@ -395,7 +457,7 @@ class RedisBreakerStore:
         args = self._acquire_args.copy()
         args[0] = self._now()
         try:
-            answer = self._scripts_sync()[0](keys=self.keys[:1], args=args)
+            answer = self._run_sync(0, self.keys[:1], args)
         except Exception as exc:
             raise self._failed(exc) from exc
         return self._acquired(answer)
@@ -405,9 +467,7 @@ class RedisBreakerStore:
         args = self._acquire_args.copy()
         args[0] = self._now()
         try:
-            answer = await asyncio.wait_for(
-                self._scripts_async()[0](keys=self.keys[:1], args=args), self.timeout * 2
-            )
+            answer = await self._run_async(0, self.keys[:1], args)
         except Exception as exc:
             raise self._failed(exc) from exc
         return self._acquired(answer)
@@ -442,9 +502,7 @@ class RedisBreakerStore:
     def record_sync(self, permit: SharedPermit, failed: bool | None, slow: bool) -> Change | None:
         """Give a permit back with its outcome; raise :class:`StorageError` on failure."""
         try:
-            answer = self._scripts_sync()[1](
-                keys=self.keys, args=self._record_args(permit, failed, slow)
-            )
+            answer = self._run_sync(1, self.keys, self._record_args(permit, failed, slow))
         except Exception as exc:
             raise self._failed(exc) from exc
         return self._recorded(answer, permit.probe)
@@ -454,12 +512,7 @@ class RedisBreakerStore:
     ) -> Change | None:
         """Give a permit back on the event loop; raise :class:`StorageError` on failure."""
         try:
-            answer = await asyncio.wait_for(
-                self._scripts_async()[1](
-                    keys=self.keys, args=self._record_args(permit, failed, slow)
-                ),
-                self.timeout * 2,
-            )
+            answer = await self._run_async(1, self.keys, self._record_args(permit, failed, slow))
         except Exception as exc:
             raise self._failed(exc) from exc
         return self._recorded(answer, permit.probe)
@@ -469,9 +522,7 @@ class RedisBreakerStore:
     def set_state_sync(self, state: str) -> None:
         """Force *state* for every process (manual ``open()``/``close()``)."""
         try:
-            self._scripts_sync()[2](
-                keys=self.keys, args=[self._now(), str(_CODES[state]), self._ttl]
-            )
+            self._run_sync(2, self.keys, [self._now(), str(_CODES[state]), self._ttl])
         except Exception as exc:
             raise self._failed(exc) from exc
         self._ok()
@@ -481,12 +532,7 @@ class RedisBreakerStore:
     async def set_state_async(self, state: str) -> None:
         """Force *state* for every process, on the event loop."""
         try:
-            await asyncio.wait_for(
-                self._scripts_async()[2](
-                    keys=self.keys, args=[self._now(), str(_CODES[state]), self._ttl]
-                ),
-                self.timeout * 2,
-            )
+            await self._run_async(2, self.keys, [self._now(), str(_CODES[state]), self._ttl])
         except Exception as exc:
             raise self._failed(exc) from exc
         self._ok()
