@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Protocol
 from seawall._ratelimit.lua import SCRIPTS
 from seawall._ratelimit.memory import BoundedMemoryStorage
 from seawall._ratelimit.quota import FIXED, GCRA, MOVING, SLIDING, HitResult, Quota
-from seawall._ratelimit.wire import (
+from seawall._wire import (
     DEADLINE,
     AsyncConnections,
     Connections,
@@ -220,7 +220,7 @@ class RedisBackend:
 
                 opts["retry"] = AsyncRetry(NoBackoff(), 0)
                 if DEADLINE is not None:
-                    # ahit bounds the whole call itself (seawall._ratelimit.wire.DEADLINE).
+                    # ahit bounds the whole call itself (seawall._wire.DEADLINE).
                     opts["socket_timeout"] = None
             else:
                 from redis.backoff import NoBackoff
@@ -281,7 +281,7 @@ class RedisBackend:
         scripts = self._sync_client()
         fast = self._sync_fast
         if fast is not None and strategy == FIXED and cost == 1 and len(quotas) == 1:
-            # The default rule, without a script (seawall._ratelimit.wire.fixed_frame).
+            # The default rule, without a script (seawall._wire.fixed_frame).
             quota, key = quotas[0], keys[0]
             try:
                 _, count, ttl = fast.call(fixed_frame(key, quota), 3)
@@ -294,7 +294,7 @@ class RedisBackend:
                 raise StorageError(msg) from exc
             return _fixed(count, ttl, quota)
         try:
-            # EVALSHA on a kept connection (seawall._ratelimit.wire), or
+            # EVALSHA on a kept connection (seawall._wire), or
             # straight through the client where that cannot be used: redis-py's
             # Script.__call__ costs about 25k more instructions per call
             # (measured with callgrind). The Script still loads the source when

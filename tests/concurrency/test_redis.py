@@ -294,7 +294,7 @@ def test_wsgi_threads_release_in_batches(redis_url: str, key_prefix: str) -> Non
 
 
 class TestKeptConnections:
-    """Script calls go out on kept connections (seawall._ratelimit.wire), sync and async."""
+    """Script calls go out on kept connections (seawall._wire), sync and async."""
 
     def test_a_connection_the_server_closed_and_a_flushed_script(
         self, redis_url: str, key_prefix: str

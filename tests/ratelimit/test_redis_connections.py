@@ -1,4 +1,4 @@
-"""The Redis backend's kept connections (seawall._ratelimit.wire) on the real server.
+"""The Redis backend's kept connections (seawall._wire) on the real server.
 
 Each test breaks a kept connection the way production does (the server
 closes it, a call is abandoned mid-reply, the process forks) and checks the

@@ -21,7 +21,7 @@ Theory of operation:
    ``redis.asyncio`` client per event loop serves ASGI and ``async`` code,
    so nothing blocks the loop. Every call is bounded by *timeout*. The
    scripts go out as ``EVALSHA`` on connections kept out of redis-py's pool,
-   as the rate limiter's (:mod:`seawall._ratelimit.wire`), falling back to
+   as the rate limiter's (:mod:`seawall._wire`), falling back to
    redis-py's ``Script`` when the server lost them; on Python 3.11+ an
    asyncio call is bounded by one ``asyncio.timeout`` (the asyncio clients
    then have no socket timeout of their own).
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from seawall._breaker.engine import CLOSED, HALF_OPEN, HALF_OPEN_RETRY_AFTER, OPEN
 from seawall._log import logger
-from seawall._ratelimit.wire import DEADLINE, AsyncConnections, Connections, command, pool_of
+from seawall._wire import DEADLINE, AsyncConnections, Connections, command, pool_of
 from seawall.exceptions import StorageError
 
 if TYPE_CHECKING:
@@ -394,7 +394,7 @@ class RedisBreakerStore:
 
             client = redis.asyncio.Redis.from_url(
                 self.uri,
-                # One deadline per call instead (seawall._ratelimit.wire.DEADLINE).
+                # One deadline per call instead (seawall._wire.DEADLINE).
                 socket_timeout=None if DEADLINE is not None else self.timeout,
                 socket_connect_timeout=self.timeout,
             )

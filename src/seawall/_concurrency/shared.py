@@ -26,7 +26,7 @@ Theory of operation:
    the event loop never does it. A release that fails is kept for the next
    try; a release lost altogether leaves the slot to expire.
 5. Script calls go out on connections kept out of redis-py's pool, as the
-   rate limiter's do (:mod:`seawall._ratelimit.wire`: same invariants), and
+   rate limiter's do (:mod:`seawall._wire`: same invariants), and
    on Python 3.11+ an asyncio call is bounded by one ``asyncio.timeout``
    rather than redis-py's per-operation socket timeouts (Redis Cluster
    clients keep redis-py's ``execute_command`` and socket timeouts).
@@ -54,7 +54,7 @@ from urllib.parse import unquote, urlsplit
 
 from seawall._concurrency.local import OK, QUEUE_FULL, LocalSlots, Waiter
 from seawall._log import logger
-from seawall._ratelimit.wire import DEADLINE, AsyncConnections, Connections, command, pool_of
+from seawall._wire import DEADLINE, AsyncConnections, Connections, command, pool_of
 from seawall.exceptions import ConfigurationError, StorageError
 
 __all__ = ["Gate", "LocalWait", "RedisAcquire", "RedisSlots", "SlotIds", "parse_storage"]

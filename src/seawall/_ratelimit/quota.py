@@ -74,7 +74,7 @@ class Quota:
         resp: ``wire`` framed as RESP bulk strings.
         window_ms: the window in whole milliseconds, rounded up (a key's TTL).
         px: ``PX <window_ms> NX`` framed as RESP bulk strings (the fixed
-            window's ``SET``, :func:`seawall._ratelimit.wire.fixed_frame`).
+            window's ``SET``, :func:`seawall._wire.fixed_frame`).
     """
 
     __slots__ = (
@@ -109,7 +109,7 @@ class Quota:
         #: already bytes: redis-py then skips its per-argument encoding.
         self.wire = (str(amount).encode(), str(round(self.window * 1_000_000)).encode())
         #: The same as two RESP bulk strings, for the backend's own framing
-        #: (:mod:`seawall._ratelimit.wire`).
+        #: (:mod:`seawall._wire`).
         self.resp = b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in self.wire)
         # As the fixed-window script rounds it: ceil(window_us / 1000).
         self.window_ms = -(-round(self.window * 1_000_000) // 1000)

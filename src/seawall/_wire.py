@@ -1,4 +1,8 @@
-"""One write per request (an EVALSHA, or three plain commands), on a connection the backend keeps.
+"""Redis calls on connections kept out of redis-py's pool: one write, its replies, bounded.
+
+Used by the rate limiter's Redis backend (one write per request: an EVALSHA,
+or three plain commands), by ConcurrencyLimit's shared slots and by the
+shared breaker store (their scripts as EVALSHA).
 
 Theory of operation
 -------------------
@@ -6,7 +10,7 @@ redis-py's ``execute_command`` checks a connection out of its pool and back
 in for every command, and wraps the command in its retry and observability
 machinery: measured on redis-py 8.2, about 36 µs of client CPU per command
 on the sync client and about 40 µs on the asyncio one, more than the rest of
-a rate-limited request. The rate limiter sends one kind of command, so it
+a rate-limited request. Each caller sends few kinds of command, so it
 keeps the connections it has used on a free list of its own and sends on
 them directly, through redis-py's public connection API
 (``send_packed_command``, ``read_response``): redis-py still makes,
