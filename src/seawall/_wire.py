@@ -61,10 +61,12 @@ __all__ = [
     "DEADLINE",
     "AsyncConnections",
     "Connections",
+    "NeverRaised",
     "command",
     "evalsha_head",
     "fixed_frame",
     "frame",
+    "no_script_error",
     "pexpire_frame",
     "pool_of",
 ]
@@ -174,6 +176,17 @@ def _forget_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+class NeverRaised(Exception):
+    """Stands for redis-py's ``NoScriptError`` until a client exists (redis is an extra)."""
+
+
+def no_script_error() -> type[Exception]:
+    """redis-py's ``NoScriptError``, imported when a client is built."""
+    from redis.exceptions import NoScriptError
+
+    return NoScriptError
 
 
 def _errors() -> tuple[type[Exception], type[Exception]]:

@@ -35,9 +35,11 @@ from seawall._wire import (
     DEADLINE,
     AsyncConnections,
     Connections,
+    NeverRaised,
     evalsha_head,
     fixed_frame,
     frame,
+    no_script_error,
     pexpire_frame,
     pool_of,
 )
@@ -155,16 +157,6 @@ def _fixed(count: int, ttl_ms: int, quota: Quota) -> HitResult:
     return False, [(0, reset, reset)]
 
 
-class _NeverRaised(Exception):
-    """Stands for redis-py's NoScriptError until a client exists."""
-
-
-def _redis_no_script() -> type[Exception]:
-    from redis.exceptions import NoScriptError
-
-    return NoScriptError
-
-
 class RedisBackend:
     """Redis (standalone, Sentinel, Cluster; Valkey) through limits' storages.
 
@@ -192,7 +184,7 @@ class RedisBackend:
         self._loop: Any = None
         self._async_conn: Any = None
         # redis-py's NoScriptError, bound when a client is built (redis is an extra).
-        self._no_script: type[Exception] = _NeverRaised
+        self._no_script: type[Exception] = NeverRaised
         self._async_scripts: dict[int, Any] = {}
         self._async_storage: Any = None
         self._sync_fast: Connections | None = None
@@ -245,7 +237,7 @@ class RedisBackend:
             pool = pool_of(conn, asynchronous=False)
             self._sync_fast = Connections(pool) if pool is not None else None
             self._sync_conn = conn
-            self._no_script = _redis_no_script()
+            self._no_script = no_script_error()
             self._sync = storage
         return self._sync_scripts
 
@@ -268,7 +260,7 @@ class RedisBackend:
             pool = pool_of(conn, asynchronous=True)
             self._async_fast = AsyncConnections(pool) if pool is not None else None
             self._async_conn = conn
-            self._no_script = _redis_no_script()
+            self._no_script = no_script_error()
             self._async_storage = storage
             self._async_deadline = DEADLINE if options["socket_timeout"] is None else None
             self._loop = loop
@@ -334,8 +326,6 @@ class RedisBackend:
                 async with deadline(self.timeout):
                     return await self._ahit(scripts, strategy, keys, quotas, cost)
             return await self._ahit(scripts, strategy, keys, quotas, cost)
-        except StorageError:
-            raise
         except Exception as exc:
             msg = f"rate-limit storage call failed: {type(exc).__name__}"
             raise StorageError(msg) from exc

@@ -43,23 +43,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from seawall._breaker.engine import CLOSED, HALF_OPEN, HALF_OPEN_RETRY_AFTER, OPEN
 from seawall._log import logger
-from seawall._wire import DEADLINE, AsyncConnections, Connections, command, pool_of
+from seawall._wire import (
+    DEADLINE,
+    AsyncConnections,
+    Connections,
+    NeverRaised,
+    command,
+    no_script_error,
+    pool_of,
+)
 from seawall.exceptions import StorageError
 
 if TYPE_CHECKING:
     from seawall._breaker.engine import BreakerConfig, Change
 
 __all__ = ["RedisBreakerStore", "SharedPermit"]
-
-
-class _NeverRaised(Exception):
-    """Stands for redis-py's NoScriptError until a client exists."""
-
-
-def _redis_no_script() -> type[Exception]:
-    from redis.exceptions import NoScriptError
-
-    return NoScriptError
 
 
 _STATES = (CLOSED, OPEN, HALF_OPEN)  # index = the state's code in Redis
@@ -323,7 +321,7 @@ class RedisBreakerStore:
             asyncio.AbstractEventLoop, tuple[tuple[Any, Any, Any], AsyncConnections | None]
         ] = weakref.WeakKeyDictionary()
         # redis-py's NoScriptError, bound when a client is built (redis is an extra).
-        self._no_script: type[Exception] = _NeverRaised
+        self._no_script: type[Exception] = NeverRaised
         self._tasks: set[asyncio.Task[Any]] = set()
         self._down_until = 0.0  # invariant: > 0 iff the store is down
         self.errors = 0
@@ -377,7 +375,7 @@ class RedisBreakerStore:
                     self._sync = client
                     pool = pool_of(client, asynchronous=False)
                     self._sync_fast = Connections(pool) if pool is not None else None
-                    self._no_script = _redis_no_script()
+                    self._no_script = no_script_error()
                     self._sync_scripts = (
                         client.register_script(_ACQUIRE),
                         client.register_script(_RECORD),
@@ -404,7 +402,7 @@ class RedisBreakerStore:
                 client.register_script(_SET),
             )
             pool = pool_of(client, asynchronous=True)
-            self._no_script = _redis_no_script()
+            self._no_script = no_script_error()
             both = (scripts, AsyncConnections(pool) if pool is not None else None)
             self._async[loop] = both
         return both

@@ -54,7 +54,15 @@ from urllib.parse import unquote, urlsplit
 
 from seawall._concurrency.local import OK, QUEUE_FULL, LocalSlots, Waiter
 from seawall._log import logger
-from seawall._wire import DEADLINE, AsyncConnections, Connections, command, pool_of
+from seawall._wire import (
+    DEADLINE,
+    AsyncConnections,
+    Connections,
+    NeverRaised,
+    command,
+    no_script_error,
+    pool_of,
+)
 from seawall.exceptions import ConfigurationError, StorageError
 
 __all__ = ["Gate", "LocalWait", "RedisAcquire", "RedisSlots", "SlotIds", "parse_storage"]
@@ -96,16 +104,6 @@ return 1
 """
 
 Release = tuple[list[str], str]
-
-
-class _NeverRaised(Exception):
-    """Stands for redis-py's NoScriptError until a client exists."""
-
-
-def _redis_no_script() -> type[Exception]:
-    from redis.exceptions import NoScriptError
-
-    return NoScriptError
 
 
 def _script_args(keys: list[str], releases: list[Release]) -> tuple[list[str], list[str]]:
@@ -246,7 +244,7 @@ class RedisSlots:
         #: DEADLINE when the asyncio clients have no socket timeout of their own.
         self._deadline = DEADLINE if self.scheme != "redis+cluster" else None
         # redis-py's NoScriptError, bound when a client is built (redis is an extra).
-        self._no_script: type[Exception] = _NeverRaised
+        self._no_script: type[Exception] = NeverRaised
         # Releases not yet sent: appended by on_complete (or a finalizer),
         # taken by the next acquire or by the flusher thread.
         self.pending: collections.deque[Release] = collections.deque()
@@ -336,7 +334,7 @@ class RedisSlots:
                     client = self._build(asynchronous=False)
                     pool = pool_of(client, asynchronous=False)
                     self._sync_fast = Connections(pool) if pool is not None else None
-                    self._no_script = _redis_no_script()
+                    self._no_script = no_script_error()
                     self._sync = client
                 client = self._sync
         return client
@@ -351,7 +349,7 @@ class RedisSlots:
         if both is None:
             client = self._build(asynchronous=True)
             pool = pool_of(client, asynchronous=True)
-            self._no_script = _redis_no_script()
+            self._no_script = no_script_error()
             fast = AsyncConnections(pool) if pool is not None else None
             both = self._async[loop] = (client, fast)
         return both
