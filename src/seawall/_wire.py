@@ -48,11 +48,12 @@ redis-py's command-level OpenTelemetry metrics do not see these calls.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from seawall._timeout import timeout
 
 if TYPE_CHECKING:
     from seawall._ratelimit.quota import Quota
@@ -82,12 +83,12 @@ _SMALL_BULK = tuple(_bulk(str(i).encode()) for i in range(64))
 _ARRAY = tuple(b"*%d\r\n" % i for i in range(64))
 
 
-#: ``asyncio.timeout`` on Python 3.11+, else ``None``. Where it exists, the
+#: The deadline of an asyncio call (:func:`seawall._timeout.timeout`). The
 #: asyncio clients get no socket timeout and each call is bounded by one of
 #: these instead: redis-py's socket timeout costs an ``asyncio.wait_for`` per
 #: write (the write then runs as a task of its own) and an ``asyncio.timeout``
 #: per read, about 40k instructions per call together (callgrind).
-DEADLINE: Callable[[float], Any] | None = getattr(asyncio, "timeout", None)
+DEADLINE: Callable[[float], Any] = timeout
 
 
 def command(*args: bytes | str | int) -> list[bytes]:

@@ -386,8 +386,11 @@ def _coerce(value: Any, hint: Any) -> Any:
         if len(args) == 2:
             return {_coerce(k, args[0]): _coerce(v, args[1]) for k, v in value.items()}
         return dict(value)
-    if isinstance(hint, type):
-        if isinstance(value, hint):
+    # A generic alias (type[X]) is checked against its origin; on Python 3.10
+    # isinstance(alias, type) is True, but an alias cannot be isinstance's argument.
+    checked = hint if origin is None else origin
+    if isinstance(checked, type):
+        if isinstance(value, checked):
             return value
         raise _Mismatch
     return value  # a hint we cannot check (a Protocol, a TypeVar): trust the layer

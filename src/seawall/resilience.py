@@ -44,7 +44,6 @@ import contextlib
 import functools
 import inspect
 import random
-import sys
 import threading
 import time
 from collections import deque
@@ -59,6 +58,7 @@ import tenacity
 from seawall._breaker.engine import Breaker, CircuitBreakerOpen
 from seawall._breaker.registry import BreakerRegistry, breakers
 from seawall._log import logger
+from seawall._timeout import timeout as _deadline
 from seawall.exceptions import CircuitOpen, ConfigurationError, Overloaded
 
 __all__ = ["Bulkhead", "BulkheadFull", "BreakerRegistry", "Policy", "breakers", "protect"]
@@ -716,8 +716,8 @@ class Policy:
                 raise
         start = self._clock()
         try:
-            if self.timeout is not None and sys.version_info >= (3, 11):
-                async with asyncio.timeout(self.timeout):
+            if self.timeout is not None:
+                async with _deadline(self.timeout):
                     yield
             else:
                 yield
@@ -766,10 +766,8 @@ def _attempts(retrying: Any) -> int:
 
 
 async def _with_timeout(call: Awaitable[Any], seconds: float) -> Any:
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await call
-    return await asyncio.wait_for(call, seconds)  # pragma: no cover - Python 3.10
+    async with _deadline(seconds):
+        return await call
 
 
 @overload

@@ -211,9 +211,8 @@ class RedisBackend:
                 from redis.backoff import NoBackoff
 
                 opts["retry"] = AsyncRetry(NoBackoff(), 0)
-                if DEADLINE is not None:
-                    # ahit bounds the whole call itself (seawall._wire.DEADLINE).
-                    opts["socket_timeout"] = None
+                # ahit bounds the whole call itself (seawall._wire.DEADLINE).
+                opts["socket_timeout"] = None
             else:
                 from redis.backoff import NoBackoff
                 from redis.retry import Retry
@@ -314,10 +313,10 @@ class RedisBackend:
     ) -> HitResult:
         """The same on the event loop, with redis-py's asyncio client.
 
-        On Python 3.11+ the call (every write and read, and the script load
-        when the server lost the script) is bounded by one ``asyncio.timeout``
-        of the storage timeout, in place of redis-py's per-operation socket
-        timeouts (Redis Cluster clients keep those).
+        The call (every write and read, and the script load when the server
+        lost the script) is bounded by one ``asyncio.timeout`` of the storage
+        timeout, in place of redis-py's per-operation socket timeouts (Redis
+        Cluster clients keep those).
         """
         scripts = self._async_client()
         deadline = self._async_deadline

@@ -325,9 +325,9 @@ class TestKeptConnections:
     def test_async_calls_use_kept_connections_and_one_deadline(
         self, redis_url: str, key_prefix: str
     ) -> None:
-        """On the event loop the slots are taken on kept connections too, and on
-        Python 3.11+ the asyncio client has no socket timeout of its own (the
-        call's deadline bounds it: see the SIGSTOP runs in tests/faults)."""
+        """On the event loop the slots are taken on kept connections too, and the
+        asyncio client has no socket timeout of its own (the call's deadline
+        bounds it: see the SIGSTOP runs in tests/faults)."""
 
         async def main() -> tuple[list[bool], int, Any]:
             layer = ConcurrencyLimit(2, storage=redis_url, key_prefix=key_prefix, **EXACT)
@@ -347,5 +347,5 @@ class TestKeptConnections:
         got, kept, timeout = asyncio.run(main())
         assert got == [True, True, False]
         assert kept == 1
-        assert timeout is (None if hasattr(asyncio, "timeout") else 1.0)
+        assert timeout is None
         assert slots_in_redis(redis_url, key_prefix) == 0

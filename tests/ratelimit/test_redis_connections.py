@@ -96,7 +96,7 @@ def test_a_stalled_server_costs_one_storage_timeout_on_the_event_loop(
 ) -> None:
     """A server that stops answering (SIGSTOP: the socket stays open) ends an
     asyncio call after the storage timeout, whichever path the call takes
-    (on Python 3.11+ one asyncio.timeout bounds the whole exchange)."""
+    (one asyncio.timeout bounds the whole exchange)."""
     backend = RedisBackend(private_redis.url, timeout=0.1)
     assert private_redis.process is not None
     pid = private_redis.process.pid

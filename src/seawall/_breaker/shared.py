@@ -22,9 +22,9 @@ Theory of operation:
    so nothing blocks the loop. Every call is bounded by *timeout*. The
    scripts go out as ``EVALSHA`` on connections kept out of redis-py's pool,
    as the rate limiter's (:mod:`seawall._wire`), falling back to
-   redis-py's ``Script`` when the server lost them; on Python 3.11+ an
-   asyncio call is bounded by one ``asyncio.timeout`` (the asyncio clients
-   then have no socket timeout of their own).
+   redis-py's ``Script`` when the server lost them; an asyncio call is
+   bounded by one ``asyncio.timeout`` (the asyncio clients have no socket
+   timeout of their own).
 6. After a failure the store counts as down for *probe_interval* seconds:
    the breaker uses its local state meanwhile (no timeout paid per call),
    then one call probes. One log line per transition
@@ -393,7 +393,7 @@ class RedisBreakerStore:
             client = redis.asyncio.Redis.from_url(
                 self.uri,
                 # One deadline per call instead (seawall._wire.DEADLINE).
-                socket_timeout=None if DEADLINE is not None else self.timeout,
+                socket_timeout=None,
                 socket_connect_timeout=self.timeout,
             )
             scripts = (
@@ -421,11 +421,6 @@ class RedisBreakerStore:
     async def _run_async(self, index: int, keys: list[str], args: list[str]) -> Any:
         """Run script *index* on the event loop, bounded by the timeout."""
         scripts, fast = self._scripts_async()
-        if DEADLINE is None:
-            # Python 3.10: redis-py's socket timeouts, and an outer bound.
-            return await asyncio.wait_for(
-                self._run_async_once(scripts[index], fast, keys, args), self.timeout * 2
-            )
         async with DEADLINE(self.timeout):
             return await self._run_async_once(scripts[index], fast, keys, args)
 

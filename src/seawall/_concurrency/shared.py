@@ -27,7 +27,7 @@ Theory of operation:
    try; a release lost altogether leaves the slot to expire.
 5. Script calls go out on connections kept out of redis-py's pool, as the
    rate limiter's do (:mod:`seawall._wire`: same invariants), and
-   on Python 3.11+ an asyncio call is bounded by one ``asyncio.timeout``
+   an asyncio call is bounded by one ``asyncio.timeout``
    rather than redis-py's per-operation socket timeouts (Redis Cluster
    clients keep redis-py's ``execute_command`` and socket timeouts).
 6. Every call is bounded by ``timeout``. After a failure the storage counts
