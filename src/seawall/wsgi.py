@@ -96,6 +96,13 @@ class _Input:
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.readline, b"")
 
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        # Django 6 asks before it seeks to measure a body.
+        return False
+
 
 class _CountingInput:
     """``wsgi.input`` that stops the app with a 413 past *limit* bytes, without buffering."""
@@ -127,6 +134,14 @@ class _CountingInput:
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.readline, b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        # Django 6 asks before it seeks to measure a body: counting needs
+        # every byte to pass through read().
+        return False
 
     def close(self) -> None:
         # Django closes request._stream; this wraps it there too.

@@ -9,7 +9,7 @@ from wsgiref.util import FileWrapper, setup_testing_defaults
 
 import pytest
 
-from seawall import ErrorCapture, Seawall, Timing
+from seawall import ErrorCapture, ReadBody, Seawall, Timing
 
 
 def environ(path: str = "/", **extra: Any) -> dict[str, Any]:
@@ -36,7 +36,9 @@ class Tracked:
         self.closed += 1
 
 
-def run(wall: Any, env: dict[str, Any], *, consume: int | None = None) -> tuple[list[Any], list[bytes]]:
+def run(
+    wall: Any, env: dict[str, Any], *, consume: int | None = None
+) -> tuple[list[Any], list[bytes]]:
     calls: list[Any] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -194,3 +196,35 @@ class TestPep3333:
         calls, body = run(Seawall(app, layers=[Cap()]), env)
         assert calls[0][0].startswith("413")
         assert big.tell() <= 101  # one byte past the cap decides; the rest is never read
+
+    def test_the_wrapped_inputs_say_they_cannot_seek(self) -> None:
+        """Django 6 asks wsgi.input whether it can seek before it measures a body
+        that way: the counting input (max_body) and the replayed input (a layer
+        read the body) answer readable, not seekable, and the app gets every byte."""
+
+        class Cap:
+            name = "cap"
+
+            def on_request(self, request: Any) -> None:
+                request.max_body = 100
+
+        class Read:
+            name = "read"
+
+            def on_request(self, request: Any) -> Any:
+                yield ReadBody(100)
+
+        def app(env: Any, sr: Any) -> Any:
+            stream = env["wsgi.input"]
+            assert stream.readable()
+            assert not stream.seekable()
+            data = stream.read()
+            sr("200 OK", [])
+            return [data]
+
+        for layer in (Cap(), Read()):
+            env = environ(**{"wsgi.input": io.BytesIO(b"z" * 50), "CONTENT_LENGTH": "50",
+                             "REQUEST_METHOD": "POST"})  # fmt: skip
+            calls, body = run(Seawall(app, layers=[layer]), env)
+            assert calls[0][0].startswith("200"), layer.name
+            assert b"".join(body) == b"z" * 50
