@@ -63,10 +63,12 @@ __all__ = [
     "AsyncConnections",
     "Connections",
     "NeverRaised",
-    "command",
+    "akept",
+    "evalsha_frame",
     "evalsha_head",
     "fixed_frame",
     "frame",
+    "kept",
     "no_script_error",
     "pexpire_frame",
     "pool_of",
@@ -91,18 +93,22 @@ _ARRAY = tuple(b"*%d\r\n" % i for i in range(64))
 DEADLINE: Callable[[float], Any] = timeout
 
 
-def command(*args: bytes | str | int) -> list[bytes]:
-    """Any command as RESP, as redis-py's packer frames bytes, str (UTF-8) and int arguments."""
-    n = len(args)
-    parts = [_ARRAY[n] if n < 64 else b"*%d\r\n" % n]
-    for arg in args:
-        parts.append(_bulk(arg if isinstance(arg, bytes) else str(arg).encode()))
-    return [b"".join(parts)]
-
-
 def evalsha_head(sha: str) -> bytes:
     """``EVALSHA <sha>`` as the first two bulk strings of a command."""
     return _bulk(b"EVALSHA") + _bulk(sha.encode())
+
+
+def evalsha_frame(head: bytes, *args: bytes | str | int) -> list[bytes]:
+    """``EVALSHA`` with *head* (:func:`evalsha_head`, framed once) and *args*.
+
+    *args* are the key count, the keys and the script's arguments, framed as
+    redis-py frames bytes, str (UTF-8) and int arguments.
+    """
+    n = len(args) + 2
+    parts = [_ARRAY[n] if n < 64 else b"*%d\r\n" % n, head]
+    for arg in args:
+        parts.append(_bulk(arg if isinstance(arg, bytes) else str(arg).encode()))
+    return [b"".join(parts)]
 
 
 def frame(head: bytes, keys: Sequence[str], quotas: Sequence[Quota], cost: int) -> list[bytes]:
@@ -164,6 +170,18 @@ def pool_of(client: Any, asynchronous: bool) -> Any:
     if not isinstance(client, kind) or getattr(client, "connection", None) is not None:
         return None
     return getattr(client, "connection_pool", None)
+
+
+def kept(client: Any) -> Connections | None:
+    """A free list over sync *client*'s pool, or ``None`` where it cannot be used."""
+    pool = pool_of(client, asynchronous=False)
+    return Connections(pool) if pool is not None else None
+
+
+def akept(client: Any) -> AsyncConnections | None:
+    """The same for a ``redis.asyncio`` client."""
+    pool = pool_of(client, asynchronous=True)
+    return AsyncConnections(pool) if pool is not None else None
 
 
 #: Every free list of this process, so a forked child can forget them.

@@ -36,12 +36,13 @@ from seawall._wire import (
     AsyncConnections,
     Connections,
     NeverRaised,
+    akept,
     evalsha_head,
     fixed_frame,
     frame,
+    kept,
     no_script_error,
     pexpire_frame,
-    pool_of,
 )
 from seawall.exceptions import ConfigurationError, StorageError
 
@@ -233,8 +234,7 @@ class RedisBackend:
                 raise StorageError(msg) from exc
             self._sync_scripts = {code: conn.register_script(src) for code, src in SCRIPTS.items()}
             self._heads = {code: evalsha_head(s.sha) for code, s in self._sync_scripts.items()}
-            pool = pool_of(conn, asynchronous=False)
-            self._sync_fast = Connections(pool) if pool is not None else None
+            self._sync_fast = kept(conn)
             self._sync_conn = conn
             self._no_script = no_script_error()
             self._sync = storage
@@ -256,8 +256,7 @@ class RedisBackend:
                 raise StorageError(msg) from exc
             self._async_scripts = {code: conn.register_script(src) for code, src in SCRIPTS.items()}
             self._heads = {code: evalsha_head(s.sha) for code, s in self._async_scripts.items()}
-            pool = pool_of(conn, asynchronous=True)
-            self._async_fast = AsyncConnections(pool) if pool is not None else None
+            self._async_fast = akept(conn)
             self._async_conn = conn
             self._no_script = no_script_error()
             self._async_storage = storage

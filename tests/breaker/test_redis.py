@@ -343,6 +343,12 @@ def test_kept_connections_survive_a_kill_and_a_script_flush(
     assert store is not None
     assert store._sync_fast is not None
     assert len(store._sync_fast.free) == 1
+    # The frames name the scripts redis-py registered (else every call would
+    # take the NOSCRIPT detour through the Script).
+    from seawall._breaker.shared import _HEADS
+
+    for head, script in zip(_HEADS, store._scripts_sync(), strict=True):
+        assert script.sha.encode() in head
     assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
     admin.script_flush()
 

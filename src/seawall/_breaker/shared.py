@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import threading
 import time
 import weakref
@@ -48,9 +49,11 @@ from seawall._wire import (
     AsyncConnections,
     Connections,
     NeverRaised,
-    command,
+    akept,
+    evalsha_frame,
+    evalsha_head,
+    kept,
     no_script_error,
-    pool_of,
 )
 from seawall.exceptions import StorageError
 
@@ -230,6 +233,11 @@ return tonumber(s[1]) or 0
 """
 )
 
+#: ``EVALSHA <sha>`` of ACQUIRE, RECORD and SET, framed once (Redis's script id is the SHA-1).
+_HEADS = tuple(
+    evalsha_head(hashlib.sha1(src.encode()).hexdigest()) for src in (_ACQUIRE, _RECORD, _SET)
+)
+
 
 class SharedPermit:
     """A permit from Redis: the epoch (``gen``) it was issued in, and whether it probes.
@@ -373,8 +381,7 @@ class RedisBreakerStore:
                         self.uri, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
                     )
                     self._sync = client
-                    pool = pool_of(client, asynchronous=False)
-                    self._sync_fast = Connections(pool) if pool is not None else None
+                    self._sync_fast = kept(client)
                     self._no_script = no_script_error()
                     self._sync_scripts = (
                         client.register_script(_ACQUIRE),
@@ -401,9 +408,8 @@ class RedisBreakerStore:
                 client.register_script(_RECORD),
                 client.register_script(_SET),
             )
-            pool = pool_of(client, asynchronous=True)
             self._no_script = no_script_error()
-            both = (scripts, AsyncConnections(pool) if pool is not None else None)
+            both = (scripts, akept(client))
             self._async[loop] = both
         return both
 
@@ -413,7 +419,7 @@ class RedisBreakerStore:
         fast = self._sync_fast
         if fast is not None:
             try:
-                return fast.call(command(b"EVALSHA", script.sha, len(keys), *keys, *args))
+                return fast.call(evalsha_frame(_HEADS[index], len(keys), *keys, *args))
             except self._no_script:
                 pass  # the Script loads it again
         return script(keys=keys, args=args)
@@ -422,14 +428,19 @@ class RedisBreakerStore:
         """Run script *index* on the event loop, bounded by the timeout."""
         scripts, fast = self._scripts_async()
         async with DEADLINE(self.timeout):
-            return await self._run_async_once(scripts[index], fast, keys, args)
+            return await self._run_async_once(scripts[index], _HEADS[index], fast, keys, args)
 
     async def _run_async_once(
-        self, script: Any, fast: AsyncConnections | None, keys: list[str], args: list[str]
+        self,
+        script: Any,
+        head: bytes,
+        fast: AsyncConnections | None,
+        keys: list[str],
+        args: list[str],
     ) -> Any:
         if fast is not None:
             try:
-                return await fast.call(command(b"EVALSHA", script.sha, len(keys), *keys, *args))
+                return await fast.call(evalsha_frame(head, len(keys), *keys, *args))
             except self._no_script:
                 pass
         return await script(keys=keys, args=args)

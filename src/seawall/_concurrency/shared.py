@@ -59,9 +59,11 @@ from seawall._wire import (
     AsyncConnections,
     Connections,
     NeverRaised,
-    command,
+    akept,
+    evalsha_frame,
+    evalsha_head,
+    kept,
     no_script_error,
-    pool_of,
 )
 from seawall.exceptions import ConfigurationError, StorageError
 
@@ -124,6 +126,7 @@ def _script_args(keys: list[str], releases: list[Release]) -> tuple[list[str], l
 
 
 _ACQUIRE_SHA = hashlib.sha1(_ACQUIRE.encode()).hexdigest()  # Redis's own script id
+_ACQUIRE_HEAD = evalsha_head(_ACQUIRE_SHA)
 
 #: Releases piggybacked on one acquire (bounds the script's size).
 _PIGGYBACK = 100
@@ -332,8 +335,7 @@ class RedisSlots:
             with self._sync_lock:
                 if self._sync is None:
                     client = self._build(asynchronous=False)
-                    pool = pool_of(client, asynchronous=False)
-                    self._sync_fast = Connections(pool) if pool is not None else None
+                    self._sync_fast = kept(client)
                     self._no_script = no_script_error()
                     self._sync = client
                 client = self._sync
@@ -348,10 +350,8 @@ class RedisSlots:
         both = self._async.get(loop)
         if both is None:
             client = self._build(asynchronous=True)
-            pool = pool_of(client, asynchronous=True)
             self._no_script = no_script_error()
-            fast = AsyncConnections(pool) if pool is not None else None
-            both = self._async[loop] = (client, fast)
+            both = self._async[loop] = (client, akept(client))
         return both
 
     def _eval(self, args: tuple[Any, ...]) -> Any:
@@ -359,7 +359,7 @@ class RedisSlots:
         fast = self._sync_fast
         try:
             if fast is not None:
-                return fast.call(command(b"EVALSHA", _ACQUIRE_SHA, *args))
+                return fast.call(evalsha_frame(_ACQUIRE_HEAD, *args))
             return client.evalsha(_ACQUIRE_SHA, *args)
         except self._no_script:
             return client.eval(_ACQUIRE, *args)
@@ -377,7 +377,7 @@ class RedisSlots:
     ) -> Any:
         try:
             if fast is not None:
-                return await fast.call(command(b"EVALSHA", _ACQUIRE_SHA, *args))
+                return await fast.call(evalsha_frame(_ACQUIRE_HEAD, *args))
             return await client.evalsha(_ACQUIRE_SHA, *args)
         except self._no_script:
             return await client.eval(_ACQUIRE, *args)
