@@ -112,6 +112,7 @@ class Seawall:
         self.draining = False
         self._rid_header = request_id_header
         self._rid_lower = request_id_header.lower()
+        self._rid_len = len(request_id_header)
         self._rid_key = request_id_header.lower().encode("latin-1")
         self._rid_environ = "HTTP_" + request_id_header.upper().replace("-", "_")
         for layer in self.stack.layers:

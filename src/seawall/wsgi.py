@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from seawall._app import Seawall
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import Outcome, ResponseHead
-from seawall._core.request import RequestView
+from seawall._core.request import RequestView, wsgi_view
 from seawall._log import _current, _structlog_request_id
 from seawall._run import run_request
 from seawall.asgi import BodyTooLarge
@@ -48,6 +48,18 @@ def _status_line(status: int) -> str:
         return f"{status} {HTTPStatus(status).phrase}"
     except ValueError:
         return f"{status} Error"
+
+
+# Status lines seen -> their code: a dict lookup where int(status[:3]) would
+# slice, parse and allocate on every response. Bounded: apps send a handful.
+_STATUS_CODES: dict[str, int] = {}
+
+
+def _status_code(status: str) -> int:
+    code = int(status[:3])
+    if len(_STATUS_CODES) < 256:
+        _STATUS_CODES[status] = code
+    return code
 
 
 def _get_header(items: list[tuple[str, str]], lname: str) -> str | None:
@@ -241,7 +253,7 @@ class _Request:
         response (measured).
         """
         if code is None:
-            code = int(status[:3])
+            code = _STATUS_CODES.get(status) or _status_code(status)
         self.status = code
         self.ttfb = perf_counter()
         wall, view = self.wall, self.view
@@ -277,8 +289,10 @@ class _Request:
                         else:
                             out.extend(lines)
         lname = wall._rid_lower
+        size = wall._rid_len
         for name, _ in out:
-            if name.lower() == lname:
+            # len() first: lower() allocates, and few names have the length.
+            if len(name) == size and name.lower() == lname:
                 if out is headers:
                     out = list(headers)
                 break
@@ -376,8 +390,6 @@ class _Request:
                         )
                         stack.on_complete(view, outcome, self.depth)
                 finally:
-                    # Break the environ <-> view cycle so both are freed by refcount.
-                    self.environ.pop("seawall.request", None)
                     # seawall._log.unbind_request inline (keep the two in step).
                     holder[0] = None
                     try:
@@ -408,11 +420,12 @@ class WSGIMiddleware(Seawall):
         """Handle one WSGI request."""
         started = perf_counter()
         stack = self.stack
-        view = RequestView.from_wsgi(environ, resolver=self.resolver, started=started)
-        rid = self.ids.accept(environ.get(self._rid_environ))
+        view = wsgi_view(RequestView, environ, self.resolver, started)
+        incoming = environ.get(self._rid_environ)
+        # RequestIds.new inline, as in the ASGI driver: most requests bring no id.
+        rid = "%x" % next(self.ids._counter) if incoming is None else self.ids.accept(incoming)  # noqa: UP031
         view.request_id = rid
         environ["seawall.request_id"] = rid
-        environ["seawall.request"] = view
         state = _Request()
         state.wall = self
         state.view = view

@@ -345,3 +345,65 @@ class TestContextOnTheLastSend:
         app = Seawall(Starlette(routes=[Route("/", endpoint)]), layers=[Timing()])
         response = TestClient(app).get("/")
         assert seen == [response.headers["x-request-id"]]
+
+
+class TestSendAndCleanup:
+    def test_held_500_messages_are_awaitable_and_go_out_after_the_app(self) -> None:
+        sent: list[dict[str, Any]] = []
+        answers: list[Any] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            answers.append(await send({"type": "http.response.start", "status": 500,
+                                       "headers": [(b"content-type", b"text/plain")]}))
+            answers.append(await send({"type": "http.response.body", "body": b"a",
+                                       "more_body": True}))
+            answers.append(await send({"type": "http.response.body", "body": b"b"}))
+            # Held, not sent, while the app still runs.
+            assert sent == []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        asyncio.run(Seawall(app, layers=[ErrorCapture()])(scope(), empty_receive, send))
+        assert answers == [None, None, None]
+        assert [m["type"] for m in sent] == [
+            "http.response.start", "http.response.body", "http.response.body"]
+        assert sent[0]["status"] == 500 and b"".join(m.get("body", b"") for m in sent) == b"ab"
+
+    def test_views_are_freed_by_refcount(self) -> None:
+        # No reference cycle through the scope: a finished request's view goes
+        # with its last reference, not at a later collection.
+        import gc
+
+        from seawall._core.request import RequestView
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"b"})
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        wall = Seawall(app, layers=[Timing(), ErrorCapture()])
+
+        # Kept alive here: a scope must not keep its view alive.
+        scopes = [scope() for _ in range(6)]
+
+        async def requests(batch: list[dict[str, Any]]) -> None:
+            for one in batch:
+                await wall(one, empty_receive, send)
+
+        asyncio.run(requests(scopes[:1]))
+        gc.collect()
+        gc.disable()
+        try:
+            asyncio.run(requests(scopes[1:]))
+            # Only this test's views (other tests may keep theirs); type(), not
+            # isinstance(): lazy objects of other tests evaluate on __class__.
+            left = [
+                o for o in gc.get_objects()
+                if type(o) is RequestView and any(o.raw is s for s in scopes)
+            ]
+        finally:
+            gc.enable()
+        assert left == []

@@ -228,3 +228,82 @@ class TestPep3333:
             calls, body = run(Seawall(app, layers=[layer]), env)
             assert calls[0][0].startswith("200"), layer.name
             assert b"".join(body) == b"z" * 50
+
+
+class TestStartResponse:
+    def test_every_status_line_passes_and_outcomes_see_its_code(self) -> None:
+        from seawall.wsgi import _STATUS_CODES
+
+        seen: list[int | None] = []
+
+        class Record:
+            name = "record"
+
+            def on_complete(self, request: Any, outcome: Any) -> None:
+                seen.append(outcome.status)
+
+        lines = [f"{code} Custom {code}" for code in range(200, 600)]
+
+        def app(env: Any, sr: Any) -> Any:
+            sr(env["line"], [("Content-Type", "text/plain")])
+            return [b"x"]
+
+        wall = Seawall(app, layers=[Record()])
+        for line in lines:
+            calls, _ = run(wall, environ(line=line))
+            assert calls[0][0] == line
+        # More distinct status lines than the cache keeps: each still reads right.
+        assert seen == list(range(200, 600))
+        assert len(_STATUS_CODES) <= 256
+
+    @pytest.mark.parametrize("name", ["x-REQUEST-id", "X-Request-ID"])
+    def test_app_own_request_id_header_is_not_doubled(self, name: str) -> None:
+        def app(env: Any, sr: Any) -> Any:
+            sr("200 OK", [("Content-Type", "text/plain"), (name, "mine")])
+            return [b"x"]
+
+        calls, _ = run(Seawall(app, layers=[]), environ())
+        ids = [(k, v) for k, v in calls[0][1] if k.lower() == "x-request-id"]
+        assert ids == [(name, "mine")]
+
+    def test_a_header_of_the_same_length_is_not_taken_for_it(self) -> None:
+        def app(env: Any, sr: Any) -> Any:
+            # As long as "X-Request-ID", another name: ours is still echoed.
+            sr("200 OK", [("Content-Type", "text/plain"), ("X-Request-IX", "other")])
+            return [b"x"]
+
+        calls, _ = run(Seawall(app, layers=[]), environ(HTTP_X_REQUEST_ID="req-9"))
+        assert ("X-Request-ID", "req-9") in calls[0][1]
+        assert ("X-Request-IX", "other") in calls[0][1]
+
+
+def test_views_are_freed_by_refcount() -> None:
+    # No reference cycle through the environ: a finished request's view goes
+    # with its last reference, not at a later collection (under load such
+    # views would reach the collector's older generations).
+    import gc
+
+    from seawall._core.request import RequestView
+
+    def app(env: Any, sr: Any) -> Any:
+        sr("200 OK", [("Content-Type", "text/plain")])
+        return [b"x"]
+
+    wall = Seawall(app, layers=[Timing(), ErrorCapture()])
+    # Kept alive here: an environ must not keep its view alive.
+    environs = [environ() for _ in range(6)]
+    run(wall, environs[0])
+    gc.collect()
+    gc.disable()
+    try:
+        for env in environs[1:]:
+            run(wall, env)
+        # Only this test's views (other tests may keep theirs); type(), not
+        # isinstance(): lazy objects of other tests evaluate on __class__.
+        left = [
+            o for o in gc.get_objects()
+            if type(o) is RequestView and any(o.raw is e for e in environs)
+        ]
+    finally:
+        gc.enable()
+    assert left == []

@@ -171,12 +171,16 @@ class SeawallMiddleware:
         """The ASGI driver doing the work (``seawall.stats(app)`` finds it)."""
         return self._wall
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ASGI connection through the wall (or its exempt twin)."""
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Serve one ASGI connection through the wall (or its exempt twin).
+
+        Returns the wall's coroutine rather than awaiting it in one of its
+        own: Starlette awaits what a middleware returns, and a coroutine here
+        would only add a frame to every await of every request.
+        """
         if self._exempt_wall is not None and scope["type"] == "http" and self._exempt(scope):
-            await self._exempt_wall(scope, receive, send)
-            return
-        await self._wall(scope, receive, send)
+            return self._exempt_wall(scope, receive, send)
+        return self._wall(scope, receive, send)
 
     def _exempt(self, scope: Scope) -> bool:
         app = scope.get("app")
