@@ -10,6 +10,7 @@ from wsgiref.util import FileWrapper, setup_testing_defaults
 import pytest
 
 from seawall import ErrorCapture, ReadBody, Seawall, Timing
+from tests.drivers.refs import views_left
 
 
 def environ(path: str = "/", **extra: Any) -> dict[str, Any]:
@@ -281,29 +282,17 @@ def test_views_are_freed_by_refcount() -> None:
     # No reference cycle through the environ: a finished request's view goes
     # with its last reference, not at a later collection (under load such
     # views would reach the collector's older generations).
-    import gc
-
-    from seawall._core.request import RequestView
-
     def app(env: Any, sr: Any) -> Any:
         sr("200 OK", [("Content-Type", "text/plain")])
         return [b"x"]
 
     wall = Seawall(app, layers=[Timing(), ErrorCapture()])
     # Kept alive here: an environ must not keep its view alive.
-    environs = [environ() for _ in range(6)]
-    run(wall, environs[0])
-    gc.collect()
-    gc.disable()
-    try:
-        for env in environs[1:]:
+    environs = [environ() for _ in range(5)]
+    run(wall, environ())  # warm-up, outside the count
+
+    def requests() -> None:
+        for env in environs:
             run(wall, env)
-        # Only this test's views (other tests may keep theirs); type(), not
-        # isinstance(): lazy objects of other tests evaluate on __class__.
-        left = [
-            o for o in gc.get_objects()
-            if type(o) is RequestView and any(o.raw is e for e in environs)
-        ]
-    finally:
-        gc.enable()
-    assert left == []
+
+    assert views_left(requests, environs) == []
