@@ -119,6 +119,25 @@ class TestWiring:
         assert client.get("/").headers["x-deny-checked"] == "1"
         assert client.get("/", headers={"x-deny": "1"}).status_code == 429
 
+    def test_served_on_its_own_it_is_taken_for_asgi3(self) -> None:
+        """Servers and SDKs tell ASGI 3 from ASGI 2 by iscoroutinefunction(__call__)."""
+        import asyncio
+
+        import uvicorn
+        from sentry_sdk.integrations.asgi import _looks_like_asgi3
+
+        async def home(request: Any) -> PlainTextResponse:
+            return PlainTextResponse("hi")
+
+        wall = SeawallMiddleware(Starlette(routes=[Route("/", home)]), layers=[Timing()])
+        assert asyncio.iscoroutinefunction(wall.__call__)
+        config = uvicorn.Config(app=wall)
+        config.load()
+        assert config.interface == "asgi3"
+        assert _looks_like_asgi3(wall)
+        # And it serves as one (an ASGI 2 reading would call it with the scope alone).
+        assert TestClient(wall).get("/").text == "hi"
+
 
 class TestErrors:
     @pytest.mark.parametrize("path", ["/boom", "/sboom"], ids=["async", "sync"])

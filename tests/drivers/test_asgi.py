@@ -358,7 +358,9 @@ class TestSendAndCleanup:
                                        "headers": [(b"content-type", b"text/plain")]}))
             answers.append(await send({"type": "http.response.body", "body": b"a",
                                        "more_body": True}))
-            answers.append(await send({"type": "http.response.body", "body": b"b"}))
+            # A held message's send still gives a coroutine, as an async def would.
+            answers.append(await asyncio.get_running_loop().create_task(
+                send({"type": "http.response.body", "body": b"b"})))
             # Held, not sent, while the app still runs.
             assert sent == []
 
@@ -371,6 +373,25 @@ class TestSendAndCleanup:
             "http.response.start", "http.response.body", "http.response.body"]
         assert sent[0]["status"] == 500
         assert b"".join(m.get("body", b"") for m in sent) == b"ab"
+
+    def test_the_app_send_passes_for_a_coroutine_function(self) -> None:
+        # A plain method returning the server's coroutine, marked: asgiref's
+        # async_to_sync warns (errors here) on a callable not marked async.
+        from asgiref.sync import iscoroutinefunction as asgiref_check
+
+        seen: list[Any] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            seen.append(send)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"b"})
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        asyncio.run(Seawall(app, layers=[Timing()])(scope(), empty_receive, send))
+        assert asyncio.iscoroutinefunction(seen[0])
+        assert asgiref_check(seen[0])
 
     def test_views_are_freed_by_refcount(self) -> None:
         # No reference cycle through the scope: a finished request's view goes

@@ -39,7 +39,14 @@ from starlette.requests import Request
 from starlette.routing import Match
 
 from seawall._log import current_request
-from seawall.asgi import ASGIApp, ASGIMiddleware, Receive, Scope, Send
+from seawall.asgi import (
+    ASGIApp,
+    ASGIMiddleware,
+    Receive,
+    Scope,
+    Send,
+    mark_coroutine_function,
+)
 from seawall.contrib import exempt_twin, settings_kwargs
 from seawall.handlers import is_exempt
 
@@ -176,7 +183,8 @@ class SeawallMiddleware:
 
         Returns the wall's coroutine rather than awaiting it in one of its
         own: Starlette awaits what a middleware returns, and a coroutine here
-        would only add a frame to every await of every request.
+        would only add a frame to every await of every request. Marked a
+        coroutine function (below): servers tell ASGI 3 from ASGI 2 by it.
         """
         if self._exempt_wall is not None and scope["type"] == "http" and self._exempt(scope):
             return self._exempt_wall(scope, receive, send)
@@ -208,6 +216,8 @@ class SeawallMiddleware:
         """A snapshot of every layer's statistics."""
         return self._wall.stats()
 
+
+mark_coroutine_function(SeawallMiddleware.__call__)
 
 # -- dependencies --------------------------------------------------------------
 
