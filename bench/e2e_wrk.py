@@ -15,7 +15,10 @@ install uvicorn`` serves with, the second what ``uvicorn[standard]`` (and
 ``fastapi[standard]``) does, and a server's own per-request work sets the
 ratio as much as ours does. ``--breakdown`` adds the stack's parts (the
 engine alone, Timing + ErrorCapture, RateLimit alone, the stack with the
-rate-limit headers off) to show where the added CPU goes.
+rate-limit headers off, the stack with X-Request-ID its only header) to
+show where the added CPU goes, and for scale the bare app answering with
+the stack's four response headers itself (what those headers cost the
+server, with none of seawall's work).
 
 Target (issue 6): the recommended stack keeps at least 0.85x of bare
 throughput (for scale: slowapi's decorator keeps about 0.67x).
@@ -55,11 +58,11 @@ def _starlette(endpoint: Any = None, middleware: list[Any] | None = None) -> Any
     )
 
 
-def _recommended(*, headers: bool = True) -> list[Any]:
+def _recommended(*, headers: bool = True, server_timing: bool = True) -> list[Any]:
     from seawall import CircuitBreaker, ErrorCapture, RateLimit, Timing, Validation
 
     return [
-        Timing(),
+        Timing(server_timing=server_timing),
         ErrorCapture(),
         RateLimit(HIGH, headers=headers),
         Validation(),
@@ -77,6 +80,7 @@ def _layers(name: str) -> list[Any] | None:
         "timing_errors": lambda: [Timing(), ErrorCapture()],
         "ratelimit": lambda: [RateLimit(HIGH)],
         "stack_no_rl_headers": lambda: _recommended(headers=False),
+        "stack_id_header_only": lambda: _recommended(headers=False, server_timing=False),
     }
     factory = variants.get(name)
     return None if factory is None else factory()
@@ -92,6 +96,18 @@ def _build(name: str) -> Any:
         from seawall.fastapi import SeawallMiddleware
 
         return _starlette(middleware=[Middleware(SeawallMiddleware, layers=layers)])
+    if name == "headers_only":
+        from starlette.responses import JSONResponse
+
+        # The bare app answering with the stack's headers itself: what they
+        # cost the server (h11 builds and validates each in Python), with
+        # none of seawall's work.
+        async def item_with_headers(request: Any) -> JSONResponse:
+            return JSONResponse(
+                {"id": int(request.path_params["item_id"])}, headers=STACK_HEADERS
+            )
+
+        return _starlette(endpoint=item_with_headers)
     if name == "slowapi":
         from slowapi import Limiter
         from slowapi.util import get_remote_address
@@ -107,6 +123,15 @@ def _build(name: str) -> Any:
         app.state.limiter = limiter
         return app
     raise AttributeError(name)
+
+
+#: (scale) The four header lines the stack adds (same names, values of the same length).
+STACK_HEADERS = {
+    "x-request-id": "c0ffee0000000000000a",
+    "server-timing": "total;dur=0.123, seawall;dur=0.045",
+    "ratelimit-policy": '"default";q=1000000;w=60',
+    "ratelimit": '"default";r=999999;t=60',
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -218,6 +243,8 @@ LABELS = {
     "timing_errors": "  (part) Timing + ErrorCapture",
     "ratelimit": "  (part) RateLimit alone",
     "stack_no_rl_headers": "  (part) stack, RateLimit headers off",
+    "stack_id_header_only": "  (part) stack, X-Request-ID its one header",
+    "headers_only": "  (scale) bare + the stack's 4 headers",
 }
 
 
@@ -297,7 +324,14 @@ def main() -> None:
     servers = ("h11", "httptools") if http == "both" else (http,)
     apps: tuple[str, ...] = ("bare", "seawall", "slowapi")
     if args.breakdown:
-        apps += ("engine", "timing_errors", "ratelimit", "stack_no_rl_headers")
+        apps += (
+            "engine",
+            "timing_errors",
+            "ratelimit",
+            "stack_no_rl_headers",
+            "stack_id_header_only",
+            "headers_only",
+        )
     print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}")
     for server in servers:
         report(server, measure(server, apps, args.rounds, args.seconds, args.connections), args)
