@@ -30,7 +30,7 @@ from typing import Any
 from seawall._app import Seawall
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import Outcome, ResponseHead
-from seawall._core.request import RequestView, asgi_view
+from seawall._core.request import RequestView, _new, asgi_view
 from seawall._log import _current, _structlog_request_id
 from seawall._run import arun_request, start_request
 from seawall.exceptions import Rejected, RequestTimeout, ValidationFailed
@@ -44,9 +44,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _ENDPOINT_ROUTES: dict[int, str | None] = {}
-
-# object.__new__ looked up once (a global read, not an attribute of a global).
-_new = object.__new__
 
 
 def route_of(scope: Scope) -> str | None:

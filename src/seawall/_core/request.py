@@ -170,7 +170,7 @@ class RequestIds:
     def new(self) -> str:
         """Return a fresh id, unique across processes.
 
-        The ASGI driver inlines this (``"%x" % next(ids._counter)``).
+        Both drivers inline this (``"%x" % next(ids._counter)``): keep them in step.
         """
         return "%x" % next(self._counter)  # noqa: UP031
 
