@@ -147,3 +147,34 @@ class TestRequestIds:
         second = ids.new()
         assert first[:12] != second[:12]  # a fresh random prefix (odds of a clash: 2**-47)
         assert second.endswith("00000001") and len(first) == len(second) == 20
+
+
+class Completes:
+    """Records each outcome's status in on_complete, or fails there."""
+
+    def __init__(self, name: str, fail: bool = False) -> None:
+        self.name = name
+        self.fail = fail
+        self.statuses: list[int | None] = []
+
+    def on_complete(self, request: Any, outcome: Any) -> None:
+        self.statuses.append(outcome.status)
+        if self.fail:
+            raise RuntimeError("broken on_complete")
+
+
+class TestOnComplete:
+    def test_a_failing_hook_is_logged_and_the_others_still_run(self, make_client, logs) -> None:
+        outer, broken, inner = Completes("outer"), Completes("broken", fail=True), Completes("inner")
+        r = make_client([outer, broken, inner], order="as given").get("/status/201")
+        assert r.status_code == 201
+        assert outer.statuses == broken.statuses == inner.statuses == [201]
+        failed = [e for e in logs if e["event"] == "seawall.layer.failed"]
+        assert [(e["hook"], e["layer"]) for e in failed] == [("on_complete", "broken")]
+
+    def test_layers_inside_a_rejection_are_not_told(self, make_client) -> None:
+        outer, inner = Completes("outer"), Completes("inner")
+        r = make_client([outer, Rejects(), inner], order="as given").get("/")
+        assert r.status_code == 403
+        assert outer.statuses == [403]
+        assert inner.statuses == []
