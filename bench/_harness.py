@@ -200,3 +200,33 @@ def report(
             f"  {name:<44} {value:>9.2f} {statistics.median(added):>+9.2f} {ratio:>6.2f}x"
             f"  [{low:+.1f}, {high:+.1f}]"
         )
+
+
+def verdict(
+    label: str,
+    added: float,
+    target: float,
+    anchors: list[tuple[str, float, float]] | tuple[()] = (),
+) -> None:
+    """Print *added* µs against an issue's *target*, as measured here and scaled.
+
+    The issues' targets are µs measured on the machine each was written on.
+    Machines of the same kind here differ from it, and from one another, by
+    up to 2-3x, so a figure alone does not say whether a target is met there.
+    Each anchor is ``(what, µs the issue measured, µs this run measured)``
+    for the same work (a peer, a passthrough): its ratio estimates that
+    machine's speed against this one, and *added* is printed scaled by it.
+    The anchors seldom agree (peers' versions and the issue's harness differ
+    from ours), so every one is printed, none is chosen."""
+    met = "met" if added <= target else "NOT met"
+    print(f"  target: {label} adds <= {target:g} µs: {added:+.2f} µs here, {met}")
+    for what, there, here in anchors:
+        if here <= 0:
+            continue
+        factor = there / here
+        scaled = added * factor
+        met = "met" if scaled <= target else "NOT met"
+        print(
+            f"    scaled by {what} ({there:g} µs on the issue's machine, {here:.1f} here,"
+            f" x{factor:.2f}): {scaled:+.2f} µs, {met}"
+        )

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import asgi_scope, compare, paired, report, wsgi_environ
+from _harness import asgi_scope, compare, paired, report, verdict, wsgi_environ
 
 HIGH = "1000000/minute"
 
@@ -357,11 +357,18 @@ def main() -> None:
     for name, bare, ours, peer in pairs:
         stack, peer_added = added(ours, bare), added(peer, bare)
         only = added(ours.replace("recommended", "RateLimit only"), bare)
-        verdict = "ok" if stack <= 30 and stack < peer_added else "MISSED"
+        mark = "ok" if stack <= 30 and stack < peer_added else "MISSED"
         print(
             f"  {name:<8} seawall stack {stack:+7.2f} µs   RateLimit alone {only:+7.2f} µs   "
-            f"peer {peer_added:+7.2f} µs   stack/peer {stack / peer_added:5.2f}   {verdict}"
+            f"peer {peer_added:+7.2f} µs   stack/peer {stack / peer_added:5.2f}   {mark}"
         )
+    # Issue 6 measured each peer on its machine: scaled by each, the 30 µs target.
+    issue_peers = {"fastapi": ("slowapi", 57.0), "flask": ("flask-limiter", 129.0),
+                   "django": ("django-ratelimit", 95.0)}  # fmt: skip
+    for name, bare, ours, peer in pairs:
+        what, there = issue_peers[name]
+        verdict(f"{name}'s recommended stack", added(ours, bare), 30,
+                [(what, there, added(peer, bare))])  # fmt: skip
     hadded = added("fastapi + slowapi @limit, headers on", "fastapi bare")
     print(f"  fastapi: slowapi with its RateLimit headers on (as seawall's are) {hadded:+7.2f} µs")
     aadded = added("django async + seawall recommended", async_base)
