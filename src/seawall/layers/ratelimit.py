@@ -569,9 +569,8 @@ class RateLimit:
                     if ident is None:
                         return None
                     ident = str(ident)
-            try:
-                key = rule.keys[ident]
-            except KeyError:
+            key = rule.keys.get(ident)
+            if key is None:
                 key = rule.fast_key(ident)
             stat = self._hit_fixed(key, quota, rule.cost)  # type: ignore[misc]
             remaining, reset, retry = stat
