@@ -148,3 +148,93 @@ def test_view_without_trusted_proxies_resolves_as_the_resolver_does(peer: str | 
     assert view.client == resolver.resolve(peer, lambda name: ["203.0.113.9"])
     assert view.client != "203.0.113.9"  # the header is never trusted
     assert view.client_key == resolver.key_for(view.client)
+
+
+class TestProxySetupWarnings:
+    """The first requests are looked at for a proxy set-up the settings do not match."""
+
+    @staticmethod
+    def _client(interface: str, wall: object, outer: object | None = None):
+        import httpx
+        from starlette.testclient import TestClient
+
+        app = outer if outer is not None else wall
+        if interface == "asgi":
+            return TestClient(app)
+        return httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://testserver")
+
+    @staticmethod
+    def _wall(interface: str, **kw: object):
+        from seawall import RateLimit
+        from tests.apps import wrap
+
+        return wrap(interface, [RateLimit("1000/minute")], **kw)
+
+    @staticmethod
+    def _events(logs: list[dict[str, object]], prefix: str = "seawall.client.") -> list[str]:
+        return [str(e["event"]) for e in logs if str(e["event"]).startswith(prefix)]
+
+    def test_forwarding_from_an_untrusted_peer_is_reported_once(self, interface, logs) -> None:
+        wall = self._wall(interface)
+        with self._client(interface, wall) as client:
+            for i in range(5):
+                r = client.get("/", headers={"X-Forwarded-For": f"198.51.100.{i}"})
+                assert r.status_code == 200
+        assert self._events(logs) == ["seawall.client.forwarding_ignored"]
+        warning = next(e for e in logs if e["event"] == "seawall.client.forwarding_ignored")
+        assert warning["log_level"] == "warning"
+        assert "trusted_proxies" in str(warning["advice"])
+
+    def test_forwarded_header_counts_too(self, interface, logs) -> None:
+        with self._client(interface, self._wall(interface)) as client:
+            client.get("/", headers={"Forwarded": "for=198.51.100.7"})
+        assert self._events(logs) == ["seawall.client.forwarding_ignored"]
+
+    def test_no_forwarding_headers_no_warning(self, interface, logs) -> None:
+        with self._client(interface, self._wall(interface)) as client:
+            for _ in range(3):
+                assert client.get("/").status_code == 200
+        assert self._events(logs) == []
+
+    def test_a_trusted_proxy_forwarding_is_not_reported(self, interface, logs) -> None:
+        # Starlette's test client has no IP peer: trust "unix" (no address).
+        wall = self._wall(interface, trusted_proxies=["127.0.0.1", "unix"])
+        with self._client(interface, wall) as client:
+            client.get("/", headers={"X-Forwarded-For": "198.51.100.7"})
+        assert self._events(logs) == []
+
+    def test_probing_stops(self, interface, logs) -> None:
+        wall = self._wall(interface)
+        with self._client(interface, wall) as client:
+            client.get("/")
+            assert wall.resolver.probes == 999
+            wall.resolver.probes = 1
+            client.get("/")
+            assert wall.resolver.probes == 0
+            client.get("/", headers={"X-Forwarded-For": "198.51.100.7"})
+        assert self._events(logs) == []
+
+    @staticmethod
+    def _rewriting(interface: str, wall: object) -> object:
+        """The server's own forwarding support in front of seawall (the real ones)."""
+        if interface == "asgi":
+            from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+            return ProxyHeadersMiddleware(wall, trusted_hosts="*")  # type: ignore[arg-type]
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        return ProxyFix(wall, x_for=1)  # type: ignore[arg-type]
+
+    def test_rewritten_by_the_server_and_trusted_again_is_reported(self, interface, logs) -> None:
+        wall = self._wall(interface, trusted_proxies=["10.0.0.0/8"])
+        with self._client(interface, wall, self._rewriting(interface, wall)) as client:
+            for _ in range(3):
+                r = client.get("/", headers={"X-Forwarded-For": "10.1.2.3"})
+                assert r.status_code == 200
+        assert self._events(logs) == ["seawall.client.already_rewritten"]
+
+    def test_rewritten_by_the_server_alone_is_the_right_set_up(self, interface, logs) -> None:
+        wall = self._wall(interface)
+        with self._client(interface, wall, self._rewriting(interface, wall)) as client:
+            client.get("/", headers={"X-Forwarded-For": "198.51.100.7"})
+        assert self._events(logs) == []

@@ -14,6 +14,13 @@ Theory of operation:
 4. A request with no IP peer (a unix socket, a test client) is keyed
    ``"unknown"`` and still runs through every layer; list ``"unix"`` in the
    trusted proxies to read forwarding headers on such connections.
+5. The first requests whose client is resolved are also looked at for a
+   proxy set-up that does not match these settings (:meth:`ClientResolver.probe`):
+   forwarding headers from a peer nothing trusts (a proxy left out of
+   ``trusted_proxies``: every client behind it would share one identity),
+   or a peer the server already rewrote from them (uvicorn's
+   ``--proxy-headers``, werkzeug's ``ProxyFix``) while seawall is told to
+   read them too. Each is logged once, as a warning; nothing changes.
 """
 
 from __future__ import annotations
@@ -22,12 +29,22 @@ import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
+from seawall._log import logger
 from seawall.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from seawall._core.request import RequestView
 
 __all__ = ["UNKNOWN_CLIENT", "ClientResolver", "normalize_address"]
 
 UNKNOWN_CLIENT = "unknown"
+
+#: How many resolutions :meth:`ClientResolver.probe` looks at: a proxy set-up
+#: shows on every request it handles, so the first ones tell.
+PROBES = 1000
+_FORWARDING_RAW = frozenset({b"forwarded", b"x-forwarded-for"})
 
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -90,7 +107,9 @@ class ClientResolver:
         "_hops",
         "_nets",
         "_trust_unix",
+        "_warned",
         "ipv6_prefix",
+        "probes",
         "trusted_proxies",
         "trusts_any",
     )
@@ -132,6 +151,10 @@ class ClientResolver:
         #: An attribute, not a property: resolve() reads it on every request,
         #: and a property call costs more than the rest of resolve().
         self.trusts_any = bool(nets) or trust_unix or bool(trusted_hops)
+        #: Resolutions :meth:`probe` still looks at (0: done). Public, and a
+        #: plain int, because the view tests it on every resolution.
+        self.probes = PROBES
+        self._warned: set[str] = set()
 
     def _trusted(self, addr: _IPAddress) -> bool:
         return any(addr.version == net.version and addr in net for net in self._nets)
@@ -183,6 +206,68 @@ class ClientResolver:
             if not self._trusted(addr):
                 return client
         return client
+
+    def probe(self, view: RequestView) -> None:
+        """Look at one request for a proxy set-up these settings do not match.
+
+        Called by :attr:`RequestView.client` while :attr:`probes` is above
+        zero. Logs each finding once per resolver, as a warning:
+
+        - ``seawall.client.forwarding_ignored``: a forwarding header came from
+          a peer that is not trusted, and no proxy is trusted at all. Either a
+          client forged it (ignoring it is right) or the peer is a proxy
+          missing from ``trusted_proxies``, and every client behind it shares
+          one identity (and one rate-limit bucket).
+        - ``seawall.client.already_rewritten``: the server (or a WSGI
+          middleware) already took the client from the forwarding headers,
+          and seawall is told to read them again. A client whose own address
+          is in ``trusted_proxies`` could then pick its identity.
+        """
+        self.probes -= 1
+        raw = view.raw
+        # The raw headers, not the view's header map: building that would
+        # cost these requests more than the look itself.
+        if view.interface == "asgi":
+            for name, _ in raw.get("headers", ()):
+                if name in _FORWARDING_RAW:
+                    break
+            else:
+                return
+            # uvicorn's ProxyHeadersMiddleware sets the client from
+            # X-Forwarded-For with port 0 when the entry has no port.
+            client = raw.get("client")
+            rewritten = client is not None and len(client) > 1 and client[1] == 0
+        else:
+            if "HTTP_X_FORWARDED_FOR" not in raw and "HTTP_FORWARDED" not in raw:
+                return
+            rewritten = "werkzeug.proxy_fix.orig" in raw
+        if rewritten:
+            if self.trusts_any:
+                self._warn(
+                    "seawall.client.already_rewritten",
+                    "the server already took the client from the forwarding headers "
+                    "(uvicorn --proxy-headers, werkzeug ProxyFix); seawall reads them "
+                    "again because trusted_proxies/trusted_hops are set. Configure one "
+                    "of the two: leave trusted_proxies empty, or turn the server's off",
+                    peer=view.peer,
+                )
+        elif not self.trusts_any:
+            self._warn(
+                "seawall.client.forwarding_ignored",
+                "a forwarding header came from a peer seawall does not trust, so the "
+                "peer is the client. If it is your proxy or load balancer, list it in "
+                "trusted_proxies: otherwise every client behind it shares one identity "
+                "and one rate-limit bucket",
+                peer=view.peer,
+            )
+
+    def _warn(self, event: str, advice: str, **fields: object) -> None:
+        if event in self._warned:
+            return
+        self._warned.add(event)
+        if len(self._warned) == 2:
+            self.probes = 0
+        logger.warning(event, advice=advice, **fields)
 
     @staticmethod
     def _chain(header: Callable[[str], list[str]]) -> list[str] | None:
