@@ -238,3 +238,11 @@ class TestProxySetupWarnings:
         with self._client(interface, wall, self._rewriting(interface, wall)) as client:
             client.get("/", headers={"X-Forwarded-For": "198.51.100.7"})
         assert self._events(logs) == []
+
+
+def test_probes_never_go_below_zero() -> None:
+    """A probe that races past the last one (threads) leaves 0, not a true -1."""
+    resolver = ClientResolver()
+    resolver.probes = 0
+    resolver.probe(RequestView(method="GET", path="/"))
+    assert resolver.probes == 0

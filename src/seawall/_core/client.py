@@ -223,7 +223,10 @@ class ClientResolver:
           and seawall is told to read them again. A client whose own address
           is in ``trusted_proxies`` could then pick its identity.
         """
-        self.probes -= 1
+        # Never below zero: two threads may both pass the view's test of the
+        # last probe, and -1 would be true forever.
+        left = self.probes - 1
+        self.probes = left if left > 0 else 0
         raw = view.raw
         # The raw headers, not the view's header map: building that would
         # cost these requests more than the look itself.
