@@ -285,3 +285,48 @@ class TestLogging:
         assert captured["request_id"] == "dj-err"
         assert captured["route"] == "/boom"
         assert captured["method"] == "GET"
+
+
+class TestProxySetupWarnings:
+    """seawall's proxy set-up check reads Django's META under ASGI too."""
+
+    @staticmethod
+    def _events(logs: list[dict[str, Any]]) -> list[str]:
+        return [str(e["event"]) for e in logs if str(e["event"]).startswith("seawall.client.")]
+
+    def test_uvicorn_rewrite_in_front_of_django_asgi_is_reported(
+        self, seawall_settings: Any, logs: list[dict[str, Any]]
+    ) -> None:
+        import httpx
+        from django.core.asgi import get_asgi_application
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        seawall_settings(rate_limit={"default": "1000/minute"}, trusted_proxies=["10.0.0.0/8"])
+        app = ProxyHeadersMiddleware(get_asgi_application(), trusted_hosts="*")  # type: ignore[arg-type]
+
+        async def run() -> int:
+            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+                r = await c.get("/items/3", headers={"X-Forwarded-For": "10.1.2.3"})
+                return r.status_code
+
+        assert asyncio.run(run()) == 200
+        assert self._events(logs) == ["seawall.client.already_rewritten"]
+
+    def test_async_test_client_port_zero_is_not_a_rewrite(
+        self, seawall_settings: Any, logs: list[dict[str, Any]]
+    ) -> None:
+        # Django's AsyncClient gives every request client port 0, as uvicorn's
+        # rewrite does; the peer is not in the chain, so it is no rewrite.
+        seawall_settings(rate_limit={"default": "1000/minute"}, trusted_proxies=["127.0.0.1"])
+        response = aget("/items/3", headers={"X-Forwarded-For": "198.51.100.7"})
+        assert response.status_code == 200
+        assert self._events(logs) == []
+
+    def test_untrusted_forwarding_under_wsgi_is_reported(
+        self, seawall_settings: Any, logs: list[dict[str, Any]]
+    ) -> None:
+        seawall_settings(rate_limit={"default": "1000/minute"})
+        response = Client().get("/items/3", headers={"X-Forwarded-For": "198.51.100.7"})
+        assert response.status_code == 200
+        assert self._events(logs) == ["seawall.client.forwarding_ignored"]

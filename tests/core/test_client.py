@@ -246,3 +246,26 @@ def test_probes_never_go_below_zero() -> None:
     resolver.probes = 0
     resolver.probe(RequestView(method="GET", path="/"))
     assert resolver.probes == 0
+
+
+def test_client_port_zero_alone_is_not_a_rewrite() -> None:
+    """A scope with port 0 whose peer is not in the chain (test clients do this) is no rewrite."""
+    import asyncio
+
+    import httpx
+    import structlog
+
+    from seawall import RateLimit
+    from tests.apps import wrap
+
+    wall = wrap("asgi", [RateLimit("1000/minute")], trusted_proxies=["127.0.0.1"])
+
+    async def run() -> int:
+        transport = httpx.ASGITransport(app=wall, client=("127.0.0.1", 0))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            r = await c.get("/", headers={"X-Forwarded-For": "198.51.100.7"})
+            return r.status_code
+
+    with structlog.testing.capture_logs() as logs:
+        assert asyncio.run(run()) == 200
+    assert [e for e in logs if str(e["event"]).startswith("seawall.client.")] == []

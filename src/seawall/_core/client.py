@@ -91,6 +91,19 @@ def normalize_address(value: str) -> str | None:
     return None if addr is None else str(addr)
 
 
+def _in_chain(peer: str | None, chain: str) -> bool:
+    """Whether the address *peer* is one of the ``X-Forwarded-For`` entries in *chain*.
+
+    A client port of 0 alone is what a server's rewrite looks like, but test
+    clients use it too (Django's ``AsyncClient``); a rewritten peer also came
+    from the chain.
+    """
+    target = None if peer is None else normalize_address(peer)
+    if target is None:
+        return False
+    return any(str(addr) == target for addr in map(_parse, chain.split(",")) if addr is not None)
+
+
 class ClientResolver:
     """Resolve the client address and rate-limit key of a request.
 
@@ -229,21 +242,33 @@ class ClientResolver:
         self.probes = left if left > 0 else 0
         raw = view.raw
         # The raw headers, not the view's header map: building that would
-        # cost these requests more than the look itself.
-        if view.interface == "asgi":
-            for name, _ in raw.get("headers", ()):
+        # cost these requests more than the look itself. By the view's
+        # source, not its interface: Django's views read META under ASGI too.
+        raw_headers = view._raw_headers
+        if raw_headers is not None:  # an ASGI scope
+            forwarded = False
+            lines: list[str] = []
+            for name, value in raw_headers:
                 if name in _FORWARDING_RAW:
-                    break
-            else:
+                    forwarded = True
+                    if name == b"x-forwarded-for":
+                        lines.append(value.decode("latin-1"))
+            if not forwarded:
                 return
             # uvicorn's ProxyHeadersMiddleware sets the client from
             # X-Forwarded-For with port 0 when the entry has no port.
             client = raw.get("client")
-            rewritten = client is not None and len(client) > 1 and client[1] == 0
-        else:
-            if "HTTP_X_FORWARDED_FOR" not in raw and "HTTP_FORWARDED" not in raw:
+            port = client[1] if client is not None and len(client) > 1 else None
+            rewritten = port == 0 and _in_chain(view.peer, ",".join(lines))
+        else:  # a WSGI environ, or Django's META
+            xff = raw.get("HTTP_X_FORWARDED_FOR")
+            if xff is None and "HTTP_FORWARDED" not in raw:
                 return
-            rewritten = "werkzeug.proxy_fix.orig" in raw
+            # Django's ASGI handler copies the scope's client port (an int)
+            # into REMOTE_PORT; WSGI servers give a string.
+            rewritten = "werkzeug.proxy_fix.orig" in raw or (
+                raw.get("REMOTE_PORT") == 0 and _in_chain(view.peer, xff or "")
+            )
         if rewritten:
             if self.trusts_any:
                 self._warn(
