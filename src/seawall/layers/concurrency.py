@@ -46,6 +46,7 @@ from seawall._concurrency.shared import (
 from seawall._core.layer import ORDER, Outcome
 from seawall._core.request import RequestView
 from seawall._log import logger
+from seawall._workers import watch
 from seawall.exceptions import ConfigurationError, Overloaded, StorageError
 from seawall.keys import is_async_key, resolve_key
 
@@ -215,7 +216,10 @@ class ConcurrencyLimit:
         self._fallback: LocalSlots | None = None
         self._ids: SlotIds | None = None
         self._gate = Gate(self.queue_size)
-        if scheme is not None:
+        if scheme is None:
+            # Per-process slots: say so once if several workers serve the app.
+            watch("ConcurrencyLimit")
+        else:
             self._shared = RedisSlots(
                 storage,
                 key_prefix=key_prefix,

@@ -50,6 +50,7 @@ from seawall._log import current_request, logger
 from seawall._ratelimit.guard import StorageGuard
 from seawall._ratelimit.quota import FIXED, STRATEGIES, Quota, parse_quotas, policy_name
 from seawall._ratelimit.rules import Matcher
+from seawall._workers import watch
 from seawall.exceptions import ConfigurationError, Overloaded, RateLimited, Rejected, StorageError
 from seawall.keys import client as client_key
 from seawall.keys import is_async_key, resolve_key
@@ -349,6 +350,9 @@ class RateLimit:
             strategy=self._strategy,
         )
         self._remote = self._backend.remote
+        if not self._remote:
+            # Per-process counts: say so once if several workers serve the app.
+            watch("RateLimit")
         self._guard: StorageGuard | None = None
         self._local: MemoryBackend | None = None
         if self._remote:
