@@ -352,8 +352,7 @@ def memory_verdicts(medians: dict[str, float], bare: str, anchor: tuple[str, flo
 
     *anchor* is (what, µs issue 3 measured for it, the case that repeats it here)."""
     what, there, case = anchor
-    base = "bare FastAPI" if "slowapi" in case else bare
-    scale = [(what, there, paired(medians, case, base))]
+    scale = [(what, there, paired(medians, case, bare))]
     print()
     for name in ("Seawall RateLimit, memory, 1 key", "Seawall RateLimit, memory, 100k keys"):
         verdict(name.removeprefix("Seawall "), paired(medians, name, bare), 10, scale)
