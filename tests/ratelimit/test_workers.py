@@ -37,13 +37,15 @@ asgi_app = Seawall(asgi, layers=[RateLimit("1000/minute", storage=STORAGE)])
 EVENT = "seawall.workers.per_process_limits"
 
 
-def serve(tmp_path: Path, server: str, workers: int, storage: str = "memory://") -> str:
+def serve(
+    tmp_path: Path, server: str, workers: int, storage: str = "memory://", *extra: str
+) -> str:
     """Run *server* with *workers* workers for the check's delay and a margin; its output."""
     (tmp_path / "wapp.py").write_text(APP.replace("__STORAGE__", repr(storage)))
     port = free_port()
     if server == "gunicorn":
         cmd = [sys.executable, "-m", "gunicorn", "wapp:wsgi_app", "-b", f"127.0.0.1:{port}",
-               "-w", str(workers), "--log-level", "warning"]  # fmt: skip
+               "-w", str(workers), "--log-level", "warning", *extra]  # fmt: skip
     else:
         cmd = [sys.executable, "-m", "uvicorn", "wapp:asgi_app", "--host", "127.0.0.1",
                "--port", str(port), "--workers", str(workers), "--log-level", "warning"]  # fmt: skip
@@ -84,6 +86,14 @@ def test_several_workers_with_memory_limits_are_reported(tmp_path: Path, server:
     assert len(lines) == 2, out
     expected = "layers=['ConcurrencyLimit', 'RateLimit'] processes=2"
     assert all(expected in line for line in lines), out
+
+
+def test_preloaded_app_is_reported_by_the_master(tmp_path: Path) -> None:
+    """gunicorn --preload builds the app before forking: the master sees its workers."""
+    out = serve(tmp_path, "gunicorn", 2, "memory://", "--preload")
+    lines = [line for line in out.splitlines() if EVENT in line]
+    assert len(lines) == 1, out
+    assert "processes=2" in lines[0], out
 
 
 @pytest.mark.parametrize("server", ["gunicorn", "uvicorn"])
