@@ -111,13 +111,16 @@ def evalsha_frame(head: bytes, *args: bytes | str | int) -> list[bytes]:
     return [b"".join(parts)]
 
 
-def frame(head: bytes, keys: Sequence[str], quotas: Sequence[Quota], cost: int) -> list[bytes]:
+def frame(
+    head: bytes, keys: Sequence[str], quotas: Sequence[Quota], cost: int, consume: bool = True
+) -> list[bytes]:
     """The whole EVALSHA command for *keys*, ``cost`` and each quota's arguments.
 
     Returned as a one-item list, the form ``send_packed_command`` sends as is.
+    *consume* false adds the scripts' trailing ``0`` (test, do not consume).
     """
     n = len(keys)
-    count = 4 + n + 2 * len(quotas)
+    count = 4 + n + 2 * len(quotas) + (not consume)
     parts = [
         _ARRAY[count] if count < 64 else b"*%d\r\n" % count,
         head,
@@ -128,6 +131,8 @@ def frame(head: bytes, keys: Sequence[str], quotas: Sequence[Quota], cost: int) 
     parts.append(_SMALL_BULK[cost] if 0 <= cost < 64 else _bulk(str(cost).encode()))
     for quota in quotas:
         parts.append(quota.resp)
+    if not consume:
+        parts.append(_SMALL_BULK[0])
     return [b"".join(parts)]
 
 

@@ -78,12 +78,25 @@ class StorageBackend(Protocol):
     remote: bool
 
     def hit(
-        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+        self,
+        strategy: int,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        consume: bool = True,
     ) -> HitResult:
-        """Check and consume *cost* from every quota, all or nothing (sync)."""
+        """Check and consume *cost* from every quota, all or nothing (sync).
+
+        With *consume* false, only check: would *cost* units be admitted now?
+        """
 
     async def ahit(
-        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+        self,
+        strategy: int,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        consume: bool = True,
     ) -> HitResult:
         """The same on the event loop."""
 
@@ -102,16 +115,26 @@ class MemoryBackend:
         self.hit = self.storage.hit_many  # type: ignore[method-assign]
 
     def hit(
-        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+        self,
+        strategy: int,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        consume: bool = True,
     ) -> HitResult:
         """Check and consume (replaced by the storage's bound method in ``__init__``)."""
-        return self.storage.hit_many(strategy, keys, quotas, cost)  # pragma: no cover
+        return self.storage.hit_many(strategy, keys, quotas, cost, consume)  # pragma: no cover
 
     async def ahit(
-        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+        self,
+        strategy: int,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        consume: bool = True,
     ) -> HitResult:
         """Check and consume; no I/O, so no await inside."""
-        return self.storage.hit_many(strategy, keys, quotas, cost)
+        return self.storage.hit_many(strategy, keys, quotas, cost, consume)
 
     def __repr__(self) -> str:
         return f"MemoryBackend(max_keys={self.storage.max_keys})"
@@ -126,10 +149,12 @@ def _resp_int(n: int) -> bytes:
     return _SMALL[n] if 0 <= n < 64 else str(n).encode()
 
 
-def _args(quotas: Sequence[Quota], cost: int) -> list[bytes]:
+def _args(quotas: Sequence[Quota], cost: int, consume: bool = True) -> list[bytes]:
     args = [_resp_int(cost)]
     for quota in quotas:
         args += quota.wire
+    if not consume:
+        args.append(b"0")  # the scripts' trailing "test only" flag
     return args
 
 
@@ -265,12 +290,17 @@ class RedisBackend:
         return self._async_scripts
 
     def hit(
-        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+        self,
+        strategy: int,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        consume: bool = True,
     ) -> HitResult:
         """One script call (one round trip) for every quota of the request."""
         scripts = self._sync_client()
         fast = self._sync_fast
-        if fast is not None and strategy == FIXED and cost == 1 and len(quotas) == 1:
+        if fast is not None and strategy == FIXED and cost == 1 and len(quotas) == 1 and consume:
             # The default rule, without a script (seawall._wire.fixed_frame).
             quota, key = quotas[0], keys[0]
             try:
@@ -291,24 +321,29 @@ class RedisBackend:
             # the server does not know it yet (first call, SCRIPT FLUSH, a failover).
             try:
                 if fast is not None:
-                    raw = fast.call(frame(self._heads[strategy], keys, quotas, cost))
+                    raw = fast.call(frame(self._heads[strategy], keys, quotas, cost, consume))
                 else:
                     raw = self._sync_conn.execute_command(
                         "EVALSHA",
                         scripts[strategy].sha,
                         _resp_int(len(keys)),
                         *keys,
-                        *_args(quotas, cost),
+                        *_args(quotas, cost, consume),
                     )
             except self._no_script:
-                raw = scripts[strategy](keys=keys, args=_args(quotas, cost))
+                raw = scripts[strategy](keys=keys, args=_args(quotas, cost, consume))
         except Exception as exc:
             msg = f"rate-limit storage call failed: {type(exc).__name__}"
             raise StorageError(msg) from exc
         return _result(raw)
 
     async def ahit(
-        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+        self,
+        strategy: int,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        consume: bool = True,
     ) -> HitResult:
         """The same on the event loop, with redis-py's asyncio client.
 
@@ -322,8 +357,8 @@ class RedisBackend:
         try:
             if deadline is not None:
                 async with deadline(self.timeout):
-                    return await self._ahit(scripts, strategy, keys, quotas, cost)
-            return await self._ahit(scripts, strategy, keys, quotas, cost)
+                    return await self._ahit(scripts, strategy, keys, quotas, cost, consume)
+            return await self._ahit(scripts, strategy, keys, quotas, cost, consume)
         except Exception as exc:
             msg = f"rate-limit storage call failed: {type(exc).__name__}"
             raise StorageError(msg) from exc
@@ -335,9 +370,10 @@ class RedisBackend:
         keys: Sequence[str],
         quotas: Sequence[Quota],
         cost: int,
+        consume: bool,
     ) -> HitResult:
         fast = self._async_fast
-        if fast is not None and strategy == FIXED and cost == 1 and len(quotas) == 1:
+        if fast is not None and strategy == FIXED and cost == 1 and len(quotas) == 1 and consume:
             quota, key = quotas[0], keys[0]
             _, count, ttl = await fast.call(fixed_frame(key, quota), 3)
             if ttl == -1:
@@ -345,17 +381,17 @@ class RedisBackend:
             return _fixed(count, ttl, quota)
         try:
             if fast is not None:
-                raw = await fast.call(frame(self._heads[strategy], keys, quotas, cost))
+                raw = await fast.call(frame(self._heads[strategy], keys, quotas, cost, consume))
             else:
                 raw = await self._async_conn.execute_command(
                     "EVALSHA",
                     scripts[strategy].sha,
                     _resp_int(len(keys)),
                     *keys,
-                    *_args(quotas, cost),
+                    *_args(quotas, cost, consume),
                 )
         except self._no_script:
-            raw = await scripts[strategy](keys=keys, args=_args(quotas, cost))
+            raw = await scripts[strategy](keys=keys, args=_args(quotas, cost, consume))
         return _result(raw)
 
     def close(self) -> None:
@@ -413,9 +449,14 @@ class LimitsBackend:
         }
 
     def hit(
-        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+        self,
+        strategy: int,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        consume: bool = True,
     ) -> HitResult:
-        """Test every limit, then hit them (several calls)."""
+        """Test every limit, then hit them unless *consume* is false (several calls)."""
         try:
             if self._sync is None:
                 self._sync = self._limiters(False)
@@ -424,7 +465,7 @@ class LimitsBackend:
             allowed = all(
                 limiter.test(item, key, cost=cost) for item, key in zip(items, keys, strict=True)
             )
-            if allowed:
+            if allowed and consume:
                 allowed = all(
                     limiter.hit(item, key, cost=cost) for item, key in zip(items, keys, strict=True)
                 )
@@ -441,7 +482,12 @@ class LimitsBackend:
         return allowed, stats
 
     async def ahit(
-        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+        self,
+        strategy: int,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        consume: bool = True,
     ) -> HitResult:
         """The same with limits' async storage."""
         try:
@@ -452,7 +498,7 @@ class LimitsBackend:
             allowed = True
             for item, key in zip(items, keys, strict=True):
                 allowed = allowed and await limiter.test(item, key, cost=cost)
-            if allowed:
+            if allowed and consume:
                 for item, key in zip(items, keys, strict=True):
                     allowed = allowed and await limiter.hit(item, key, cost=cost)
             now = time.time()

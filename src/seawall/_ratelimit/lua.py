@@ -1,9 +1,10 @@
 """The Redis scripts: every limit of a request, and its header numbers, in one round trip.
 
 Each script takes one key per quota and ``ARGV = [cost, amount1, window1_us,
-amount2, window2_us, ...]``. It first checks every quota, then consumes
+amount2, window2_us, ..., consume]``. It first checks every quota, then consumes
 *cost* from all of them only if all admit it (all or nothing: a refused
-request never uses up a longer window's quota), and answers
+request never uses up a longer window's quota) and *consume* is not ``0``
+(absent means consume; ``0`` only tests, for ``count_when`` rules), and answers
 ``{allowed, remaining1, reset1_us, retry1_us, ...}``.
 
 Time is the Redis server's ``TIME``, in microseconds, so workers on hosts
@@ -27,6 +28,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
 local n = #KEYS
+local consume = ARGV[2 * n + 2] ~= '0'
 local allowed = 1
 local out = {0}
 """
@@ -38,7 +40,8 @@ local out = {0}
 _FIXED = """
 local cost = tonumber(ARGV[1])
 local n = #KEYS
-if n == 1 and cost > 0 then
+local consume = ARGV[2 * n + 2] ~= '0'
+if n == 1 and cost > 0 and consume then
   local amount = tonumber(ARGV[2])
   local window_ms = math.ceil(tonumber(ARGV[3]) / 1000)
   local c = redis.call('INCRBY', KEYS[1], cost)
@@ -74,7 +77,7 @@ for i = 1, n do
   local reset = window
   if ttls[i] >= 0 then reset = ttls[i] * 1000 end
   local retry = 0
-  if allowed == 1 and cost > 0 then
+  if allowed == 1 and cost > 0 and consume then
     c = redis.call('INCRBY', KEYS[i], cost)
     if ttls[i] < 0 then
       redis.call('PEXPIRE', KEYS[i], math.ceil(window / 1000))
@@ -110,7 +113,7 @@ for i = 1, n do
   local window = tonumber(ARGV[2 * i + 1])
   local c = counts[i]
   local retry = 0
-  if allowed == 1 and cost > 0 then
+  if allowed == 1 and cost > 0 and consume then
     local args = {}
     for j = 1, cost do
       args[#args + 1] = now
@@ -171,7 +174,7 @@ for i = 1, n do
   local window = tonumber(ARGV[2 * i + 1])
   local idx = math.floor(now / window)
   local cur, prev, weight = curs[i], prevs[i], weights[i]
-  if allowed == 1 and cost > 0 then
+  if allowed == 1 and cost > 0 and consume then
     cur = cur + cost
     redis.call('HSET', KEYS[i], 'i', idx, 'c', cur, 'p', prev)
     redis.call('PEXPIRE', KEYS[i], math.ceil(((idx + 2) * window - now) / 1000))
@@ -226,7 +229,7 @@ for i = 1, n do
   local interval = window / amount
   local tat = tats[i]
   local retry = 0
-  if allowed == 1 and cost > 0 then
+  if allowed == 1 and cost > 0 and consume then
     tat = tat + cost * interval
     redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX',
                math.max(1, math.ceil((tat - now) / 1000)))

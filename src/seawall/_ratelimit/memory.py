@@ -123,15 +123,22 @@ class BoundedMemoryStorage(MemoryStorage):
     # -- the fast path -----------------------------------------------------------
 
     def hit_many(
-        self, strategy: int, keys: Sequence[str], quotas: Sequence[Quota], cost: int
+        self,
+        strategy: int,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        consume: bool = True,
     ) -> HitResult:
         """Check every quota for its key and consume *cost* from all of them, or none.
 
         Returns ``(allowed, stats)`` with one ``(remaining, reset, retry)``
         per quota: units left, seconds until the quota resets, and (for a
         quota that refused) seconds until *cost* units would be admitted.
+        With *consume* false nothing is consumed: the answer says whether
+        *cost* units would be admitted now (``count_when`` rules count later).
         """
-        if strategy == FIXED and len(quotas) == 1:
+        if strategy == FIXED and len(quotas) == 1 and consume:
             stat = self.hit_fixed(keys[0], quotas[0], cost)
             return stat[2] == 0.0, [stat]
         now = self._clock()
@@ -140,12 +147,12 @@ class BoundedMemoryStorage(MemoryStorage):
         lock.acquire()
         try:
             if strategy == FIXED:
-                return self._fixed(keys, quotas, cost, now)
+                return self._fixed(keys, quotas, cost, now, consume)
             if strategy == MOVING:
-                return self._moving(keys, quotas, cost, now)
+                return self._moving(keys, quotas, cost, now, consume)
             if strategy == SLIDING:
-                return self._sliding(keys, quotas, cost, now)
-            return self._gcra(keys, quotas, cost, now)
+                return self._sliding(keys, quotas, cost, now, consume)
+            return self._gcra(keys, quotas, cost, now, consume)
         finally:
             lock.release()
 
@@ -185,7 +192,12 @@ class BoundedMemoryStorage(MemoryStorage):
             lock.release()
 
     def _fixed(
-        self, keys: Sequence[str], quotas: Sequence[Quota], cost: int, now: float
+        self,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        now: float,
+        consume: bool = True,
     ) -> HitResult:
         entries = self._entries
         found: list[list[Any] | None] = []
@@ -203,7 +215,7 @@ class BoundedMemoryStorage(MemoryStorage):
         stats = []
         for key, quota, entry in zip(keys, quotas, found, strict=True):
             if entry is None:
-                if allowed and cost:
+                if allowed and cost and consume:
                     self._insert(key, [now + quota.window, cost], now)
                     stats.append((quota.amount - cost, quota.window, 0.0))
                 else:
@@ -212,7 +224,8 @@ class BoundedMemoryStorage(MemoryStorage):
                 continue
             reset = entry[0] - now
             if allowed:
-                entry[1] += cost
+                if consume:
+                    entry[1] += cost
                 stats.append((quota.amount - entry[1], reset, 0.0))
             else:
                 over = entry[1] + cost > quota.amount
@@ -220,7 +233,12 @@ class BoundedMemoryStorage(MemoryStorage):
         return allowed, stats
 
     def _moving(
-        self, keys: Sequence[str], quotas: Sequence[Quota], cost: int, now: float
+        self,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        now: float,
+        consume: bool = True,
     ) -> HitResult:
         entries = self._entries
         found: list[list[Any] | None] = []
@@ -239,7 +257,7 @@ class BoundedMemoryStorage(MemoryStorage):
         stats = []
         for key, quota, entry in zip(keys, quotas, found, strict=True):
             window = quota.window
-            if allowed and cost:
+            if allowed and cost and consume:
                 if entry is None:
                     entry = [0.0, deque()]
                     self._insert(key, entry, now)
@@ -263,7 +281,12 @@ class BoundedMemoryStorage(MemoryStorage):
         return allowed, stats
 
     def _sliding(
-        self, keys: Sequence[str], quotas: Sequence[Quota], cost: int, now: float
+        self,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        now: float,
+        consume: bool = True,
     ) -> HitResult:
         entries = self._entries
         found: list[list[Any] | None] = []
@@ -291,7 +314,7 @@ class BoundedMemoryStorage(MemoryStorage):
         for key, quota, entry, weight in zip(keys, quotas, found, weights, strict=True):
             window = quota.window
             index = floor(now / window)
-            if allowed and cost:
+            if allowed and cost and consume:
                 if entry is None:
                     entry = [(index + 2) * window, index, 0, 0]
                     self._insert(key, entry, now)
@@ -305,7 +328,12 @@ class BoundedMemoryStorage(MemoryStorage):
         return allowed, stats
 
     def _gcra(
-        self, keys: Sequence[str], quotas: Sequence[Quota], cost: int, now: float
+        self,
+        keys: Sequence[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        now: float,
+        consume: bool = True,
     ) -> HitResult:
         entries = self._entries
         found: list[list[Any] | None] = []
@@ -322,7 +350,7 @@ class BoundedMemoryStorage(MemoryStorage):
         for key, quota, entry in zip(keys, quotas, found, strict=True):
             interval = quota.interval
             tat = max(entry[0], now) if entry is not None else now
-            if allowed and cost:
+            if allowed and cost and consume:
                 tat += cost * interval
                 if entry is None:
                     self._insert(key, [tat], now)

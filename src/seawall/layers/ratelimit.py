@@ -26,6 +26,12 @@ Invariants:
    policy in the ``RateLimit`` header.
 4. A storage outage costs at most one timeout per probe period; the
    ``on_storage_error`` policy applies meanwhile (see ``_ratelimit/guard.py``).
+5. A ``count_when`` rule tests on arrival (consumes nothing) and consumes
+   in ``on_complete`` only when its predicate accepts the status sent; the
+   layer has an ``on_complete`` hook only when some rule counts that way,
+   so other stacks pay nothing for it. Concurrent requests may all pass the
+   test before any is counted: the limit can be exceeded by the requests in
+   flight, never afterwards.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from typing import Any, ClassVar, Literal
 
 from seawall._core.client import UNKNOWN_CLIENT
 from seawall._core.decisions import Respond
-from seawall._core.layer import ORDER
+from seawall._core.layer import ORDER, Outcome
 from seawall._core.request import RequestView
 from seawall._log import current_request, logger
 from seawall._ratelimit.guard import StorageGuard
@@ -76,40 +82,57 @@ class Hit:
     (the event loop); both answer ``(allowed, [(remaining, reset, retry)])``.
     """
 
-    __slots__ = ("backend", "cost", "keys", "quotas", "strategy")
+    __slots__ = ("backend", "consume", "cost", "keys", "quotas", "strategy")
 
     def __init__(
-        self, backend: Any, strategy: int, keys: list[str], quotas: Sequence[Quota], cost: int
+        self,
+        backend: Any,
+        strategy: int,
+        keys: list[str],
+        quotas: Sequence[Quota],
+        cost: int,
+        consume: bool = True,
     ) -> None:
         self.backend = backend
         self.strategy = strategy
         self.keys = keys
         self.quotas = quotas
         self.cost = cost
+        #: ``False``: only test whether *cost* would be admitted (``count_when`` rules).
+        self.consume = consume
 
     def run(self) -> Any:
         """Run on the sync storage."""
-        return self.backend.hit(self.strategy, self.keys, self.quotas, self.cost)
+        return self.backend.hit(self.strategy, self.keys, self.quotas, self.cost, self.consume)
 
     def arun(self) -> Any:
         """Run on the async storage (a coroutine)."""
-        return self.backend.ahit(self.strategy, self.keys, self.quotas, self.cost)
+        return self.backend.ahit(self.strategy, self.keys, self.quotas, self.cost, self.consume)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Hit):
             return NotImplemented
-        return (self.backend, self.strategy, self.keys, tuple(self.quotas), self.cost) == (
+        return (
+            self.backend,
+            self.strategy,
+            self.keys,
+            tuple(self.quotas),
+            self.cost,
+            self.consume,
+        ) == (
             other.backend,
             other.strategy,
             other.keys,
             tuple(other.quotas),
             other.cost,
+            other.consume,
         )
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"Hit(keys={self.keys!r}, cost={self.cost})"
+        test = "" if self.consume else ", consume=False"
+        return f"Hit(keys={self.keys!r}, cost={self.cost}{test})"
 
 
 class CallKey:
@@ -142,6 +165,7 @@ class _Rule:
         "by_client",
         "cost",
         "cost_fn",
+        "count_when",
         "dynamic",
         "fast",
         "key",
@@ -187,6 +211,8 @@ class _Rule:
         self.t_count = 0
         self.cost = 1
         self.cost_fn: Callable[[RequestView], int] | None = None
+        #: Count a request only once its status is known, if this accepts it.
+        self.count_when: Callable[[int], bool] | None = None
         self.allowed = 0
         self.limited = 0
         self.shadowed = 0
@@ -227,6 +253,28 @@ def _positive(name: str, value: float) -> float:
     return float(value)
 
 
+def _is_failure(status: int) -> bool:
+    return status >= 400
+
+
+def _is_success(status: int) -> bool:
+    return status < 400
+
+
+def _count_predicate(value: Any, where: str) -> Callable[[int], bool] | None:
+    """``count_when`` as a predicate of the status sent (``None``: count on arrival)."""
+    if value is None:
+        return None
+    if value == "failure":
+        return _is_failure
+    if value == "success":
+        return _is_success
+    if callable(value):
+        return value  # type: ignore[no-any-return]
+    msg = f"{where}: expected 'failure', 'success' or a callable (status) -> bool, got {value!r}"
+    raise ConfigurationError(msg)
+
+
 def _default_workers() -> int:
     try:
         return max(1, int(os.environ.get("WEB_CONCURRENCY", "1")))
@@ -261,6 +309,12 @@ class RateLimit:
             resolved client), route patterns (``"/health"``, ``"GET /static/*"``)
             and callables ``(request) -> bool``.
         cost: units a request uses: a whole number or ``(request) -> int``.
+        count_when: count a request only after it ended, and only if this
+            accepts the status sent: ``"failure"`` (4xx and 5xx: failed
+            logins, not successful ones), ``"success"`` (below 400) or a
+            callable ``(status) -> bool``; an exception counts as 500. The
+            limit is tested on arrival as usual. ``None`` (default): every
+            request counts on arrival.
         headers: add ``RateLimit-Policy`` and ``RateLimit``
             (draft-ietf-httpapi-ratelimit-headers-10) to limited responses.
         legacy_headers: also add ``X-RateLimit-Limit/-Remaining/-Reset``
@@ -298,6 +352,7 @@ class RateLimit:
         rules: Mapping[str, Any] | None = None,
         exempt: Sequence[Any] = (),
         cost: int | Callable[..., int] = 1,
+        count_when: Literal["failure", "success"] | Callable[[int], bool] | None = None,
         headers: bool = True,
         legacy_headers: bool = False,
         on_storage_error: Literal["allow", "deny", "local"] = "allow",
@@ -365,6 +420,11 @@ class RateLimit:
         self._base = f"{key_prefix}:rl{self._strategy}:{{"
         self._key = resolve_key(key)
         self._cost = cost
+        self._count_when = _count_predicate(count_when, "count_when")
+        #: Requests counted on completion (``count_when`` accepted) and not counted.
+        self.counted = 0
+        self.not_counted = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self._dynamic_cache: dict[tuple[int, str], tuple[tuple[Quota, ...], tuple[Quota, ...]]] = {}
         self.exempted = 0
         self.storage_fallbacks = 0
@@ -405,16 +465,19 @@ class RateLimit:
         self._only = self._default if not (self._has_exempt or self._has_rules) else None
         #: The fast path adds its two headers itself only when no legacy ones go along.
         self._plain_headers = self.headers and not self.legacy_headers
+        if any(rule.count_when is not None for rule in self._rule_list):
+            # Invariant 5: the hook exists only where it has work to do.
+            self.on_complete = self._count_outcome
 
     # -- compilation ------------------------------------------------------------
 
     def _compile(self, pattern: str, spec: Mapping[str, Any], index: int) -> _Rule:
         where = "limit" if index == 0 else f"rules[{pattern!r}]"
-        unknown = set(spec) - {"limit", "shared", "name", "shadow", "cost", "key"}
+        unknown = set(spec) - {"limit", "shared", "name", "shadow", "cost", "key", "count_when"}
         if unknown:
             msg = (
                 f"{where}: unknown option(s) {sorted(unknown)}; "
-                "use limit, shared, name, shadow, cost, key"
+                "use limit, shared, name, shadow, cost, key, count_when"
             )
             raise ConfigurationError(msg)
         if "limit" not in spec or spec["limit"] is None:
@@ -444,6 +507,11 @@ class RateLimit:
         else:
             msg = f"{where}: cost must be a whole number >= 0 or a callable, got {cost!r}"
             raise ConfigurationError(msg)
+        rule.count_when = (
+            _count_predicate(spec["count_when"], f"{where}: count_when")
+            if "count_when" in spec
+            else self._count_when
+        )
         return rule
 
     def _choose_path(self, rule: _Rule) -> None:
@@ -459,6 +527,7 @@ class RateLimit:
             and len(rule.quotas) == 1
             and rule.cost_fn is None
             and not rule.key_async
+            and rule.count_when is None
         )
         rule.fast = rule.quotas[0] if simple and self._hit_fixed is not None else None
         if rule.fast is not None:
@@ -604,8 +673,11 @@ class RateLimit:
             if prepared is None:
                 return None
             keys, quotas, _, cost = prepared
-            result = self._backend.hit(self._strategy, keys, quotas, cost)
+            later = rule.count_when
+            result = self._backend.hit(self._strategy, keys, quotas, cost, later is None)
             rejection = self._respond(request, rule, quotas, cost, result)
+            if later is not None and result[0]:
+                request.state[self] = (self._backend, keys, quotas, cost, later)
         if rejection is None:
             return None
         self._count_limited(ident, rule.name)
@@ -646,14 +718,17 @@ class RateLimit:
         if prepared is None:
             return None
         keys, quotas, local, cost = prepared
+        later = rule.count_when
+        consume = later is None
+        backend: Any = self._backend
         guard = self._guard
         if guard is None:
-            result = yield Hit(self._backend, self._strategy, keys, quotas, cost)
+            result = yield Hit(backend, self._strategy, keys, quotas, cost, consume)
         else:
             result = _NO_RESULT
             if guard.allow():
                 try:
-                    result = yield Hit(self._backend, self._strategy, keys, quotas, cost)
+                    result = yield Hit(backend, self._strategy, keys, quotas, cost, consume)
                 except StorageError as exc:
                     guard.failed(exc)
                 else:
@@ -662,7 +737,8 @@ class RateLimit:
                 self.storage_fallbacks += 1
                 if self._local is not None:
                     quotas = local
-                    result = yield Hit(self._local, self._strategy, keys, quotas, cost)
+                    backend = self._local
+                    result = yield Hit(backend, self._strategy, keys, quotas, cost, consume)
                 elif self.on_storage_error == "deny":
                     rule.limited += 1
                     return self._render(
@@ -677,6 +753,8 @@ class RateLimit:
                     rule.allowed += 1
                     return None
         rejection = self._respond(request, rule, quotas, cost, result)
+        if later is not None and result[0]:
+            request.state[self] = (backend, keys, quotas, cost, later)
         if rejection is None:
             return None
         self._count_limited(ident, rule.name)
@@ -789,6 +867,59 @@ class RateLimit:
             policy=refusing,
         )
 
+    # -- counting on completion (count_when) ----------------------------------------
+
+    def _count_outcome(self, request: RequestView, outcome: Outcome) -> None:
+        """``on_complete`` of a layer with ``count_when`` rules: consume if the status says so."""
+        pending = request.state.pop(self, None)
+        if pending is None:
+            return
+        backend, keys, quotas, cost, when = pending
+        status = outcome.status
+        if not when(500 if status is None else status):
+            self.not_counted += 1
+            return
+        self.counted += 1
+        if not backend.remote:
+            backend.hit(self._strategy, keys, quotas, cost)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # A WSGI thread, after the response went out: a bounded sync call.
+            self._count_remote(backend, keys, quotas, cost)
+            return
+        # On the event loop: never block it, and never make the response wait.
+        task = loop.create_task(self._acount_remote(backend, keys, quotas, cost))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _count_remote(self, backend: Any, keys: Any, quotas: Any, cost: int) -> None:
+        guard = self._guard
+        if guard is not None and not guard.allow():
+            return  # the storage is down: the failure policy already applies
+        try:
+            backend.hit(self._strategy, keys, quotas, cost)
+        except StorageError as exc:
+            if guard is not None:
+                guard.failed(exc)
+        else:
+            if guard is not None:
+                guard.succeeded()
+
+    async def _acount_remote(self, backend: Any, keys: Any, quotas: Any, cost: int) -> None:
+        guard = self._guard
+        if guard is not None and not guard.allow():
+            return
+        try:
+            await backend.ahit(self._strategy, keys, quotas, cost)
+        except StorageError as exc:
+            if guard is not None:
+                guard.failed(exc)
+        else:
+            if guard is not None:
+                guard.succeeded()
+
     # -- handler-level checks -----------------------------------------------------
 
     def check(self, request: RequestView) -> Rejected | None:
@@ -844,6 +975,8 @@ class RateLimit:
             "storage_state": guard.state if guard is not None else "up",
             "storage_errors": guard.errors if guard is not None else 0,
             "storage_fallbacks": self.storage_fallbacks,
+            "counted": self.counted,
+            "not_counted": self.not_counted,
             "top_limited": [
                 {"key": _shown_key(key), "rule": rule, "count": n}
                 for (key, rule), n in heapq.nlargest(
@@ -858,6 +991,7 @@ class RateLimit:
             rule.allowed = rule.limited = rule.shadowed = 0
         self.exempted = 0
         self.storage_fallbacks = 0
+        self.counted = self.not_counted = 0
         self._top_limited.clear()
         for backend in (self._backend, self._local):
             if isinstance(backend, MemoryBackend):
@@ -898,6 +1032,14 @@ class Limiter:
     """
 
     def __init__(self, ratelimit: RateLimit, *, name: str | None = None) -> None:
+        if hasattr(ratelimit, "on_complete"):
+            # A handler's limiter is not a layer of the stack: nothing would
+            # ever tell it how the request ended, so it would never count.
+            msg = (
+                "count_when applies to the RateLimit layer (its rules), not to one "
+                "handler: use rules={'POST /login': {'limit': ..., 'count_when': 'failure'}}"
+            )
+            raise ConfigurationError(msg)
         self.ratelimit = ratelimit
         self.name = name
         self._bound = False

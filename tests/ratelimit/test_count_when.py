@@ -1,0 +1,261 @@
+"""count_when: count a request only once it ended, and only if its status says so.
+
+The login case: failed attempts use up the limit, successful ones do not;
+once the failures reach the limit every request is refused, including one
+that would have succeeded. Tested on memory and on the real Redis, through
+both drivers, for every strategy.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from seawall import ConfigurationError, ErrorCapture, RateLimit, limit
+from seawall._ratelimit.quota import FIXED, GCRA, MOVING, SLIDING, parse_quotas
+from seawall.layers.ratelimit import Hit
+from seawall.storage import LimitsBackend, MemoryBackend
+from seawall.testing import ManualClock
+from tests.apps import client_for, wrap
+from tests.ratelimit.conftest import free_port
+
+STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter", "gcra"]
+
+
+def settle(layer: RateLimit) -> None:
+    """Wait for the counts an ASGI request left to the event loop (Redis only)."""
+    deadline = time.monotonic() + 5
+    while layer._tasks and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not layer._tasks
+
+
+def statuses(client: Any, layer: RateLimit, paths: list[str]) -> list[int]:
+    out = []
+    for path in paths:
+        out.append(client.get(path).status_code)
+        settle(layer)
+    return out
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_failures_use_up_the_limit_successes_do_not(interface: str, strategy: str) -> None:
+    layer = RateLimit("3/minute", strategy=strategy, count_when="failure", clock=ManualClock())
+    with client_for(wrap(interface, [layer])) as client:
+        got = statuses(client, layer, ["/"] * 5 + ["/status/401"] * 4 + ["/"])
+    assert got == [200] * 5 + [401, 401, 401, 429, 429]
+    stats = layer.stats()
+    assert stats["counted"] == 3
+    assert stats["not_counted"] == 5
+    assert stats["rules"]["default"] == {"allowed": 8, "limited": 2, "shadow": 0}
+
+
+def test_a_refusal_carries_retry_after_and_headers(interface: str) -> None:
+    clock = ManualClock()
+    layer = RateLimit("2/minute", count_when="failure", clock=clock)
+    with client_for(wrap(interface, [layer])) as client:
+        first = client.get("/status/403")
+        second = client.get("/status/403")
+        clock.advance(20)
+        refused = client.get("/")
+    # The header tells what was left before the request's own outcome.
+    assert first.headers["ratelimit"] == '"default";r=2;t=60'
+    assert second.headers["ratelimit"] == '"default";r=1;t=60'
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "40"
+    assert refused.headers["content-type"] == "application/problem+json"
+
+
+def test_success_counts_only_successes(interface: str) -> None:
+    layer = RateLimit("2/minute", count_when="success", clock=ManualClock())
+    with client_for(wrap(interface, [layer])) as client:
+        got = statuses(client, layer, ["/status/500", "/status/404", "/", "/status/404", "/", "/"])
+    assert got == [500, 404, 200, 404, 200, 429]
+
+
+def test_a_callable_sees_the_status(interface: str) -> None:
+    seen: list[int] = []
+
+    def unauthorized(status: int) -> bool:
+        seen.append(status)
+        return status == 401
+
+    layer = RateLimit("1/minute", count_when=unauthorized, clock=ManualClock())
+    with client_for(wrap(interface, [layer])) as client:
+        got = statuses(client, layer, ["/status/403", "/status/403", "/status/401", "/status/403"])
+    assert got == [403, 403, 401, 429]
+    assert seen == [403, 403, 401]  # the refusal itself is never offered
+
+
+def test_an_exception_counts_as_500(interface: str) -> None:
+    layer = RateLimit("1/minute", count_when="failure", clock=ManualClock())
+    with client_for(wrap(interface, [ErrorCapture(), layer])) as client:
+        assert client.get("/boom").status_code == 500
+        assert client.get("/").status_code == 429
+
+
+def test_a_rule_counts_failures_while_the_default_counts_all(interface: str) -> None:
+    layer = RateLimit(
+        "2/minute",
+        rules={"/status/*": {"limit": "2/minute", "count_when": "failure"}},
+        clock=ManualClock(),
+    )
+    with client_for(wrap(interface, [layer])) as client:
+        default = [client.get("/").status_code for _ in range(3)]
+        rule = [client.get(p).status_code for p in ["/status/200"] * 3 + ["/status/400"] * 3]
+    assert default == [200, 200, 429]
+    assert rule == [200, 200, 200, 400, 400, 429]
+
+
+def test_shadow_lets_through_and_counts_nothing_more(interface: str) -> None:
+    layer = RateLimit("1/minute", count_when="failure", shadow=True, clock=ManualClock())
+    with client_for(wrap(interface, [layer])) as client:
+        got = statuses(client, layer, ["/status/401"] * 3)
+    assert got == [401, 401, 401]
+    stats = layer.stats()
+    assert stats["shadow"] == 2
+    assert stats["counted"] == 1  # the would-be refusals were not counted
+
+
+def test_no_completion_hook_unless_a_rule_counts_later() -> None:
+    """Layers without count_when keep a stack with no on_complete hook to call."""
+    assert not hasattr(RateLimit("1/minute"), "on_complete")
+    assert not hasattr(RateLimit(rules={"/a": {"limit": "1/minute"}}), "on_complete")
+    assert callable(RateLimit(rules={"/a": {"limit": "1/second", "count_when": "failure"}}).on_complete)
+    assert RateLimit("1/minute", count_when="failure")._default.fast is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("value", ["failures", 401, True])
+def test_a_bad_count_when_fails_at_startup(value: Any) -> None:
+    with pytest.raises(ConfigurationError, match="count_when: expected 'failure', 'success'"):
+        RateLimit("1/minute", count_when=value)
+    with pytest.raises(ConfigurationError, match=r"rules\['/a'\]: count_when"):
+        RateLimit(rules={"/a": {"limit": "1/minute", "count_when": value}})
+
+
+def test_the_handler_decorator_refuses_count_when() -> None:
+    with pytest.raises(ConfigurationError, match="applies to the RateLimit layer"):
+        limit("5/minute", count_when="failure")
+
+
+def test_from_config_takes_count_when() -> None:
+    from seawall import Seawall
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
+        pass
+
+    wall = Seawall.from_config(
+        app,
+        {
+            "rate_limit": {
+                "default": "5/minute",
+                "count_when": "failure",
+                "rules": {"POST /login": {"limit": "3/minute", "count_when": "success"}},
+            }
+        },
+    )
+    (layer,) = wall.stack.layers
+    assert isinstance(layer, RateLimit)
+    assert layer._default is not None
+    assert layer._default.count_when is not None and layer._default.count_when(401)
+
+
+@pytest.mark.parametrize("strategy", [FIXED, MOVING, SLIDING, GCRA])
+def test_memory_test_consumes_nothing(strategy: int) -> None:
+    backend = MemoryBackend(clock=ManualClock())
+    quotas = parse_quotas("2/minute;5/hour", "p")
+    keys = ["k:m", "k:h"]
+    for _ in range(5):
+        allowed, stats = backend.hit(strategy, keys, quotas, 1, False)
+        assert allowed
+        assert [s[0] for s in stats] == [2, 5]
+    assert backend.hit(strategy, keys, quotas, 2)[0]
+    allowed, stats = backend.hit(strategy, keys, quotas, 1, False)
+    assert not allowed
+    assert stats[0][0] == 0 and stats[0][2] > 0  # the minute refuses, with a retry time
+    assert stats[1] == (3, stats[1][1], 0.0)
+
+
+def test_limits_backend_test_consumes_nothing() -> None:
+    """The limits-storage backend (memcached and others) on limits' own memory storage."""
+    backend = LimitsBackend("memory://")
+    quotas = parse_quotas("2/minute", "p")
+    for _ in range(3):
+        allowed, stats = backend.hit(FIXED, ["lb"], quotas, 1, False)
+        assert allowed and stats[0][0] == 2
+    assert backend.hit(FIXED, ["lb"], quotas, 2)[0]
+    assert not backend.hit(FIXED, ["lb"], quotas, 1, False)[0]
+
+
+def test_hit_effect_says_whether_it_consumes() -> None:
+    backend = MemoryBackend()
+    quotas = parse_quotas("1/minute", "p")
+    test = Hit(backend, FIXED, ["k"], quotas, 1, consume=False)
+    assert test != Hit(backend, FIXED, ["k"], quotas, 1)
+    assert "consume=False" in repr(test)
+    assert test.run()[0] and test.run()[0]  # testing twice consumes nothing
+    assert Hit(backend, FIXED, ["k"], quotas, 1).run()[0]
+    assert not test.run()[0]
+
+
+# -- the real Redis -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_redis_counts_failures_only(
+    interface: str, redis_url: str, key_prefix: str, strategy: str
+) -> None:
+    layer = RateLimit(
+        "3/minute",
+        strategy=strategy,
+        storage=redis_url,
+        key_prefix=key_prefix,
+        storage_timeout=1.0,
+        count_when="failure",
+    )
+    with client_for(wrap(interface, [layer])) as client:
+        got = statuses(client, layer, ["/"] * 5 + ["/status/401"] * 4 + ["/"])
+    assert got == [200] * 5 + [401, 401, 401, 429, 429]
+    assert layer.stats()["storage_errors"] == 0
+
+
+def test_redis_two_limits_tested_in_one_round_trip(
+    interface: str, redis_url: str, key_prefix: str
+) -> None:
+    """The test on arrival leaves Redis untouched; the count after a failure writes it."""
+    layer = RateLimit(
+        "2/minute;10/hour",
+        storage=redis_url,
+        key_prefix=key_prefix,
+        storage_timeout=1.0,
+        count_when="failure",
+    )
+    client_redis = redis.Redis.from_url(redis_url)
+    with client_for(wrap(interface, [layer])) as client:
+        ok = client.get("/")
+        settle(layer)
+        assert client_redis.keys(f"{key_prefix}:*") == []
+        failed = client.get("/status/500")
+        settle(layer)
+    assert ok.headers["ratelimit"].startswith('"default-60s";r=2;')
+    assert failed.headers["ratelimit"].startswith('"default-60s";r=2;')
+    values = sorted(int(client_redis.get(k) or 0) for k in client_redis.keys(f"{key_prefix}:*"))
+    assert values == [1, 1]
+    client_redis.close()
+
+
+def test_a_dead_storage_never_fails_the_count(interface: str) -> None:
+    layer = RateLimit(
+        "1/minute",
+        storage=f"redis://127.0.0.1:{free_port()}/0",
+        count_when="failure",
+        on_storage_error="allow",
+        clock=ManualClock(),
+    )
+    with client_for(wrap(interface, [layer])) as client:
+        got = statuses(client, layer, ["/status/401"] * 3)
+    assert got == [401, 401, 401]
+    assert layer.stats()["storage_state"] == "down"
