@@ -279,3 +279,14 @@ def test_same_limits_same_answers() -> None:
     assert flask[1]["ratelimit"]
     for framework, answers in results.items():
         assert answers == flask, framework
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_count_when_failure_alike(framework: str) -> None:
+    """count_when from settings: only the failures use up the limit, on every adapter."""
+    send = client_for(
+        framework,
+        {"error_capture": True, "rate_limit": {"limit": "2/minute", "count_when": "failure"}},
+    )
+    statuses = [send(path, {})[0] for path in ["/items/1"] * 3 + ["/boom"] * 3 + ["/items/1"]]
+    assert statuses == [200, 200, 200, 500, 500, 429, 429]
