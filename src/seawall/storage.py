@@ -26,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from math import ceil
 from typing import Any, ClassVar, Protocol
 
-from seawall._ratelimit.lua import SCRIPTS
+from seawall._ratelimit.lua import SCRIPTS, STRIKE
 from seawall._ratelimit.memory import BoundedMemoryStorage
-from seawall._ratelimit.quota import FIXED, GCRA, MOVING, SLIDING, HitResult, Quota
+from seawall._ratelimit.quota import FIXED, GCRA, MOVING, SLIDING, Banned, HitResult, Quota
 from seawall._wire import (
     DEADLINE,
     AsyncConnections,
@@ -84,11 +85,24 @@ class StorageBackend(Protocol):
         quotas: Sequence[Quota],
         cost: int,
         consume: bool = True,
+        ban: str | None = None,
     ) -> HitResult:
         """Check and consume *cost* from every quota, all or nothing (sync).
 
         With *consume* false, only check: would *cost* units be admitted now?
+        While the key *ban* lives the answer is :class:`Banned` (nothing consumed).
         """
+
+    def strike(self, strikes: str, ban: str, after: int, within: float, duration: float) -> bool:
+        """Count a refusal; the *after*-th within *within* s starts a ban of *duration* s."""
+
+    async def astrike(
+        self, strikes: str, ban: str, after: int, within: float, duration: float
+    ) -> bool:
+        """The same on the event loop."""
+
+    def forget(self, keys: Sequence[str]) -> None:
+        """Delete *keys* (lifting a ban)."""
 
     async def ahit(
         self,
@@ -97,6 +111,7 @@ class StorageBackend(Protocol):
         quotas: Sequence[Quota],
         cost: int,
         consume: bool = True,
+        ban: str | None = None,
     ) -> HitResult:
         """The same on the event loop."""
 
@@ -121,9 +136,10 @@ class MemoryBackend:
         quotas: Sequence[Quota],
         cost: int,
         consume: bool = True,
+        ban: str | None = None,
     ) -> HitResult:
         """Check and consume (replaced by the storage's bound method in ``__init__``)."""
-        return self.storage.hit_many(strategy, keys, quotas, cost, consume)  # pragma: no cover
+        return self.storage.hit_many(strategy, keys, quotas, cost, consume, ban)  # pragma: no cover
 
     async def ahit(
         self,
@@ -132,9 +148,25 @@ class MemoryBackend:
         quotas: Sequence[Quota],
         cost: int,
         consume: bool = True,
+        ban: str | None = None,
     ) -> HitResult:
         """Check and consume; no I/O, so no await inside."""
-        return self.storage.hit_many(strategy, keys, quotas, cost, consume)
+        return self.storage.hit_many(strategy, keys, quotas, cost, consume, ban)
+
+    def strike(self, strikes: str, ban: str, after: int, within: float, duration: float) -> bool:
+        """Count a refusal; see :meth:`BoundedMemoryStorage.strike`."""
+        return self.storage.strike(strikes, ban, after, within, duration)
+
+    async def astrike(
+        self, strikes: str, ban: str, after: int, within: float, duration: float
+    ) -> bool:
+        """The same; no I/O."""
+        return self.storage.strike(strikes, ban, after, within, duration)
+
+    def forget(self, keys: Sequence[str]) -> None:
+        """Delete *keys*."""
+        for key in keys:
+            self.storage.clear(key)
 
     def __repr__(self) -> str:
         return f"MemoryBackend(max_keys={self.storage.max_keys})"
@@ -158,8 +190,15 @@ def _args(quotas: Sequence[Quota], cost: int, consume: bool = True) -> list[byte
     return args
 
 
-def _result(raw: Any) -> HitResult:
+def _ms(seconds: float) -> int:
+    """Whole milliseconds, at least 1 (a TTL of 0 would delete the key)."""
+    return max(1, ceil(seconds * 1000))
+
+
+def _result(raw: Any, quotas: int) -> HitResult:
     # The scripts return integers, which redis-py gives as ints.
+    if raw[0] == -1:  # the ban key lives: {-1, its PTTL in ms}
+        return Banned.of(raw[1] / 1000, quotas)
     if len(raw) == 4:  # one quota: most rules
         return raw[0] == 1, [(raw[1], raw[2] / 1e6, raw[3] / 1e6)]
     stats = []
@@ -296,11 +335,14 @@ class RedisBackend:
         quotas: Sequence[Quota],
         cost: int,
         consume: bool = True,
+        ban: str | None = None,
     ) -> HitResult:
         """One script call (one round trip) for every quota of the request."""
         scripts = self._sync_client()
         fast = self._sync_fast
-        if fast is not None and strategy == FIXED and cost == 1 and len(quotas) == 1 and consume:
+        if ban is not None:
+            keys = [*keys, ban]  # the scripts check it first (seawall._ratelimit.lua)
+        elif fast is not None and strategy == FIXED and cost == 1 and len(quotas) == 1 and consume:
             # The default rule, without a script (seawall._wire.fixed_frame).
             quota, key = quotas[0], keys[0]
             try:
@@ -335,7 +377,7 @@ class RedisBackend:
         except Exception as exc:
             msg = f"rate-limit storage call failed: {type(exc).__name__}"
             raise StorageError(msg) from exc
-        return _result(raw)
+        return _result(raw, len(quotas))
 
     async def ahit(
         self,
@@ -344,6 +386,7 @@ class RedisBackend:
         quotas: Sequence[Quota],
         cost: int,
         consume: bool = True,
+        ban: str | None = None,
     ) -> HitResult:
         """The same on the event loop, with redis-py's asyncio client.
 
@@ -357,8 +400,8 @@ class RedisBackend:
         try:
             if deadline is not None:
                 async with deadline(self.timeout):
-                    return await self._ahit(scripts, strategy, keys, quotas, cost, consume)
-            return await self._ahit(scripts, strategy, keys, quotas, cost, consume)
+                    return await self._ahit(scripts, strategy, keys, quotas, cost, consume, ban)
+            return await self._ahit(scripts, strategy, keys, quotas, cost, consume, ban)
         except Exception as exc:
             msg = f"rate-limit storage call failed: {type(exc).__name__}"
             raise StorageError(msg) from exc
@@ -371,9 +414,12 @@ class RedisBackend:
         quotas: Sequence[Quota],
         cost: int,
         consume: bool,
+        ban: str | None,
     ) -> HitResult:
         fast = self._async_fast
-        if fast is not None and strategy == FIXED and cost == 1 and len(quotas) == 1 and consume:
+        if ban is not None:
+            keys = [*keys, ban]
+        elif fast is not None and strategy == FIXED and cost == 1 and len(quotas) == 1 and consume:
             quota, key = quotas[0], keys[0]
             _, count, ttl = await fast.call(fixed_frame(key, quota), 3)
             if ttl == -1:
@@ -392,7 +438,59 @@ class RedisBackend:
                 )
         except self._no_script:
             raw = await scripts[strategy](keys=keys, args=_args(quotas, cost, consume))
-        return _result(raw)
+        return _result(raw, len(quotas))
+
+    def strike(self, strikes: str, ban: str, after: int, within: float, duration: float) -> bool:
+        """Count a refusal on Redis (one script call); see :data:`seawall._ratelimit.lua.STRIKE`."""
+        args = (after, _ms(within), _ms(duration))
+        try:
+            scripts = self._sync_client()
+            try:
+                raw = self._sync_conn.execute_command(
+                    "EVALSHA", scripts[STRIKE].sha, 2, strikes, ban, *args
+                )
+            except self._no_script:
+                raw = scripts[STRIKE](keys=[strikes, ban], args=args)
+        except Exception as exc:
+            msg = f"rate-limit storage call failed: {type(exc).__name__}"
+            raise StorageError(msg) from exc
+        return bool(raw)
+
+    async def astrike(
+        self, strikes: str, ban: str, after: int, within: float, duration: float
+    ) -> bool:
+        """The same with the asyncio client, bounded by the storage timeout."""
+        args = (after, _ms(within), _ms(duration))
+        try:
+            scripts = self._async_client()
+            deadline = self._async_deadline
+            if deadline is not None:
+                async with deadline(self.timeout):
+                    raw = await self._astrike(scripts, [strikes, ban], args)
+            else:
+                raw = await self._astrike(scripts, [strikes, ban], args)
+        except Exception as exc:
+            msg = f"rate-limit storage call failed: {type(exc).__name__}"
+            raise StorageError(msg) from exc
+        return bool(raw)
+
+    async def _astrike(self, scripts: dict[int, Any], keys: list[str], args: Any) -> Any:
+        try:
+            return await self._async_conn.execute_command(
+                "EVALSHA", scripts[STRIKE].sha, 2, *keys, *args
+            )
+        except self._no_script:
+            return await scripts[STRIKE](keys=keys, args=args)
+
+    def forget(self, keys: Sequence[str]) -> None:
+        """Delete *keys* (one ``DEL`` per key: they may sit on different Cluster slots)."""
+        try:
+            self._sync_client()
+            for key in keys:
+                self._sync_conn.delete(key)
+        except Exception as exc:
+            msg = f"rate-limit storage call failed: {type(exc).__name__}"
+            raise StorageError(msg) from exc
 
     def close(self) -> None:
         """Close the sync connection pool (the async one closes with its loop)."""
@@ -455,12 +553,16 @@ class LimitsBackend:
         quotas: Sequence[Quota],
         cost: int,
         consume: bool = True,
+        ban: str | None = None,
     ) -> HitResult:
         """Test every limit, then hit them unless *consume* is false (several calls)."""
         try:
             if self._sync is None:
                 self._sync = self._limiters(False)
             limiter = self._sync[strategy]
+            if ban is not None and limiter.storage.get(ban) > 0:
+                left = max(0.0, limiter.storage.get_expiry(ban) - time.time())
+                return Banned.of(left, len(quotas))
             items = [self._item(q) for q in quotas]
             allowed = all(
                 limiter.test(item, key, cost=cost) for item, key in zip(items, keys, strict=True)
@@ -488,12 +590,16 @@ class LimitsBackend:
         quotas: Sequence[Quota],
         cost: int,
         consume: bool = True,
+        ban: str | None = None,
     ) -> HitResult:
         """The same with limits' async storage."""
         try:
             if self._async is None:
                 self._async = self._limiters(True)
             limiter = self._async[strategy]
+            if ban is not None and await limiter.storage.get(ban) > 0:
+                left = max(0.0, await limiter.storage.get_expiry(ban) - time.time())
+                return Banned.of(left, len(quotas))
             items = [self._item(q) for q in quotas]
             allowed = True
             for item, key in zip(items, keys, strict=True):
@@ -512,6 +618,49 @@ class LimitsBackend:
             msg = f"rate-limit storage call failed: {type(exc).__name__}"
             raise StorageError(msg) from exc
         return allowed, stats
+
+    def strike(self, strikes: str, ban: str, after: int, within: float, duration: float) -> bool:
+        """Count a refusal with limits' storage counters (not atomic: two calls, three on a ban)."""
+        try:
+            if self._sync is None:
+                self._sync = self._limiters(False)
+            storage = self._sync[FIXED].storage
+            if storage.incr(strikes, max(1, round(within))) < after:
+                return False
+            storage.incr(ban, max(1, round(duration)))
+            storage.clear(strikes)
+        except Exception as exc:
+            msg = f"rate-limit storage call failed: {type(exc).__name__}"
+            raise StorageError(msg) from exc
+        return True
+
+    async def astrike(
+        self, strikes: str, ban: str, after: int, within: float, duration: float
+    ) -> bool:
+        """The same with limits' async storage."""
+        try:
+            if self._async is None:
+                self._async = self._limiters(True)
+            storage = self._async[FIXED].storage
+            if await storage.incr(strikes, max(1, round(within))) < after:
+                return False
+            await storage.incr(ban, max(1, round(duration)))
+            await storage.clear(strikes)
+        except Exception as exc:
+            msg = f"rate-limit storage call failed: {type(exc).__name__}"
+            raise StorageError(msg) from exc
+        return True
+
+    def forget(self, keys: Sequence[str]) -> None:
+        """Delete *keys*."""
+        try:
+            if self._sync is None:
+                self._sync = self._limiters(False)
+            for key in keys:
+                self._sync[FIXED].storage.clear(key)
+        except Exception as exc:
+            msg = f"rate-limit storage call failed: {type(exc).__name__}"
+            raise StorageError(msg) from exc
 
 
 def _redis_client_uri(uri: str) -> str:

@@ -169,3 +169,26 @@ class TestConcurrencyLimit:
             assert layer.stats()["storage_errors"] == 0
 
         asyncio.run(main())
+
+
+def test_ban_over_topology(
+    interface: str, topology_uri: str, prefix: str, client_for_interface: Any
+) -> None:
+    """Ban and strike keys share the client's Cluster slot: no CROSSSLOT, one ban for all."""
+    from seawall import RateLimit
+
+    layer = RateLimit(
+        "2/minute",
+        storage=topology_uri,
+        key_prefix=prefix,
+        storage_timeout=1.0,
+        on_storage_error="deny",
+        ban={"after": "2/minute", "duration": 600},
+    )
+    app = asgi_app if interface == "asgi" else wsgi_app
+    client = client_for_interface(Seawall(app, layers=[layer]))
+    responses = [client.get("/") for _ in range(5)]
+    assert [r.status_code for r in responses] == [200, 200, 429, 429, 429]
+    assert 590 <= int(responses[4].headers["retry-after"]) <= 600
+    stats = layer.stats()
+    assert (stats["bans"], stats["banned"], stats["storage_errors"]) == (1, 1, 0)

@@ -5,7 +5,8 @@ amount2, window2_us, ..., consume]``. It first checks every quota, then consumes
 *cost* from all of them only if all admit it (all or nothing: a refused
 request never uses up a longer window's quota) and *consume* is not ``0``
 (absent means consume; ``0`` only tests, for ``count_when`` rules), and answers
-``{allowed, remaining1, reset1_us, retry1_us, ...}``.
+``{allowed, remaining1, reset1_us, retry1_us, ...}``. A key after the quotas'
+is a ban key: while it exists the answer is ``{-1, its PTTL in ms}``.
 
 Time is the Redis server's ``TIME``, in microseconds, so workers on hosts
 with skewed clocks still share one exact window. Keys carry a ``{client}``
@@ -21,26 +22,39 @@ from __future__ import annotations
 
 from seawall._ratelimit.quota import FIXED, GCRA, MOVING, SLIDING
 
-__all__ = ["SCRIPTS"]
+__all__ = ["SCRIPTS", "STRIKE"]
 
-_PRELUDE = """
+# The quota count comes from ARGV, so a ban key may follow the quotas' keys:
+# while it lives the answer is {-1, its PTTL} and nothing is consumed.
+_HEAD = """
+local cost = tonumber(ARGV[1])
+local n = math.floor((#ARGV - 1) / 2)
+if #KEYS > n then
+  local ban = redis.call('PTTL', KEYS[n + 1])
+  if ban > 0 then return {-1, ban} end
+end
+local consume = ARGV[2 * n + 2] ~= '0'
+"""
+
+_PRELUDE = (
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local cost = tonumber(ARGV[1])
-local n = #KEYS
-local consume = ARGV[2 * n + 2] ~= '0'
+"""
+    + _HEAD
+    + """
 local allowed = 1
 local out = {0}
 """
+)
 
 # Fixed windows need no clock (the key's TTL is the window). One limit and a
 # positive cost, the common case, takes 2 commands instead of 4: count first,
 # and give the units back if that went over (the script is atomic, so no
 # other request ever sees the overshoot).
-_FIXED = """
-local cost = tonumber(ARGV[1])
-local n = #KEYS
-local consume = ARGV[2 * n + 2] ~= '0'
+_FIXED = (
+    _HEAD
+    + """
 if n == 1 and cost > 0 and consume then
   local amount = tonumber(ARGV[2])
   local window_ms = math.ceil(tonumber(ARGV[3]) / 1000)
@@ -94,6 +108,7 @@ end
 out[1] = allowed
 return out
 """
+)
 
 _MOVING = (
     _PRELUDE
@@ -248,5 +263,26 @@ return out
 """
 )
 
-#: Strategy code -> Lua source.
-SCRIPTS: dict[int, str] = {FIXED: _FIXED, MOVING: _MOVING, SLIDING: _SLIDING, GCRA: _GCRA}
+#: Count one refusal of a key; the after-th within the window bans it.
+#: KEYS = {strikes, ban}; ARGV = {after, within_ms, duration_ms}; answers 1
+#: when this strike started a ban (and the strikes start over), else 0.
+_STRIKE = """
+local c = redis.call('INCR', KEYS[1])
+if c == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if c < tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+#: The strike script's code in :data:`SCRIPTS` (beside the strategies').
+STRIKE = 10
+
+#: Strategy code (and :data:`STRIKE`) -> Lua source.
+SCRIPTS: dict[int, str] = {
+    FIXED: _FIXED,
+    MOVING: _MOVING,
+    SLIDING: _SLIDING,
+    GCRA: _GCRA,
+    STRIKE: _STRIKE,
+}

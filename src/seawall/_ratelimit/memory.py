@@ -43,7 +43,7 @@ from typing import Any
 
 from limits.storage import MemoryStorage
 
-from seawall._ratelimit.quota import FIXED, MOVING, SLIDING, HitResult, Quota
+from seawall._ratelimit.quota import FIXED, MOVING, SLIDING, Banned, HitResult, Quota
 
 __all__ = ["BoundedMemoryStorage"]
 
@@ -129,6 +129,7 @@ class BoundedMemoryStorage(MemoryStorage):
         quotas: Sequence[Quota],
         cost: int,
         consume: bool = True,
+        ban: str | None = None,
     ) -> HitResult:
         """Check every quota for its key and consume *cost* from all of them, or none.
 
@@ -137,8 +138,9 @@ class BoundedMemoryStorage(MemoryStorage):
         quota that refused) seconds until *cost* units would be admitted.
         With *consume* false nothing is consumed: the answer says whether
         *cost* units would be admitted now (``count_when`` rules count later).
+        While the key *ban* is live the answer is :class:`Banned`.
         """
-        if strategy == FIXED and len(quotas) == 1 and consume:
+        if strategy == FIXED and len(quotas) == 1 and consume and ban is None:
             stat = self.hit_fixed(keys[0], quotas[0], cost)
             return stat[2] == 0.0, [stat]
         now = self._clock()
@@ -146,6 +148,10 @@ class BoundedMemoryStorage(MemoryStorage):
         lock = self._lock
         lock.acquire()
         try:
+            if ban is not None:
+                entry = self._entries.get(ban)
+                if entry is not None and entry[0] > now:
+                    return Banned.of(entry[0] - now, len(quotas))
             if strategy == FIXED:
                 return self._fixed(keys, quotas, cost, now, consume)
             if strategy == MOVING:
@@ -362,6 +368,24 @@ class BoundedMemoryStorage(MemoryStorage):
             remaining = max(0, floor((quota.window - (tat - now)) / interval + _EPS))
             stats.append((remaining, tat - now, retry))
         return allowed, stats
+
+    def strike(self, strikes: str, ban: str, after: int, within: float, duration: float) -> bool:
+        """Count one refusal on *strikes*; the *after*-th within *within* s bans for *duration* s.
+
+        Returns whether this strike started a ban (the strikes then start over).
+        """
+        now = self._clock()
+        with self._lock:
+            entry = self._live(strikes, now)
+            if entry is None:
+                entry = [now + within, 0]
+                self._insert(strikes, entry, now)
+            entry[1] += 1
+            if entry[1] < after:
+                return False
+            del self._entries[strikes]
+            self._insert(ban, [now + duration, 1], now)
+            return True
 
     # -- limits' storage interface (fixed and moving windows) -------------------
 

@@ -21,6 +21,7 @@ __all__ = [
     "MOVING",
     "SLIDING",
     "STRATEGIES",
+    "Banned",
     "HitResult",
     "Quota",
     "parse_quotas",
@@ -40,6 +41,23 @@ STRATEGIES: dict[str, int] = {
 
 #: ``(allowed, [(remaining, reset_seconds, retry_seconds), ...])``, one tuple per quota.
 HitResult: TypeAlias = tuple[bool, list[tuple[int, float, float]]]
+
+
+class Banned(tuple[bool, list[tuple[int, float, float]]]):
+    """The :data:`HitResult` of a key under a ban: refused, nothing consumed.
+
+    Every quota reports 0 remaining and the ban's time left as its reset
+    and retry, so the usual headers and ``Retry-After`` follow; the type
+    tells the layer why.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, left: float, quotas: int) -> Banned:
+        """The answer for a ban with *left* seconds to run, over *quotas* quotas."""
+        return cls((False, [(0, left, left)] * quotas))
+
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:/*+{} -]+")
 

@@ -32,6 +32,11 @@ Invariants:
    so other stacks pay nothing for it. Concurrent requests may all pass the
    test before any is counted: the limit can be exceeded by the requests in
    flight, never afterwards.
+6. With ``ban``, every refusal (shadow ones too) is a strike against the
+   request's key; the ``after``-th strike within its window bans the key for
+   ``duration``. The ban is checked inside the same storage call as the
+   limits (still one round trip) and consumes nothing; strikes cost one more
+   call, on refusals only.
 """
 
 from __future__ import annotations
@@ -54,7 +59,14 @@ from seawall._core.layer import ORDER, Outcome
 from seawall._core.request import RequestView
 from seawall._log import current_request, logger
 from seawall._ratelimit.guard import StorageGuard
-from seawall._ratelimit.quota import FIXED, STRATEGIES, Quota, parse_quotas, policy_name
+from seawall._ratelimit.quota import (
+    FIXED,
+    STRATEGIES,
+    Banned,
+    Quota,
+    parse_quotas,
+    policy_name,
+)
 from seawall._ratelimit.rules import Matcher
 from seawall._workers import watch
 from seawall.exceptions import ConfigurationError, Overloaded, RateLimited, Rejected, StorageError
@@ -62,7 +74,7 @@ from seawall.keys import client as client_key
 from seawall.keys import is_async_key, resolve_key
 from seawall.storage import MemoryBackend, _redact, storage_for
 
-__all__ = ["Hit", "Limiter", "RateLimit", "limit"]
+__all__ = ["Hit", "Limiter", "RateLimit", "Strike", "limit"]
 
 _NO_RESULT: Any = object()
 _MAX_KEY = 128
@@ -82,7 +94,7 @@ class Hit:
     (the event loop); both answer ``(allowed, [(remaining, reset, retry)])``.
     """
 
-    __slots__ = ("backend", "consume", "cost", "keys", "quotas", "strategy")
+    __slots__ = ("backend", "ban", "consume", "cost", "keys", "quotas", "strategy")
 
     def __init__(
         self,
@@ -92,6 +104,7 @@ class Hit:
         quotas: Sequence[Quota],
         cost: int,
         consume: bool = True,
+        ban: str | None = None,
     ) -> None:
         self.backend = backend
         self.strategy = strategy
@@ -100,14 +113,24 @@ class Hit:
         self.cost = cost
         #: ``False``: only test whether *cost* would be admitted (``count_when`` rules).
         self.consume = consume
+        #: The key's ban key, checked first (``RateLimit(ban=...)``), or ``None``.
+        self.ban = ban
 
     def run(self) -> Any:
         """Run on the sync storage."""
-        return self.backend.hit(self.strategy, self.keys, self.quotas, self.cost, self.consume)
+        if self.ban is None:
+            return self.backend.hit(self.strategy, self.keys, self.quotas, self.cost, self.consume)
+        return self.backend.hit(
+            self.strategy, self.keys, self.quotas, self.cost, self.consume, self.ban
+        )
 
     def arun(self) -> Any:
         """Run on the async storage (a coroutine)."""
-        return self.backend.ahit(self.strategy, self.keys, self.quotas, self.cost, self.consume)
+        if self.ban is None:
+            return self.backend.ahit(self.strategy, self.keys, self.quotas, self.cost, self.consume)
+        return self.backend.ahit(
+            self.strategy, self.keys, self.quotas, self.cost, self.consume, self.ban
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Hit):
@@ -119,6 +142,7 @@ class Hit:
             tuple(self.quotas),
             self.cost,
             self.consume,
+            self.ban,
         ) == (
             other.backend,
             other.strategy,
@@ -126,6 +150,7 @@ class Hit:
             tuple(other.quotas),
             other.cost,
             other.consume,
+            other.ban,
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -133,6 +158,70 @@ class Hit:
     def __repr__(self) -> str:
         test = "" if self.consume else ", consume=False"
         return f"Hit(keys={self.keys!r}, cost={self.cost}{test})"
+
+
+class _BanPolicy:
+    """``ban``, compiled: *after* refusals within *within* s ban a key for *duration* s."""
+
+    __slots__ = ("after", "duration", "within")
+
+    def __init__(self, after: int, within: float, duration: float) -> None:
+        self.after = after
+        self.within = within
+        self.duration = duration
+
+    def __repr__(self) -> str:
+        return f"ban(after={self.after}/{self.within:g}s, duration={self.duration:g}s)"
+
+
+def _parse_ban(value: Any) -> _BanPolicy | None:
+    if value is None:
+        return None
+    form = (
+        "ban: expected {'after': '5/10 minutes', 'duration': '1 hour'} "
+        "(refusals per window, then how long the key is refused)"
+    )
+    if not isinstance(value, Mapping) or set(value) != {"after", "duration"}:
+        msg = f"{form}, got {value!r}"
+        raise ConfigurationError(msg)
+    after = parse_quotas(value["after"], "ban", "ban: after")
+    if len(after) != 1:
+        msg = f"{form}; 'after' takes one limit, got {value['after']!r}"
+        raise ConfigurationError(msg)
+    duration = value["duration"]
+    if isinstance(duration, str):
+        try:
+            seconds = parse_quotas("1/" + duration.strip(), "ban")[0].window
+        except ConfigurationError:
+            msg = f"ban: duration: expected seconds or e.g. '1 hour', got {duration!r}"
+            raise ConfigurationError(msg) from None
+    else:
+        seconds = _positive("ban: duration", duration)
+    return _BanPolicy(after[0].amount, after[0].window, seconds)
+
+
+class Strike:
+    """Effect: count one refusal of a key; answers whether it started a ban."""
+
+    __slots__ = ("backend", "ban", "policy")
+
+    def __init__(self, backend: Any, ban: str, policy: _BanPolicy) -> None:
+        self.backend = backend
+        self.ban = ban
+        self.policy = policy
+
+    def run(self) -> Any:
+        """Run on the sync storage."""
+        p = self.policy
+        return self.backend.strike(self.ban + ":s", self.ban, p.after, p.within, p.duration)
+
+    def arun(self) -> Any:
+        """Run on the async storage (a coroutine)."""
+        p = self.policy
+        return self.backend.astrike(self.ban + ":s", self.ban, p.after, p.within, p.duration)
+
+    def __repr__(self) -> str:
+        return f"Strike({self.ban!r}, {self.policy!r})"
 
 
 class CallKey:
@@ -315,6 +404,10 @@ class RateLimit:
             callable ``(status) -> bool``; an exception counts as 500. The
             limit is tested on arrival as usual. ``None`` (default): every
             request counts on arrival.
+        ban: ``{"after": "5/10 minutes", "duration": "1 hour"}``: a key
+            refused 5 times within 10 minutes is refused on every request of
+            this layer for an hour (429 with ``Retry-After``), whatever its
+            limits say. ``duration`` is seconds or a string like ``"1 hour"``.
         headers: add ``RateLimit-Policy`` and ``RateLimit``
             (draft-ietf-httpapi-ratelimit-headers-10) to limited responses.
         legacy_headers: also add ``X-RateLimit-Limit/-Remaining/-Reset``
@@ -353,6 +446,7 @@ class RateLimit:
         exempt: Sequence[Any] = (),
         cost: int | Callable[..., int] = 1,
         count_when: Literal["failure", "success"] | Callable[[int], bool] | None = None,
+        ban: Mapping[str, Any] | None = None,
         headers: bool = True,
         legacy_headers: bool = False,
         on_storage_error: Literal["allow", "deny", "local"] = "allow",
@@ -421,6 +515,13 @@ class RateLimit:
         self._key = resolve_key(key)
         self._cost = cost
         self._count_when = _count_predicate(count_when, "count_when")
+        self._ban = _parse_ban(ban)
+        # Ban keys: "<prefix>:rlban:{<key>}" (strikes: + ":s"), on the
+        # client's Cluster slot like its counters.
+        self._ban_base = f"{key_prefix}:rlban:{{"
+        #: Bans this process started, and requests refused under a ban.
+        self.bans = 0
+        self.banned = 0
         #: Requests counted on completion (``count_when`` accepted) and not counted.
         self.counted = 0
         self.not_counted = 0
@@ -528,6 +629,7 @@ class RateLimit:
             and rule.cost_fn is None
             and not rule.key_async
             and rule.count_when is None
+            and self._ban is None
         )
         rule.fast = rule.quotas[0] if simple and self._hit_fixed is not None else None
         if rule.fast is not None:
@@ -664,7 +766,7 @@ class RateLimit:
                 return None
             # hit_fixed's retry is 0.0 exactly when the request is admitted.
             rejection = self._respond(request, rule, rule.quotas, rule.cost, (not retry, [stat]))
-        elif self._remote or rule.key_async:
+        elif self._remote or rule.key_async or self._ban is not None:
             return self._decide(request, rule, True)
         else:
             # memory://: no effect, so no generator for the driver to step through.
@@ -672,7 +774,7 @@ class RateLimit:
             prepared = self._prepare(request, rule, ident)
             if prepared is None:
                 return None
-            keys, quotas, _, cost = prepared
+            keys, quotas, _, cost, _ = prepared
             later = rule.count_when
             result = self._backend.hit(self._strategy, keys, quotas, cost, later is None)
             rejection = self._respond(request, rule, quotas, cost, result)
@@ -685,8 +787,8 @@ class RateLimit:
 
     def _prepare(
         self, request: RequestView, rule: _Rule, ident: Any
-    ) -> tuple[list[str], tuple[Quota, ...], tuple[Quota, ...], int] | None:
-        """The storage keys, quotas (shared and local) and cost of a request keyed *ident*."""
+    ) -> tuple[list[str], tuple[Quota, ...], tuple[Quota, ...], int, str] | None:
+        """The storage keys, quotas (shared and local), cost and stored key of *ident*'s request."""
         if ident is None:
             return None
         if type(ident) is not str:
@@ -702,7 +804,7 @@ class RateLimit:
         base = rule.base + ident
         keys = [base + suffixes[0]] if len(suffixes) == 1 else [base + s for s in suffixes]
         cost = rule.cost if rule.cost_fn is None else int(rule.cost_fn(request))
-        return keys, quotas, local, cost
+        return keys, quotas, local, cost, ident
 
     def _decide(self, request: RequestView, rule: _Rule, render: bool = False) -> Any:
         """The flow behind every check: ``None`` (admitted) or the :class:`Rejected` to send.
@@ -717,18 +819,19 @@ class RateLimit:
         prepared = self._prepare(request, rule, ident)
         if prepared is None:
             return None
-        keys, quotas, local, cost = prepared
+        keys, quotas, local, cost, stored = prepared
         later = rule.count_when
         consume = later is None
+        ban = None if self._ban is None else f"{self._ban_base}{stored}}}"
         backend: Any = self._backend
         guard = self._guard
         if guard is None:
-            result = yield Hit(backend, self._strategy, keys, quotas, cost, consume)
+            result = yield Hit(backend, self._strategy, keys, quotas, cost, consume, ban)
         else:
             result = _NO_RESULT
             if guard.allow():
                 try:
-                    result = yield Hit(backend, self._strategy, keys, quotas, cost, consume)
+                    result = yield Hit(backend, self._strategy, keys, quotas, cost, consume, ban)
                 except StorageError as exc:
                     guard.failed(exc)
                 else:
@@ -738,7 +841,7 @@ class RateLimit:
                 if self._local is not None:
                     quotas = local
                     backend = self._local
-                    result = yield Hit(backend, self._strategy, keys, quotas, cost, consume)
+                    result = yield Hit(backend, self._strategy, keys, quotas, cost, consume, ban)
                 elif self.on_storage_error == "deny":
                     rule.limited += 1
                     return self._render(
@@ -755,10 +858,63 @@ class RateLimit:
         rejection = self._respond(request, rule, quotas, cost, result)
         if later is not None and result[0]:
             request.state[self] = (backend, keys, quotas, cost, later)
+        if ban is not None and not result[0]:
+            if type(result) is Banned:
+                self.banned += 1
+                if rejection is not None:
+                    rejection = RateLimited(
+                        "Too many requests: this client is refused for a while after "
+                        "repeatedly exceeding the rate limit.",
+                        retry_after=float(ceil(result[1][0][2])) or 1.0,
+                        policy="ban",
+                    )
+            elif (yield from self._strike(backend, ban)):
+                self.bans += 1
+                assert self._ban is not None  # ban is only set with a policy
+                logger.warning(
+                    "seawall.ratelimit.banned",
+                    key=_shown_key(str(ident)),
+                    rule=rule.name,
+                    seconds=self._ban.duration,
+                    strikes=self._ban.after,
+                    within=self._ban.within,
+                )
         if rejection is None:
             return None
         self._count_limited(ident, rule.name)
         return self._render(rejection, request, render)
+
+    def _strike(self, backend: Any, ban: str) -> Any:
+        """Count a refusal against *ban*'s key (a flow): whether it started a ban."""
+        assert self._ban is not None  # only called with a ban policy
+        strike = Strike(backend, ban, self._ban)
+        guard = self._guard
+        if guard is None or backend is self._local:
+            started = yield strike
+            return started
+        if not guard.allow():
+            return False  # the storage is down: no strikes until it is back
+        try:
+            started = yield strike
+        except StorageError as exc:
+            guard.failed(exc)
+            return False
+        guard.succeeded()
+        return started
+
+    def unban(self, key: Any) -> None:
+        """Lift the ban on *key* and forget its strikes (sync; call it off the event loop).
+
+        *key* is what the rule's key function gives: by default the client
+        address (an IPv6 client's /64 network, as ``stats()`` shows it).
+        """
+        stored = str(key)
+        if len(stored) > _MAX_KEY or "}" in stored:
+            stored = _digest(stored)
+        ban = f"{self._ban_base}{stored}}}"
+        for backend in (self._backend, self._local):
+            if backend is not None:
+                backend.forget([ban, ban + ":s"])
 
     def _count_limited(self, ident: Any, rule: str) -> None:
         # Bounded: past _TOP_LIMITED pairs the lighter half is dropped, so a
@@ -977,6 +1133,8 @@ class RateLimit:
             "storage_fallbacks": self.storage_fallbacks,
             "counted": self.counted,
             "not_counted": self.not_counted,
+            "bans": self.bans,
+            "banned": self.banned,
             "top_limited": [
                 {"key": _shown_key(key), "rule": rule, "count": n}
                 for (key, rule), n in heapq.nlargest(
@@ -992,6 +1150,7 @@ class RateLimit:
         self.exempted = 0
         self.storage_fallbacks = 0
         self.counted = self.not_counted = 0
+        self.bans = self.banned = 0
         self._top_limited.clear()
         for backend in (self._backend, self._local):
             if isinstance(backend, MemoryBackend):
