@@ -596,6 +596,47 @@ class ASGIMiddleware(Seawall):
             headers.append((b"content-type", effect.content_type.encode("latin-1")))
         scope["headers"] = headers
 
+    def _limit_messages(self, view: RequestView, receive: Receive, send: Send) -> tuple[Any, Any]:
+        """Wrap a websocket's channels so ``on_websocket_message`` hooks see each client message.
+
+        A refused message closes the connection (1008, so the client knows
+        why) and reaches the app as ``websocket.disconnect``; whatever the
+        app sends after that is dropped, since the socket is closed.
+        """
+        from seawall._run import arun_flow
+
+        hooks = self.stack.message_hooks
+        stack = self.stack
+        closed = False
+
+        async def limited_receive() -> Message:
+            nonlocal closed
+            message = await receive()
+            if message["type"] != "websocket.receive" or closed:
+                return message
+            for index, hook in hooks:
+                try:
+                    decision = hook(view)
+                    if decision is not None and hasattr(decision, "send"):
+                        decision = await arun_flow(decision)
+                except Rejected as exc:
+                    decision = exc
+                except Exception as exc:
+                    stack.layer_failed(index, "on_websocket_message", exc)
+                    continue
+                if isinstance(decision, Rejected):
+                    closed = True
+                    reason = "rate limit exceeded" if decision.status == 429 else "rejected"
+                    await send({"type": "websocket.close", "code": 1008, "reason": reason})
+                    return {"type": "websocket.disconnect", "code": 1008, "reason": reason}
+            return message
+
+        async def limited_send(message: Message) -> None:
+            if not closed:
+                await send(message)
+
+        return limited_receive, limited_send
+
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         view = RequestView.from_asgi(scope, resolver=self.resolver, started=perf_counter())
         view.request_id = self.ids.new()
@@ -621,6 +662,8 @@ class ASGIMiddleware(Seawall):
             except Exception as exc:
                 self.stack.layer_failed(index, "on_request", exc)
         if respond is None:
+            if self.stack.message_hooks:
+                receive, send = self._limit_messages(view, receive, send)
             await self.app(scope, receive, send)
             return
         if "websocket.http.response" in scope.get("extensions", {}):

@@ -37,3 +37,190 @@ def test_handshakes_are_rate_limited() -> None:
     else:
         assert isinstance(exc, WebSocketDisconnect)
         assert exc.code == 1008
+
+
+# -- messages on an admitted websocket ------------------------------------------------
+
+MESSAGES: list[Any] = []
+
+
+async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Echoes each message; records how it ended, then tries to send once more."""
+    if scope["type"] != "websocket":
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            MESSAGES.append(("disconnect", message.get("code")))
+            # A careless app: this must be dropped, not raise or reach the client.
+            await send({"type": "websocket.send", "text": "after close"})
+            return
+        text = message.get("text") or (message.get("bytes") or b"").decode()
+        MESSAGES.append(("got", text))
+        await send({"type": "websocket.send", "text": "echo " + text})
+
+
+def message_client(layer: RateLimit) -> TestClient:
+    MESSAGES.clear()
+    return TestClient(Seawall(echo_app, layers=[layer]))
+
+
+def test_the_message_past_the_limit_closes_with_1008() -> None:
+    layer = RateLimit("100/minute", websocket_messages="3/minute", clock=ManualClock())
+    with message_client(layer).websocket_connect("/ws") as ws:
+        for i in range(3):
+            ws.send_text(str(i))
+            assert ws.receive_text() == f"echo {i}"
+        ws.send_bytes(b"one too many")
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+    assert (closed.value.code, closed.value.reason) == (1008, "rate limit exceeded")
+    assert MESSAGES == [("got", "0"), ("got", "1"), ("got", "2"), ("disconnect", 1008)]
+    stats = layer.stats()["rules"]["websocket-messages"]
+    assert (stats["allowed"], stats["limited"]) == (3, 1)
+    assert layer.stats()["rules"]["default"]["allowed"] == 1  # the handshake
+
+
+def test_a_key_has_one_budget_across_its_connections() -> None:
+    layer = RateLimit("100/minute", websocket_messages="3/minute", clock=ManualClock())
+    client = message_client(layer)
+    with client.websocket_connect("/ws") as first:
+        first.send_text("a")
+        first.receive_text()
+        first.send_text("b")
+        first.receive_text()
+    with client.websocket_connect("/ws") as second:
+        second.send_text("c")
+        assert second.receive_text() == "echo c"
+        second.send_text("d")
+        with pytest.raises(WebSocketDisconnect):
+            second.receive_text()
+
+
+def test_exempt_and_shadow_let_messages_through() -> None:
+    for layer in (
+        RateLimit("100/minute", websocket_messages="1/minute", exempt=["/ws"]),
+        RateLimit("100/minute", websocket_messages="1/minute", shadow=True),
+    ):
+        with message_client(layer).websocket_connect("/ws") as ws:
+            for i in range(3):
+                ws.send_text(str(i))
+                assert ws.receive_text() == f"echo {i}"
+
+
+def test_messages_are_not_limited_unless_asked() -> None:
+    layer = RateLimit("100/minute")
+    assert not hasattr(layer, "on_websocket_message")
+    assert Seawall(echo_app, layers=[layer]).stack.message_hooks == ()
+    with message_client(layer).websocket_connect("/ws") as ws:
+        for i in range(5):
+            ws.send_text(str(i))
+            assert ws.receive_text() == f"echo {i}"
+
+
+def test_the_check_adds_no_header_lines() -> None:
+    """A long connection must not pile up RateLimit header lines on its view."""
+    from seawall import RequestView
+    from seawall._run import run_flow
+
+    layer = RateLimit("100/minute", websocket_messages="1000/minute")
+    view = RequestView(method="GET", path="/ws", peer="10.1.1.1", headers=[])
+    for _ in range(50):
+        assert run_flow(layer.on_websocket_message(view)) is None
+    assert view.response_headers == []
+
+
+@pytest.mark.parametrize("value", [5, "lots"])
+def test_a_bad_message_limit_fails_at_startup(value: Any) -> None:
+    from seawall import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="websocket_messages"):
+        RateLimit("1/minute", websocket_messages=value)
+
+
+def test_redis_message_budget_is_shared(redis_url: str, key_prefix: str) -> None:
+    """Two apps (workers) on one Redis: one budget for the key's messages."""
+
+    def client() -> TestClient:
+        layer = RateLimit(
+            "100/minute",
+            websocket_messages="3/minute",
+            storage=redis_url,
+            key_prefix=key_prefix,
+            key=lambda r: "user-3",
+            storage_timeout=1.0,
+        )
+        return TestClient(Seawall(echo_app, layers=[layer]))
+
+    MESSAGES.clear()
+    with client().websocket_connect("/ws") as a, client().websocket_connect("/ws") as b:
+        for ws, text in ((a, "1"), (b, "2"), (a, "3")):
+            ws.send_text(text)
+            assert ws.receive_text() == "echo " + text
+        b.send_text("4")
+        with pytest.raises(WebSocketDisconnect) as closed:
+            b.receive_text()
+    assert closed.value.code == 1008
+
+
+@pytest.mark.server
+def test_under_uvicorn(tmp_path: Any) -> None:
+    """A real server and a real websocket client: the 4th message closes with 1008."""
+    import asyncio
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import websockets
+
+    (tmp_path / "wsapp.py").write_text(
+        "from seawall import RateLimit, Seawall\n"
+        "from tests.ratelimit.test_websocket import echo_app\n"
+        "app = Seawall(echo_app, layers=[RateLimit('100/minute', websocket_messages='3/minute')])\n"
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "wsapp:app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning", "--ws", "websockets"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), root])},
+        stderr=subprocess.PIPE,
+    )
+
+    async def talk() -> tuple[list[str], int | None]:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        replies = []
+        async with ws:
+            for i in range(3):
+                await ws.send(str(i))
+                replies.append(await ws.recv())
+            await ws.send("one too many")
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+        return replies, closed.value.rcvd.code if closed.value.rcvd else None
+
+    try:
+        replies, code = asyncio.run(talk())
+        time.sleep(0.3)  # the app's last (dropped) send happens after the close
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=10)
+    assert replies == ["echo 0", "echo 1", "echo 2"]
+    assert code == 1008
+    # The app's send after the close was dropped, not an error in the server's log.
+    assert b"Traceback" not in stderr and b"Unexpected ASGI message" not in stderr, stderr

@@ -8,6 +8,7 @@ when the stack is built)::
     add_headers(request, status: int) -> Iterable[tuple[str, str]] | None
     on_exception(request, exc) -> Respond | None
     on_complete(request, outcome: Outcome) -> None
+    on_websocket_message(request) -> None | Rejected | Flow
     stats() -> dict
 
 and two class attributes: ``name`` (a short id used in stats and logs) and
@@ -15,6 +16,11 @@ and two class attributes: ``name`` (a short id used in stats and logs) and
 may also have ``skip_methods``, methods whose requests its ``on_request``
 never needs to see (ErrorCapture: GET, HEAD, OPTIONS); the stack then does
 not call it for them.
+
+``on_websocket_message`` is asked about every message a client sends on a
+websocket the handshake hooks admitted (ASGI only); a :class:`Rejected`
+answer closes the connection with code 1008 and tells the app the client
+left.
 
 ``add_headers`` is the cheap form of ``on_response`` for a layer that only
 adds header lines (Timing's ``Server-Timing``): it returns the lines and the

@@ -89,6 +89,7 @@ class Stack:
         "_shutdown",
         "_startup",
         "layers",
+        "message_hooks",
         "names",
         "on_layer_error",
         "request_hooks",
@@ -137,6 +138,9 @@ class Stack:
         self.websocket_hooks = tuple(
             (i, hook) for i, hook in self.request_hooks if getattr(items[i], "websocket", False)
         )
+        #: ``on_websocket_message`` hooks: asked about each message a client
+        #: sends on an admitted websocket (RateLimit with ``websocket_messages``).
+        self.message_hooks = hooks("on_websocket_message")
         self._response = tuple(reversed(hooks("on_response")))
         self._adders = tuple(reversed(hooks("add_headers")))
         self._exception = tuple(reversed(hooks("on_exception")))

@@ -408,6 +408,10 @@ class RateLimit:
             refused 5 times within 10 minutes is refused on every request of
             this layer for an hour (429 with ``Retry-After``), whatever its
             limits say. ``duration`` is seconds or a string like ``"1 hour"``.
+        websocket_messages: a limit on the messages a key sends over its
+            websockets (``"10/second"``), across all its connections; the
+            message past it closes the connection with code 1008. ``None``
+            (default): only handshakes are limited.
         headers: add ``RateLimit-Policy`` and ``RateLimit``
             (draft-ietf-httpapi-ratelimit-headers-10) to limited responses.
         legacy_headers: also add ``X-RateLimit-Limit/-Remaining/-Reset``
@@ -447,6 +451,7 @@ class RateLimit:
         cost: int | Callable[..., int] = 1,
         count_when: Literal["failure", "success"] | Callable[[int], bool] | None = None,
         ban: Mapping[str, Any] | None = None,
+        websocket_messages: str | Sequence[str] | None = None,
         headers: bool = True,
         legacy_headers: bool = False,
         on_storage_error: Literal["allow", "deny", "local"] = "allow",
@@ -554,6 +559,18 @@ class RateLimit:
         self._rule_list = [r for _, r in entries if r is not _EXCLUDED]
         if self._default is not None:
             self._rule_list.insert(0, self._default)
+        self._messages: _Rule | None = None
+        if websocket_messages is not None:
+            where = "websocket_messages"
+            if not isinstance(websocket_messages, (str, list, tuple)):
+                msg = f"{where}: expected a limit such as '10/second', got {websocket_messages!r}"
+                raise ConfigurationError(msg)
+            spec = {"limit": websocket_messages, "name": "websocket-messages", "count_when": None}
+            self._messages = rule = self._compile(where, spec, len(entries) + 1)
+            rule.scope = "ws"  # its own bucket, apart from every HTTP rule's
+            rule.set_quotas(rule.quotas, self.workers)
+            self._rule_list.append(rule)
+            self.on_websocket_message = self._message
         self._exempt_nets, self._exempt_routes, self._exempt_calls = self._compile_exempt(exempt)
         self._has_exempt = bool(self._exempt_nets or self._exempt_routes or self._exempt_calls)
         self._net_cache: dict[str, bool] = {}
@@ -1022,6 +1039,23 @@ class RateLimit:
             retry_after=float(ceil(retry_after)) if retry_after else None,
             policy=refusing,
         )
+
+    # -- websocket messages ----------------------------------------------------------
+
+    def _message(self, request: RequestView) -> Any:
+        """``on_websocket_message``: a flow answering ``None`` or the :class:`RateLimited`."""
+        if self._has_exempt and self._is_exempt(request):
+            return None
+        return self._message_flow(request)
+
+    def _message_flow(self, request: RequestView) -> Any:
+        assert self._messages is not None  # the hook exists only with a message limit
+        # Header lines would pile up over a long connection: no response carries them.
+        mark = len(request.response_headers)
+        try:
+            return (yield from self._decide(request, self._messages))
+        finally:
+            del request.response_headers[mark:]
 
     # -- counting on completion (count_when) ----------------------------------------
 
