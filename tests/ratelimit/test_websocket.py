@@ -136,8 +136,15 @@ def test_the_check_adds_no_header_lines() -> None:
 def test_a_bad_message_limit_fails_at_startup(value: Any) -> None:
     from seawall import ConfigurationError
 
-    with pytest.raises(ConfigurationError, match="websocket_messages"):
+    with pytest.raises(ConfigurationError, match="^websocket_messages: "):
         RateLimit("1/minute", websocket_messages=value)
+
+
+def test_a_handler_limit_takes_no_message_limit() -> None:
+    from seawall import ConfigurationError, limit
+
+    with pytest.raises(ConfigurationError, match="websocket_messages apply to the RateLimit"):
+        limit("5/minute", websocket_messages="1/second")
 
 
 def test_redis_message_budget_is_shared(redis_url: str, key_prefix: str) -> None:

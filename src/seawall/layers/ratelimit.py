@@ -566,7 +566,7 @@ class RateLimit:
                 msg = f"{where}: expected a limit such as '10/second', got {websocket_messages!r}"
                 raise ConfigurationError(msg)
             spec = {"limit": websocket_messages, "name": "websocket-messages", "count_when": None}
-            self._messages = rule = self._compile(where, spec, len(entries) + 1)
+            self._messages = rule = self._compile(where, spec, len(entries) + 1, where)
             rule.scope = "ws"  # its own bucket, apart from every HTTP rule's
             rule.set_quotas(rule.quotas, self.workers)
             self._rule_list.append(rule)
@@ -589,8 +589,11 @@ class RateLimit:
 
     # -- compilation ------------------------------------------------------------
 
-    def _compile(self, pattern: str, spec: Mapping[str, Any], index: int) -> _Rule:
-        where = "limit" if index == 0 else f"rules[{pattern!r}]"
+    def _compile(
+        self, pattern: str, spec: Mapping[str, Any], index: int, where: str | None = None
+    ) -> _Rule:
+        if where is None:
+            where = "limit" if index == 0 else f"rules[{pattern!r}]"
         unknown = set(spec) - {"limit", "shared", "name", "shadow", "cost", "key", "count_when"}
         if unknown:
             msg = (
@@ -1324,7 +1327,8 @@ def limit(
     ``strategy``, ``cost``, ``shadow``...). Each decorated handler has its
     own bucket, named after it unless *name* is given.
     """
-    if "rules" in options:
-        msg = "limit: rules apply to the RateLimit layer, not to one handler"
-        raise ConfigurationError(msg)
+    for option in ("rules", "websocket_messages"):
+        if option in options:
+            msg = f"limit: {option} apply to the RateLimit layer, not to one handler"
+            raise ConfigurationError(msg)
     return Limiter(RateLimit(limit, key=key, policy=name or "handler", **options), name=name)
