@@ -104,9 +104,21 @@ def test_unban_lifts_the_ban_and_the_strikes(interface: str) -> None:
     assert layer.stats()["bans"] == 1
 
 
-def test_the_ban_keeps_the_fast_path_off() -> None:
-    assert RateLimit("1/minute")._default.fast is not None  # type: ignore[union-attr]
-    assert RateLimit("1/minute", ban=BAN)._default.fast is None  # type: ignore[union-attr]
+def test_the_fast_path_serves_bans_too(interface: str) -> None:
+    """Memory, fixed window: the ban is checked only while some key is banned, and ends."""
+    clock = ManualClock()
+    layer = RateLimit("1/minute", key=lambda r: r.header("x-user"), ban=BAN, clock=clock)
+    assert layer._default is not None and layer._default.fast is not None
+    bans = layer._mem_bans
+    with client_for(wrap(interface, [layer])) as client:
+        a = [client.get("/", headers={"x-user": "a"}).status_code for _ in range(5)]
+        assert list(bans) == ["seawall:rlban:{a}"]
+        b = client.get("/", headers={"x-user": "b"})  # not banned: admitted
+        clock.advance(3601)
+        again = client.get("/", headers={"x-user": "b"})  # drops the ended ban
+    assert a == [200, 429, 429, 429, 429]
+    assert b.status_code == 200 and again.status_code == 200
+    assert bans == {}
 
 
 @pytest.mark.parametrize(
@@ -166,7 +178,8 @@ def test_memory_storage_bans_and_reports_it() -> None:
     result = backend.hit(FIXED, keys, quotas, 1, True, "b")
     assert type(result) is Banned
     assert result == (False, [(0, 30.0, 30.0), (0, 30.0, 30.0)])
-    assert len(backend.storage) == 1  # the ban only: the strikes are gone, nothing consumed
+    assert len(backend.storage) == 0  # the strikes are gone, nothing was consumed
+    assert backend.storage.bans == {"b": clock() + 30}
     clock.advance(30)
     assert backend.hit(FIXED, keys, quotas, 1, True, "b") == (
         True,

@@ -81,6 +81,10 @@ class BoundedMemoryStorage(MemoryStorage):
         self.max_keys = max_keys
         #: Entries dropped to stay within *max_keys*.
         self.evictions = 0
+        #: Live bans: ban key -> when it ends (clock seconds). Apart from the
+        #: counters so a layer's fast path can skip every check while it is
+        #: empty (see :meth:`strike`); bounded by *max_keys* too.
+        self.bans: dict[str, float] = {}
         super(MemoryStorage, self).__init__(uri, wrap_exceptions=False, **options)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -149,9 +153,11 @@ class BoundedMemoryStorage(MemoryStorage):
         lock.acquire()
         try:
             if ban is not None:
-                entry = self._entries.get(ban)
-                if entry is not None and entry[0] > now:
-                    return Banned.of(entry[0] - now, len(quotas))
+                until = self.bans.get(ban)
+                if until is not None:
+                    if until > now:
+                        return Banned.of(until - now, len(quotas))
+                    self.bans.pop(ban, None)
             if strategy == FIXED:
                 return self._fixed(keys, quotas, cost, now, consume)
             if strategy == MOVING:
@@ -384,7 +390,14 @@ class BoundedMemoryStorage(MemoryStorage):
             if entry[1] < after:
                 return False
             del self._entries[strikes]
-            self._insert(ban, [now + duration, 1], now)
+            bans = self.bans
+            if len(bans) >= self.max_keys:
+                for key in [k for k, until in bans.items() if until <= now]:
+                    del bans[key]
+                while len(bans) >= self.max_keys:
+                    del bans[next(iter(bans))]  # the oldest ban goes first
+            bans.pop(ban, None)
+            bans[ban] = now + duration
             return True
 
     # -- limits' storage interface (fixed and moving windows) -------------------
@@ -433,9 +446,10 @@ class BoundedMemoryStorage(MemoryStorage):
             return now if entry is None else float(entry[0])
 
     def clear(self, key: str) -> None:
-        """Forget *key*."""
+        """Forget *key* (a counter or a ban)."""
         with self._lock:
             self._entries.pop(key, None)
+            self.bans.pop(key, None)
 
     def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         """Moving window: record *amount* entries for *key* unless *limit* would be passed."""
@@ -477,6 +491,7 @@ class BoundedMemoryStorage(MemoryStorage):
         with self._lock:
             count = len(self._entries)
             self._entries.clear()
+            self.bans.clear()
             return count
 
 

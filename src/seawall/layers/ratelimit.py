@@ -577,6 +577,10 @@ class RateLimit:
         self._hit_fixed: Callable[[str, Quota, int], tuple[int, float, float]] | None = None
         if type(self._backend) is MemoryBackend and self._strategy == FIXED:
             self._hit_fixed = self._backend.storage.hit_fixed
+        #: The memory storage's live bans (empty, and never looked into, without any).
+        self._mem_bans: dict[str, float] = (
+            self._backend.storage.bans if isinstance(self._backend, MemoryBackend) else {}
+        )
         for rule in self._rule_list:
             self._choose_path(rule)
         #: The one rule of every request (no exemptions, no rules): no lookups at all.
@@ -649,7 +653,6 @@ class RateLimit:
             and rule.cost_fn is None
             and not rule.key_async
             and rule.count_when is None
-            and self._ban is None
         )
         rule.fast = rule.quotas[0] if simple and self._hit_fixed is not None else None
         if rule.fast is not None:
@@ -767,6 +770,13 @@ class RateLimit:
             key = rule.keys.get(ident)
             if key is None:
                 key = rule.fast_key(ident)
+            if self._mem_bans and self._ban_left(ident):
+                # Some key is banned right now, and it is this one.
+                rejection = self._refuse_banned(request, rule, ident)
+                if rejection is None:
+                    return None
+                self._count_limited(ident, rule.name)
+                return self._render(rejection, request, True)
             stat = self._hit_fixed(key, quota, rule.cost)  # type: ignore[misc]
             remaining, reset, retry = stat
             if not retry and self._plain_headers:
@@ -786,7 +796,9 @@ class RateLimit:
                 return None
             # hit_fixed's retry is 0.0 exactly when the request is admitted.
             rejection = self._respond(request, rule, rule.quotas, rule.cost, (not retry, [stat]))
-        elif self._remote or rule.key_async or self._ban is not None:
+            if retry and self._ban is not None:
+                self._strike_here(ident, rule)
+        elif self._remote or rule.key_async:
             return self._decide(request, rule, True)
         else:
             # memory://: no effect, so no generator for the driver to step through.
@@ -794,12 +806,21 @@ class RateLimit:
             prepared = self._prepare(request, rule, ident)
             if prepared is None:
                 return None
-            keys, quotas, _, cost, _ = prepared
+            keys, quotas, _, cost, stored = prepared
             later = rule.count_when
-            result = self._backend.hit(self._strategy, keys, quotas, cost, later is None)
+            if self._ban is None:
+                result = self._backend.hit(self._strategy, keys, quotas, cost, later is None)
+            else:
+                ban = self._ban_key(stored)
+                result = self._backend.hit(self._strategy, keys, quotas, cost, later is None, ban)
             rejection = self._respond(request, rule, quotas, cost, result)
             if later is not None and result[0]:
                 request.state[self] = (self._backend, keys, quotas, cost, later)
+            elif self._ban is not None and not result[0]:
+                if type(result) is Banned:
+                    rejection = self._banned(result, rejection)
+                else:
+                    self._strike_here(ident, rule)
         if rejection is None:
             return None
         self._count_limited(ident, rule.name)
@@ -842,7 +863,7 @@ class RateLimit:
         keys, quotas, local, cost, stored = prepared
         later = rule.count_when
         consume = later is None
-        ban = None if self._ban is None else f"{self._ban_base}{stored}}}"
+        ban = None if self._ban is None else self._ban_key(stored)
         backend: Any = self._backend
         guard = self._guard
         if guard is None:
@@ -880,29 +901,76 @@ class RateLimit:
             request.state[self] = (backend, keys, quotas, cost, later)
         if ban is not None and not result[0]:
             if type(result) is Banned:
-                self.banned += 1
-                if rejection is not None:
-                    rejection = RateLimited(
-                        "Too many requests: this client is refused for a while after "
-                        "repeatedly exceeding the rate limit.",
-                        retry_after=float(ceil(result[1][0][2])) or 1.0,
-                        policy="ban",
-                    )
+                rejection = self._banned(result, rejection)
             elif (yield from self._strike(backend, ban)):
-                self.bans += 1
-                assert self._ban is not None  # ban is only set with a policy
-                logger.warning(
-                    "seawall.ratelimit.banned",
-                    key=_shown_key(str(ident)),
-                    rule=rule.name,
-                    seconds=self._ban.duration,
-                    strikes=self._ban.after,
-                    within=self._ban.within,
-                )
+                self._ban_started(ident, rule)
         if rejection is None:
             return None
         self._count_limited(ident, rule.name)
         return self._render(rejection, request, render)
+
+    # -- bans ----------------------------------------------------------------------
+
+    def _ban_key(self, ident: str) -> str:
+        """The ban key of *ident* (its strikes: the same with ``":s"``)."""
+        if len(ident) > _MAX_KEY or "}" in ident:
+            ident = _digest(ident)
+        return f"{self._ban_base}{ident}}}"
+
+    def _ban_left(self, ident: str) -> float:
+        """Seconds left of *ident*'s ban in the memory storage (0.0: none).
+
+        Called only while some ban is live; each call also drops the oldest
+        ban if it has ended, so the map empties once bans stop.
+        """
+        backend = self._backend
+        assert isinstance(backend, MemoryBackend)  # the only storage with such a map
+        bans = self._mem_bans
+        now = self._clock()
+        with backend.storage._lock:
+            oldest = next(iter(bans), None)
+            if oldest is not None and bans[oldest] <= now:
+                del bans[oldest]
+            until = bans.get(self._ban_key(ident))
+        return until - now if until is not None and until > now else 0.0
+
+    def _refuse_banned(self, request: RequestView, rule: _Rule, ident: str) -> Rejected | None:
+        """The fast path's answer to a banned key (``None`` in shadow mode)."""
+        left = self._ban_left(ident)
+        result = Banned.of(left, len(rule.quotas))
+        return self._banned(result, self._respond(request, rule, rule.quotas, rule.cost, result))
+
+    def _banned(self, result: Any, rejection: Rejected | None) -> Rejected | None:
+        """A refusal under a ban: counted, and worded as one (``None`` in shadow mode)."""
+        self.banned += 1
+        if rejection is None:
+            return None
+        return RateLimited(
+            "Too many requests: this client is refused for a while after "
+            "repeatedly exceeding the rate limit.",
+            retry_after=float(ceil(result[1][0][2])) or 1.0,
+            policy="ban",
+        )
+
+    def _ban_started(self, ident: Any, rule: _Rule) -> None:
+        assert self._ban is not None  # only called with a ban policy
+        self.bans += 1
+        logger.warning(
+            "seawall.ratelimit.banned",
+            key=_shown_key(str(ident)),
+            rule=rule.name,
+            seconds=self._ban.duration,
+            strikes=self._ban.after,
+            within=self._ban.within,
+        )
+
+    def _strike_here(self, ident: Any, rule: _Rule) -> None:
+        """Count a refusal on the memory storage (no effect: nothing to wait for)."""
+        assert self._ban is not None  # only called with a ban policy
+        ban = self._ban_key(str(ident))
+        p = self._ban
+        if self._backend.strike(ban + ":s", ban, p.after, p.within, p.duration):
+            self._ban_started(ident, rule)
 
     def _strike(self, backend: Any, ban: str) -> Any:
         """Count a refusal against *ban*'s key (a flow): whether it started a ban."""
