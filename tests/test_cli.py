@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,9 @@ def test_demo_runs_and_reports_every_layer() -> None:
     for seen in ("quota-exceeded", "body-too-large", "malformed-json", "abnormal-usage-detected",
                  "temporary-reduced-capacity", "answered by Health", "answered by Metrics"):
         assert seen in out.stdout, seen
+    # count_when: good logins pass uncounted; the failures' refusals end in a 10-minute ban.
+    assert len(re.findall(r"logins that succeed are not counted +200 ", out.stdout)) == 4
+    assert re.search(r"banned now: even the right password +429 .*retry after 600 s", out.stdout)
 
 
 def test_check_prints_the_stack(tmp_path: Path) -> None:

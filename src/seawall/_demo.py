@@ -27,6 +27,10 @@ def demo_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Ite
         raise RuntimeError("the demo handler failed on purpose")
     if path == "/slow":
         time.sleep(0.3)
+    if path == "/login":
+        ok = "password=open-sesame" in environ.get("QUERY_STRING", "")
+        start_response("200 OK" if ok else "401 Unauthorized", [("Content-Type", "text/plain")])
+        return [b"welcome\n" if ok else b"wrong password\n"]
     if path == "/flaky":
         start_response("502 Bad Gateway", [("Content-Type", "text/plain")])
         return [b"upstream failed\n"]
@@ -106,9 +110,29 @@ def _concurrency(cls: Any) -> tuple[object, list[Step]]:
 
 
 def _rate_limit(cls: Any) -> tuple[object, list[Step]]:
-    # A generous default and one tight rule, so only the burst below is limited.
-    layer = cls("1000/minute", rules={"GET /api/items": "5/minute"})
-    return layer, [Step("a burst past 5/minute", path="/api/items", repeat=7)]
+    # A generous default and two tight rules, so only the bursts below are
+    # limited: the burst's two refusals stay under the ban's three strikes.
+    layer = cls(
+        "1000/minute",
+        rules={
+            "GET /api/items": "5/minute",
+            "POST /login": {"limit": "3/minute", "count_when": "failure", "key": "header:X-User"},
+        },
+        ban={"after": "3/minute", "duration": 600},
+    )
+    good = "/login?password=open-sesame"
+    return layer, [
+        Step("a burst past 5/minute", path="/api/items", repeat=7),
+        Step("logins that succeed are not counted", "POST", good, {"X-User": "alice"}, repeat=4),
+        Step(
+            "3 failed logins count, then 429s",
+            "POST",
+            "/login?password=guess",
+            {"X-User": "mallory"},
+            repeat=6,
+        ),
+        Step("banned now: even the right password", "POST", good, {"X-User": "mallory"}),
+    ]
 
 
 def _validation(cls: Any) -> tuple[object, list[Step]]:
@@ -187,6 +211,8 @@ def _what(status: int, headers: dict[str, str], body: bytes) -> str:
             return "problem response"
         kind = str(doc.get("type", "")).rsplit(":", 1)[-1].rsplit("#", 1)[-1]
         extra = f" error_id={doc['error_id']}" if "error_id" in doc else ""
+        if "retry-after" in headers:
+            extra += f" (retry after {headers['retry-after']} s)"
         return f"{kind}: {doc.get('title', '')}{extra}"
     ctype = headers.get("content-type", "")
     if ctype.startswith("application/health+json"):
