@@ -90,6 +90,24 @@ def test_ratelimit_is_exact_across_processes(
         assert 0 < codes[200] <= LIMIT
 
 
+def test_a_ban_started_in_one_process_refuses_in_all(
+    pool: Any, redis_url: str, prefix: str
+) -> None:
+    """One key from 200 clients in 4 processes: L admitted, then strikes, then one shared ban."""
+    codes, stats = _run(
+        pool, kind="ban", limit=LIMIT, after=5, storage=redis_url, prefix=prefix, requests=4
+    )
+    assert sum(codes.values()) == len(WORKERS) * CLIENTS * 4
+    assert set(codes) == {200, 429}, codes
+    assert codes[200] == LIMIT  # the ban check never admits or consumes anything
+    assert sum(s["bans"] for s in stats) >= 1
+    # Every process refused requests under the ban, whichever started it.
+    assert all(s["banned"] > 0 for s in stats), [s["banned"] for s in stats]
+    assert [s["storage_errors"] for s in stats] == [0] * len(WORKERS)
+    left = redis.Redis.from_url(redis_url).pttl(f"{prefix}:rlban:{{one-attacker}}")
+    assert 590_000 < left <= 600_000
+
+
 MAX_IN_FLIGHT = 8
 
 

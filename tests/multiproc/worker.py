@@ -38,6 +38,21 @@ def init(barrier: Any) -> None:
 
 
 def _layers(job: dict[str, Any]) -> list[Any]:
+    if job["kind"] == "ban":
+        from seawall import RateLimit
+
+        # Every client of every process is the same key: one shared ban.
+        return [
+            RateLimit(
+                f"{job['limit']}/minute",
+                storage=job["storage"],
+                key_prefix=job["prefix"],
+                key=lambda request: "one-attacker",
+                storage_timeout=3.0,
+                on_storage_error="deny",
+                ban={"after": f"{job['after']}/minute", "duration": 600},
+            )
+        ]
     if job["kind"] == "ratelimit":
         from seawall import RateLimit
 
