@@ -996,10 +996,7 @@ class RateLimit:
         *key* is what the rule's key function gives: by default the client
         address (an IPv6 client's /64 network, as ``stats()`` shows it).
         """
-        stored = str(key)
-        if len(stored) > _MAX_KEY or "}" in stored:
-            stored = _digest(stored)
-        ban = f"{self._ban_base}{stored}}}"
+        ban = self._ban_key(str(key))
         for backend in (self._backend, self._local):
             if backend is not None:
                 backend.forget([ban, ban + ":s"])
