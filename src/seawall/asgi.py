@@ -513,7 +513,8 @@ class ASGIMiddleware(Seawall):
         finally:
             try:
                 complete = stack._complete
-                if complete:
+                # view.state: a handler may have asked for a callback (after_response).
+                if complete or view.state:
                     template = view.route or route_of(scope)
                     end = cycle.ended
                     ttfb = cycle.ttfb
@@ -536,6 +537,8 @@ class ASGIMiddleware(Seawall):
                                 hook(view, outcome)
                             except Exception as exc:
                                 stack.layer_failed(index, "on_complete", exc)
+                    if view.state:
+                        stack.after_response(view, outcome)
             finally:
                 holder[0] = None
                 _current.reset(current_token)

@@ -359,8 +359,9 @@ class _Request:
                 stack = self.wall.stack
                 try:
                     complete = stack._complete
-                    if complete:
-                        view = self.view
+                    view = self.view
+                    # view.state: a handler may have asked for a callback (after_response).
+                    if complete or view.state:
                         try:
                             ended: float | None = self.ended
                         except AttributeError:  # the iterable was not exhausted
@@ -398,6 +399,8 @@ class _Request:
                                     hook(view, outcome)
                                 except Exception as exc:
                                     stack.layer_failed(index, "on_complete", exc)
+                        if view.state:
+                            stack.after_response(view, outcome)
                 finally:
                     # seawall._log.unbind_request inline (keep the two in step).
                     holder[0] = None

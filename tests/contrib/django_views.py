@@ -11,7 +11,7 @@ from django.urls import path
 from django.views import View
 
 from seawall import request_id
-from seawall.django import exempt
+from seawall.django import exempt, limit
 from seawall.exceptions import RateLimited
 
 
@@ -81,6 +81,17 @@ def free(request):
     return HttpResponse(b"free")
 
 
+@limit("2/minute", count_when="failure", key="header:X-User")
+def login(request):
+    return HttpResponse(b"no", status=401) if "fail" in request.GET else HttpResponse(b"ok")
+
+
+@limit("2/minute", count_when="failure", key="header:X-User")
+async def alogin(request):
+    await asyncio.sleep(0)
+    return HttpResponse(b"no", status=401) if "fail" in request.GET else HttpResponse(b"ok")
+
+
 class ItemView(View):
     def get(self, request, id):
         return JsonResponse({"id": id, "cbv": True})
@@ -103,4 +114,6 @@ urlpatterns = [
     path("slow", slow),
     path("free", free),
     path("cbv/<int:id>", ItemView.as_view()),
+    path("login", login),
+    path("alogin", alogin),
 ]

@@ -178,3 +178,55 @@ class TestOnComplete:
         assert r.status_code == 403
         assert outer.statuses == [403]
         assert inner.statuses == []
+
+
+class TestAfterResponse:
+    """RequestView.after_response: code outside the stack hears how its request ended."""
+
+    @staticmethod
+    def wall(interface: str, layers: list[Any], seen: list[Any]) -> Any:
+        def remember(request: Any, outcome: Any) -> None:
+            seen.append((request.path, outcome.status, outcome.duration))
+
+        def ask() -> None:
+            request = seawall.current_request()
+            assert request is not None
+            request.after_response(remember)
+            request.after_response(remember)  # two callbacks: both run, once each
+
+        if interface == "asgi":
+
+            async def app(scope: Any, receive: Any, send: Any) -> None:
+                if scope["type"] == "lifespan":
+                    while (await receive())["type"] != "lifespan.shutdown":
+                        await send({"type": "lifespan.startup.complete"})
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+                ask()
+                await send({"type": "http.response.start", "status": 202, "headers": []})
+                await send({"type": "http.response.body", "body": b"x"})
+
+            return seawall.Seawall(app, layers=layers)
+
+        def wsgi(environ: Any, start_response: Any) -> Any:
+            ask()
+            start_response("202 Accepted", [])
+            return [b"x"]
+
+        return seawall.Seawall(wsgi, layers=layers)
+
+    @pytest.mark.parametrize("layers", [[], [Timing()]], ids=["no layers", "with Timing"])
+    def test_callbacks_run_once_after_the_response(self, interface: str, layers: Any) -> None:
+        from tests.apps import client_for
+
+        seen: list[Any] = []
+        with client_for(self.wall(interface, layers, seen)) as client:
+            assert client.get("/a").status_code == 202
+            assert client.get("/b").status_code == 202
+        assert [(path, status) for path, status, _ in seen] == [
+            ("/a", 202),
+            ("/a", 202),
+            ("/b", 202),
+            ("/b", 202),
+        ]
+        assert all(duration > 0 for _, _, duration in seen)

@@ -136,9 +136,65 @@ def test_a_bad_count_when_fails_at_startup(value: Any) -> None:
         RateLimit(rules={"/a": {"limit": "1/minute", "count_when": value}})
 
 
-def test_the_handler_decorator_refuses_count_when() -> None:
-    with pytest.raises(ConfigurationError, match="applies to the RateLimit layer"):
-        limit("5/minute", count_when="failure")
+def _decorated_app(interface: str, limiter: Any) -> Any:
+    """A bare app whose one handler is decorated: ?fail answers 401, else 200."""
+    from seawall import Seawall
+
+    if interface == "asgi":
+
+        @limiter
+        async def handler(query: bytes) -> int:
+            return 401 if b"fail" in query else 200
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            status = await handler(scope["query_string"])
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b"x"})
+
+        return Seawall(app, layers=[])
+
+    @limiter
+    def sync_handler(query: str) -> int:
+        return 401 if "fail" in query else 200
+
+    def wsgi(environ: Any, start_response: Any) -> Any:
+        status = sync_handler(environ.get("QUERY_STRING", ""))
+        start_response(f"{status} X", [])
+        return [b"x"]
+
+    return Seawall(wsgi, layers=[])
+
+
+def test_the_handler_decorator_counts_only_failures(interface: str) -> None:
+    """No layer in the stack: the driver calls the limiter back after the response."""
+    limiter = limit("2/minute", count_when="failure", clock=ManualClock())
+    with client_for(_decorated_app(interface, limiter), raise_server_exceptions=False) as client:
+        ok = [client.get("/").status_code for _ in range(4)]
+        failed = [client.get("/?fail").status_code for _ in range(3)]
+        after = client.get("/")
+    assert ok == [200] * 4
+    assert failed == [401, 401, 429]
+    assert after.status_code == 429
+    assert after.headers["content-type"] == "application/problem+json"
+    assert limiter.stats()["counted"] == 2 and limiter.stats()["not_counted"] == 4
+
+
+def test_a_failing_callback_is_logged_not_raised(
+    interface: str, logs: list[dict[str, Any]]
+) -> None:
+    def broken(status: int) -> bool:
+        raise ValueError("oops")
+
+    limiter = limit("2/minute", count_when=broken)
+    with client_for(_decorated_app(interface, limiter)) as client:
+        assert [client.get("/").status_code for _ in range(3)] == [200] * 3
+    failures = [e for e in logs if e["event"] == "seawall.after_response.failed"]
+    assert len(failures) == 3 and failures[0]["error"] == "ValueError"
 
 
 def test_from_config_takes_count_when() -> None:
@@ -259,3 +315,19 @@ def test_a_dead_storage_never_fails_the_count(interface: str) -> None:
         got = statuses(client, layer, ["/status/401"] * 3)
     assert got == [401, 401, 401]
     assert layer.stats()["storage_state"] == "down"
+
+
+def test_a_handler_limit_bans_too(interface: str) -> None:
+    """count_when and ban together on one decorated handler: failures, refusals, then a ban."""
+    limiter = limit(
+        "2/minute",
+        count_when="failure",
+        ban={"after": "2/minute", "duration": 300},
+        clock=ManualClock(),
+    )
+    with client_for(_decorated_app(interface, limiter)) as client:
+        statuses = [client.get("/?fail").status_code for _ in range(4)]
+        banned = client.get("/")
+    assert statuses == [401, 401, 429, 429]
+    assert banned.status_code == 429 and banned.headers["retry-after"] == "300"
+    assert (limiter.stats()["bans"], limiter.stats()["banned"]) == (1, 1)

@@ -15,13 +15,16 @@ import contextlib
 import os
 import re
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import count
 from typing import Any, Literal
 
 from seawall._core.client import UNKNOWN_CLIENT, ClientResolver, normalize_address
 
-__all__ = ["RequestIds", "RequestView", "asgi_view", "wsgi_view"]
+__all__ = ["AFTER_RESPONSE", "RequestIds", "RequestView", "asgi_view", "wsgi_view"]
+
+#: The :attr:`RequestView.state` key of the callbacks :meth:`RequestView.after_response` keeps.
+AFTER_RESPONSE = "seawall.after_response"
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
 
@@ -464,6 +467,21 @@ class RequestView:
     def route_or_path(self) -> str:
         """The route template when known, else the raw path."""
         return self.route or self.path
+
+    def after_response(self, callback: Callable[[RequestView, Any], None]) -> None:
+        """Call ``callback(request, outcome)`` once this request has ended.
+
+        The driver calls it after the last body byte (WSGI: at ``close()``),
+        after the layers' ``on_complete`` hooks, with the same
+        :class:`~seawall.Outcome`; an exception it raises is logged and
+        ignored. For handler-level helpers, which are not layers of the
+        stack: ``seawall.limit(..., count_when=...)`` counts this way.
+        """
+        callbacks = self.state.get(AFTER_RESPONSE)
+        if callbacks is None:
+            self.state[AFTER_RESPONSE] = [callback]
+        else:
+            callbacks.append(callback)
 
     def __repr__(self) -> str:
         return f"<RequestView {self.method} {self.path} id={self.request_id}>"

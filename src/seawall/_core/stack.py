@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from seawall._core.decisions import Respond
 from seawall._core.layer import ORDER, Outcome, ResponseHead
-from seawall._core.request import RequestView
+from seawall._core.request import AFTER_RESPONSE, RequestView
 from seawall._log import logger
 from seawall.exceptions import ConfigurationError
 
@@ -231,6 +231,21 @@ class Stack:
                     hook(request, outcome)
                 except Exception as exc:
                     self.layer_failed(index, "on_complete", exc)
+
+    @staticmethod
+    def after_response(request: RequestView, outcome: Outcome) -> None:
+        """Run the callbacks of :meth:`RequestView.after_response` (each once)."""
+        callbacks = request.state.pop(AFTER_RESPONSE, None)
+        for callback in callbacks or ():
+            try:
+                callback(request, outcome)
+            except Exception as exc:
+                logger.error(
+                    "seawall.after_response.failed",
+                    callback=getattr(callback, "__qualname__", repr(callback)),
+                    error=type(exc).__name__,
+                    exc_info=exc,
+                )
 
     @property
     def lifespan_hooks(self) -> bool:

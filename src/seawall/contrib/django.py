@@ -450,9 +450,9 @@ class SeawallMiddleware:
             return
         state.finished = True
         stack = state.wall.stack
-        if not stack._complete:
-            return
         view = state.view
+        if not stack._complete and not view.state:
+            return
         route = getattr(getattr(request, "resolver_match", None), "route", None)
         if route:
             view.route = route if route[0] == "/" else "/" + route
@@ -470,6 +470,8 @@ class SeawallMiddleware:
             view.route is not None,
         )
         stack.on_complete(view, outcome, state.depth)
+        if view.state:
+            stack.after_response(view, outcome)
 
     # -- sync ------------------------------------------------------------------
 

@@ -1192,6 +1192,9 @@ class RateLimit:
         if rule is None:
             return None
         result: Rejected | None = run_flow(self._decide(request, rule))
+        if rule.count_when is not None and self in request.state:
+            # Not a layer of the stack: have the driver tell us how it ended.
+            request.after_response(self._count_outcome)
         return result
 
     async def acheck(self, request: RequestView) -> Rejected | None:
@@ -1202,6 +1205,8 @@ class RateLimit:
         if rule is None:
             return None
         result: Rejected | None = await arun_flow(self._decide(request, rule))
+        if rule.count_when is not None and self in request.state:
+            request.after_response(self._count_outcome)
         return result
 
     def _check_rule(self, request: RequestView) -> _Rule | None:
@@ -1293,14 +1298,6 @@ class Limiter:
     """
 
     def __init__(self, ratelimit: RateLimit, *, name: str | None = None) -> None:
-        if hasattr(ratelimit, "on_complete"):
-            # A handler's limiter is not a layer of the stack: nothing would
-            # ever tell it how the request ended, so it would never count.
-            msg = (
-                "count_when applies to the RateLimit layer (its rules), not to one "
-                "handler: use rules={'POST /login': {'limit': ..., 'count_when': 'failure'}}"
-            )
-            raise ConfigurationError(msg)
         self.ratelimit = ratelimit
         self.name = name
         self._bound = False
