@@ -298,3 +298,15 @@ def test_local_fallback_bans_locally(interface: str) -> None:
         responses = [client.get("/") for _ in range(5)]
     assert [r.status_code for r in responses] == [200, 429, 429, 429, 429]
     assert retry_after(responses[4]) == 3600
+
+
+def test_the_ban_map_is_bounded_oldest_first() -> None:
+    clock = ManualClock()
+    backend = MemoryBackend(max_keys=3, clock=clock)
+    for i in range(5):
+        assert backend.strike(f"b{i}:s", f"b{i}", 1, 60, 300)
+        clock.advance(1)
+    assert list(backend.storage.bans) == ["b2", "b3", "b4"]
+    clock.advance(300)  # every ban has ended: the next one makes room by expiry alone
+    assert backend.strike("b5:s", "b5", 1, 60, 300)
+    assert list(backend.storage.bans) == ["b5"]
