@@ -310,3 +310,20 @@ def test_the_ban_map_is_bounded_oldest_first() -> None:
     clock.advance(300)  # every ban has ended: the next one makes room by expiry alone
     assert backend.strike("b5:s", "b5", 1, 60, 300)
     assert list(backend.storage.bans) == ["b5"]
+
+
+def test_the_layer_says_what_it_does() -> None:
+    """seawall check and the demo print each layer's repr: the new options show."""
+    plain = repr(RateLimit("1/minute"))
+    assert "ban" not in plain and "count_when" not in plain and "websocket" not in plain
+    full = repr(
+        RateLimit(
+            "1/minute",
+            rules={"POST /login": {"limit": "5/minute", "count_when": "failure"}},
+            ban=BAN,
+            websocket_messages="10/second",
+        )
+    )
+    assert "rules=1," in full and "count_when=1 rule(s)" in full
+    assert "ban(after=3/600s, duration=3600s)" in full
+    assert "websocket_messages='10 per 1 second'" in full

@@ -695,10 +695,22 @@ class RateLimit:
 
     def __repr__(self) -> str:
         default = self._default.quotas if self._default is not None else None
+        rules = len(self._rule_list) - (self._default is not None) - (self._messages is not None)
+        extra = "".join(
+            (
+                f", count_when={sum(r.count_when is not None for r in self._rule_list)} rule(s)"
+                if hasattr(self, "on_complete")
+                else "",
+                f", {self._ban!r}" if self._ban is not None else "",
+                f", websocket_messages={'; '.join(q.spec for q in self._messages.quotas)!r}"
+                if self._messages
+                else "",
+            )
+        )
         return (
             f"RateLimit({', '.join(q.spec for q in default) if default else default!r}, "
             f"strategy={self.strategy!r}, storage={_redact(self.storage_uri)!r}, "
-            f"rules={len(self._rule_list) - (self._default is not None)}, shadow={self.shadow})"
+            f"rules={rules}, shadow={self.shadow}{extra})"
         )
 
     def _is_exempt(self, request: RequestView) -> bool:
