@@ -146,17 +146,13 @@ def test_durations_in_seconds_or_words() -> None:
     assert "5/600s" in repr(policy)
 
 
-def test_from_config_takes_a_ban_table() -> None:
-    import tomllib
-
+def test_from_config_takes_a_ban_table(tmp_path: Any) -> None:
     from seawall import Seawall
 
-    settings = tomllib.loads(
-        """
-        [rate_limit]
-        default = "10/minute"
-        ban = { after = "5/10 minutes", duration = "1 hour" }
-        """
+    settings = tmp_path / "seawall.toml"
+    settings.write_text(
+        '[rate_limit]\ndefault = "10/minute"\n'
+        'ban = { after = "5/10 minutes", duration = "1 hour" }\n'
     )
     wall = Seawall.from_config(wsgi_noop, settings)
     (layer,) = wall.stack.layers
