@@ -331,3 +331,81 @@ def test_a_handler_limit_bans_too(interface: str) -> None:
     assert statuses == [401, 401, 429, 429]
     assert banned.status_code == 429 and banned.headers["retry-after"] == "300"
     assert (limiter.stats()["bans"], limiter.stats()["banned"]) == (1, 1)
+
+
+SERVED = """
+from seawall import RateLimit, Seawall
+
+def layers():
+    return [RateLimit("2/minute", count_when="failure")]
+
+async def asgi(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            m = await receive()
+            await send({"type": m["type"] + ".complete"})
+            if m["type"] == "lifespan.shutdown":
+                return
+    status = 401 if b"fail" in scope["query_string"] else 200
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": b"x"})
+
+def wsgi(environ, start_response):
+    status = "401 No" if "fail" in environ.get("QUERY_STRING", "") else "200 OK"
+    start_response(status, [("Content-Length", "1")])
+    return [b"x"]
+
+asgi_app = Seawall(asgi, layers=layers())
+wsgi_app = Seawall(wsgi, layers=layers())
+"""
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+def test_counts_under_a_real_server(server: str, tmp_path: Any) -> None:
+    """uvicorn (the event loop) and gunicorn (close() in a sync worker) count after responding."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    (tmp_path / "cwapp.py").write_text(SERVED)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    if server == "uvicorn":
+        cmd = ["-m", "uvicorn", "cwapp:asgi_app", "--port", str(port), "--log-level", "warning"]
+    else:
+        # One worker: the in-memory count lives in one process.
+        cmd = ["-m", "gunicorn", "cwapp:wsgi_app", "-b", f"127.0.0.1:{port}", "-w", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, *cmd],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(base + "/", timeout=0.5)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with httpx.Client(base_url=base) as client:
+            ok = [client.get("/").status_code for _ in range(3)]
+            failed = []
+            for _ in range(3):
+                failed.append(client.get("/?fail").status_code)
+                time.sleep(0.05)  # the count lands after the response
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert ok == [200, 200, 200]
+    assert failed == [401, 401, 429]
