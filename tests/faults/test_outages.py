@@ -62,6 +62,20 @@ def _app_wsgi(environ: dict[str, Any], start_response: Any) -> Any:
 
 
 def _layer(kind: str, url: str) -> Any:
+    if kind == "ratelimit-counted-banning":
+        from seawall import RateLimit
+
+        # Every request tested on arrival and counted after it (count_when),
+        # each storage call also checking a ban: the paths this adds, same faults.
+        return RateLimit(
+            "1000000/minute",
+            storage=url,
+            on_storage_error="allow",
+            storage_timeout=TIMEOUT,
+            storage_probe=PROBE,
+            count_when="success",
+            ban={"after": "5/minute", "duration": 60},
+        )
     if kind.startswith("ratelimit"):
         from seawall import RateLimit
 
@@ -153,7 +167,10 @@ def wall_layer(wall: Any) -> Any:
 
 
 @pytest.mark.parametrize("fault", ["kill", "pause"])
-@pytest.mark.parametrize("kind", ["ratelimit-allow", "ratelimit-local", "concurrency-allow"])
+@pytest.mark.parametrize(
+    "kind",
+    ["ratelimit-allow", "ratelimit-local", "concurrency-allow", "ratelimit-counted-banning"],
+)
 def test_outage_mid_run(private_redis: RedisProcess, interface: str, kind: str, fault: str) -> None:
     url = f"redis://127.0.0.1:{private_redis.port}/0"
     app = _app_asgi() if interface == "asgi" else _app_wsgi

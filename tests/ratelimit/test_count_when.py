@@ -113,8 +113,8 @@ def test_a_rule_counts_failures_while_the_default_counts_all(interface: str) -> 
 def test_shadow_lets_through_and_counts_nothing_more(interface: str) -> None:
     layer = RateLimit("1/minute", count_when="failure", shadow=True, clock=ManualClock())
     with client_for(wrap(interface, [layer])) as client:
-        got = statuses(client, layer, ["/status/401"] * 3)
-    assert got == [401, 401, 401]
+        got = statuses(client, layer, ["/status/200"] * 3)
+    assert got == [200, 200, 200]
     stats = layer.stats()
     assert stats["shadow"] == 2
     assert stats["counted"] == 1  # the would-be refusals were not counted
@@ -307,14 +307,18 @@ def test_a_dead_storage_never_fails_the_count(interface: str) -> None:
     layer = RateLimit(
         "1/minute",
         storage=f"redis://127.0.0.1:{free_port()}/0",
-        count_when="failure",
+        count_when="success",
         on_storage_error="allow",
+        storage_probe=60,
         clock=ManualClock(),
     )
     with client_for(wrap(interface, [layer])) as client:
-        got = statuses(client, layer, ["/status/401"] * 3)
-    assert got == [401, 401, 401]
-    assert layer.stats()["storage_state"] == "down"
+        got = statuses(client, layer, ["/status/200"] * 3)
+    assert got == [200, 200, 200]
+    stats = layer.stats()
+    assert stats["storage_state"] == "down"
+    # One failed call, then the guard spares both the tests and the counts.
+    assert stats["storage_errors"] == 1
 
 
 def test_a_handler_limit_bans_too(interface: str) -> None:
@@ -409,3 +413,31 @@ def test_counts_under_a_real_server(server: str, tmp_path: Any) -> None:
         proc.wait(10)
     assert ok == [200, 200, 200]
     assert failed == [401, 401, 429]
+
+
+def test_counts_spare_a_storage_the_guard_knows_is_down() -> None:
+    """A count due while the storage is down is dropped, not tried: one timeout per probe."""
+    import asyncio
+
+    from seawall import RequestView
+    from seawall._core.layer import Outcome
+
+    layer = RateLimit(
+        "5/minute",
+        storage=f"redis://127.0.0.1:{free_port()}/0",
+        count_when="failure",
+        storage_probe=60,
+        clock=ManualClock(),
+    )
+    view = RequestView(method="GET", path="/", peer="10.0.0.9", headers=[])
+    assert layer.check(view) is None  # the one failed call: the guard opens
+    assert layer.stats()["storage_errors"] == 1
+    quotas = parse_quotas("5/minute", "default")
+    failed = Outcome(401, None, 0.01, 0.01, "/")
+    for _ in range(3):  # sync (WSGI threads) and async (the event loop)
+        view.state[layer] = (layer._backend, ["k"], quotas, 1, lambda status: True)
+        layer._count_outcome(view, failed)
+        asyncio.run(layer._acount_remote(layer._backend, ["k"], quotas, 1))
+    stats = layer.stats()
+    assert stats["storage_errors"] == 1
+    assert stats["counted"] == 3
