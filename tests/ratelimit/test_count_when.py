@@ -20,7 +20,7 @@ from seawall.layers.ratelimit import Hit
 from seawall.storage import LimitsBackend, MemoryBackend
 from seawall.testing import ManualClock
 from tests.apps import client_for, wrap
-from tests.ratelimit.conftest import free_port
+from tests.ratelimit.conftest import PrivateRedis, free_port
 
 STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter", "gcra"]
 
@@ -278,7 +278,7 @@ def test_redis_counts_failures_only(
     assert layer.stats()["storage_errors"] == 0
 
 
-def test_redis_two_limits_tested_in_one_round_trip(
+def test_redis_the_test_writes_nothing_and_the_count_writes_every_limit(
     interface: str, redis_url: str, key_prefix: str
 ) -> None:
     """The test on arrival leaves Redis untouched; the count after a failure writes it."""
@@ -441,3 +441,31 @@ def test_counts_spare_a_storage_the_guard_knows_is_down() -> None:
     stats = layer.stats()
     assert stats["storage_errors"] == 1
     assert stats["counted"] == 3
+
+
+def test_redis_round_trips(interface: str, private_redis: PrivateRedis) -> None:
+    """Two limits: a request that does not count is one round trip, one that counts two."""
+    from seawall._ratelimit.lua import SCRIPTS
+
+    layer = RateLimit(
+        "50/minute;1000/hour",
+        storage=private_redis.url,
+        storage_timeout=1.0,
+        count_when="failure",
+    )
+    store = redis.Redis.from_url(private_redis.url)
+    for source in SCRIPTS.values():
+        store.script_load(source)
+    with client_for(wrap(interface, [layer])) as client:
+        client.get("/status/500")  # connects (both clients, on ASGI the count's too)
+        settle(layer)
+
+        def reads(path: str, n: int) -> int:
+            before = int(store.info("stats")["total_reads_processed"])
+            for _ in range(n):
+                client.get(path)
+                settle(layer)
+            return int(store.info("stats")["total_reads_processed"]) - before - 1
+
+        assert (reads("/", 4), reads("/status/401", 4)) == (4, 8)
+    store.close()
