@@ -436,11 +436,17 @@ def test_counts_spare_a_storage_the_guard_knows_is_down() -> None:
     failed = Outcome(401, None, 0.01, 0.01, "/")
     for _ in range(3):  # sync (WSGI threads) and async (the event loop)
         view.state[layer] = (layer._backend, ["k"], quotas, 1, lambda status: True)
-        layer._count_outcome(view, failed)
-        asyncio.run(layer._acount_remote(layer._backend, ["k"], quotas, 1))
+        layer._count_outcome(view, failed)  # no loop here: the sync count
+
+        async def on_a_loop() -> None:
+            view.state[layer] = (layer._backend, ["k"], quotas, 1, lambda status: True)
+            layer._count_outcome(view, failed)  # a task on this loop
+            await asyncio.gather(*layer._tasks)
+
+        asyncio.run(on_a_loop())
     stats = layer.stats()
     assert stats["storage_errors"] == 1
-    assert stats["counted"] == 3
+    assert stats["counted"] == 6
 
 
 def test_redis_round_trips(interface: str, private_redis: PrivateRedis) -> None:

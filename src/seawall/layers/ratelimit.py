@@ -118,16 +118,12 @@ class Hit:
 
     def run(self) -> Any:
         """Run on the sync storage."""
-        if self.ban is None:
-            return self.backend.hit(self.strategy, self.keys, self.quotas, self.cost, self.consume)
         return self.backend.hit(
             self.strategy, self.keys, self.quotas, self.cost, self.consume, self.ban
         )
 
     def arun(self) -> Any:
         """Run on the async storage (a coroutine)."""
-        if self.ban is None:
-            return self.backend.ahit(self.strategy, self.keys, self.quotas, self.cost, self.consume)
         return self.backend.ahit(
             self.strategy, self.keys, self.quotas, self.cost, self.consume, self.ban
         )
@@ -820,15 +816,12 @@ class RateLimit:
                 return None
             keys, quotas, _, cost, stored = prepared
             later = rule.count_when
-            if self._ban is None:
-                result = self._backend.hit(self._strategy, keys, quotas, cost, later is None)
-            else:
-                ban = self._ban_key(stored)
-                result = self._backend.hit(self._strategy, keys, quotas, cost, later is None, ban)
+            ban = None if self._ban is None else self._ban_key(stored)
+            result = self._backend.hit(self._strategy, keys, quotas, cost, later is None, ban)
             rejection = self._respond(request, rule, quotas, cost, result)
             if later is not None and result[0]:
                 request.state[self] = (self._backend, keys, quotas, cost, later)
-            elif self._ban is not None and not result[0]:
+            elif ban is not None and not result[0]:
                 if type(result) is Banned:
                     rejection = self._banned(result, rejection)
                 else:
@@ -987,20 +980,28 @@ class RateLimit:
     def _strike(self, backend: Any, ban: str) -> Any:
         """Count a refusal against *ban*'s key (a flow): whether it started a ban."""
         assert self._ban is not None  # only called with a ban policy
-        strike = Strike(backend, ban, self._ban)
+        return self._guarded(Strike(backend, ban, self._ban), False)
+
+    def _guarded(self, effect: Any, otherwise: Any) -> Any:
+        """A flow running *effect* behind the storage guard: its answer, or *otherwise*.
+
+        *otherwise* while the guard knows the storage is down (no call: one
+        timeout per probe period) or when the call fails. The effects after
+        the decision (strikes, ``count_when`` counts) go this way; the
+        decision's own :class:`Hit` has its failure policy in :meth:`_decide`.
+        """
         guard = self._guard
-        if guard is None or backend is self._local:
-            started = yield strike
-            return started
+        if guard is None or effect.backend is self._local:
+            return (yield effect)
         if not guard.allow():
-            return False  # the storage is down: no strikes until it is back
+            return otherwise
         try:
-            started = yield strike
+            answer = yield effect
         except StorageError as exc:
             guard.failed(exc)
-            return False
+            return otherwise
         guard.succeeded()
-        return started
+        return answer
 
     def unban(self, key: Any) -> None:
         """Lift the ban on *key* and forget its strikes (sync; call it off the event loop).
@@ -1153,42 +1154,19 @@ class RateLimit:
         if not backend.remote:
             backend.hit(self._strategy, keys, quotas, cost)
             return
+        from seawall._run import arun_flow, run_flow
+
+        count = self._guarded(Hit(backend, self._strategy, keys, quotas, cost), None)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             # A WSGI thread, after the response went out: a bounded sync call.
-            self._count_remote(backend, keys, quotas, cost)
+            run_flow(count)
             return
         # On the event loop: never block it, and never make the response wait.
-        task = loop.create_task(self._acount_remote(backend, keys, quotas, cost))
+        task = loop.create_task(arun_flow(count))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _count_remote(self, backend: Any, keys: Any, quotas: Any, cost: int) -> None:
-        guard = self._guard
-        if guard is not None and not guard.allow():
-            return  # the storage is down: the failure policy already applies
-        try:
-            backend.hit(self._strategy, keys, quotas, cost)
-        except StorageError as exc:
-            if guard is not None:
-                guard.failed(exc)
-        else:
-            if guard is not None:
-                guard.succeeded()
-
-    async def _acount_remote(self, backend: Any, keys: Any, quotas: Any, cost: int) -> None:
-        guard = self._guard
-        if guard is not None and not guard.allow():
-            return
-        try:
-            await backend.ahit(self._strategy, keys, quotas, cost)
-        except StorageError as exc:
-            if guard is not None:
-                guard.failed(exc)
-        else:
-            if guard is not None:
-                guard.succeeded()
 
     # -- handler-level checks -----------------------------------------------------
 
