@@ -22,16 +22,22 @@ def _route(path: str) -> tuple[str, str]:
     return parts[0], (parts[1] if len(parts) > 1 else "")
 
 
+async def lifespan(receive: Any, send: Any) -> None:
+    """Answer an ASGI lifespan scope: startup and shutdown complete, nothing else."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Routes: / /boom /status/N /slow/SECONDS /stream /echo /headers /rid /late-boom."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     assert scope["type"] == "http"
     name, arg = _route(scope["path"])
     if name == "boom":

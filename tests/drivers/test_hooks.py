@@ -11,6 +11,7 @@ import seawall
 from seawall import ErrorCapture, Respond, Timing
 from seawall._core.request import RequestIds
 from seawall._core.stack import Stack
+from tests.apps import client_for, lifespan
 
 
 class Adds:
@@ -198,9 +199,7 @@ class TestAfterResponse:
 
             async def app(scope: Any, receive: Any, send: Any) -> None:
                 if scope["type"] == "lifespan":
-                    while (await receive())["type"] != "lifespan.shutdown":
-                        await send({"type": "lifespan.startup.complete"})
-                    await send({"type": "lifespan.shutdown.complete"})
+                    await lifespan(receive, send)
                     return
                 ask()
                 await send({"type": "http.response.start", "status": 202, "headers": []})
@@ -217,7 +216,6 @@ class TestAfterResponse:
 
     @pytest.mark.parametrize("layers", [[], [Timing()]], ids=["no layers", "with Timing"])
     def test_callbacks_run_once_after_the_response(self, interface: str, layers: Any) -> None:
-        from tests.apps import client_for
 
         seen: list[Any] = []
         with client_for(self.wall(interface, layers, seen)) as client:

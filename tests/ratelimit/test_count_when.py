@@ -9,6 +9,7 @@ both drivers, for every strategy.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +20,8 @@ from seawall._ratelimit.quota import FIXED, GCRA, MOVING, SLIDING, parse_quotas
 from seawall.layers.ratelimit import Hit
 from seawall.storage import LimitsBackend, MemoryBackend
 from seawall.testing import ManualClock
-from tests.apps import client_for, wrap
-from tests.ratelimit.conftest import PrivateRedis, free_port
+from tests.apps import client_for, lifespan, wrap
+from tests.ratelimit.conftest import PrivateRedis, free_port, serve
 
 STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter", "gcra"]
 
@@ -148,9 +149,7 @@ def _decorated_app(interface: str, limiter: Any) -> Any:
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] == "lifespan":
-                while (await receive())["type"] != "lifespan.shutdown":
-                    await send({"type": "lifespan.startup.complete"})
-                await send({"type": "lifespan.shutdown.complete"})
+                await lifespan(receive, send)
                 return
             status = await handler(scope["query_string"])
             await send({"type": "http.response.start", "status": status, "headers": []})
@@ -366,51 +365,23 @@ wsgi_app = Seawall(wsgi, layers=layers())
 
 @pytest.mark.server
 @pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
-def test_counts_under_a_real_server(server: str, tmp_path: Any) -> None:
+def test_counts_under_a_real_server(server: str, tmp_path: Path) -> None:
     """uvicorn (the event loop) and gunicorn (close() in a sync worker) count after responding."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
     import httpx
 
-    (tmp_path / "cwapp.py").write_text(SERVED)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     if server == "uvicorn":
-        cmd = ["-m", "uvicorn", "cwapp:asgi_app", "--port", str(port), "--log-level", "warning"]
+        argv = ["uvicorn", "app:asgi_app", "--port", "{port}", "--log-level", "warning"]
     else:
         # One worker: the in-memory count lives in one process.
-        cmd = ["-m", "gunicorn", "cwapp:wsgi_app", "-b", f"127.0.0.1:{port}", "-w", "1"]
-    proc = subprocess.Popen(
-        [sys.executable, *cmd],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(base + "/", timeout=0.5)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        with httpx.Client(base_url=base) as client:
-            ok = [client.get("/").status_code for _ in range(3)]
-            failed = []
-            for _ in range(3):
-                failed.append(client.get("/?fail").status_code)
-                time.sleep(0.05)  # the count lands after the response
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        argv = ["gunicorn", "app:wsgi_app", "-b", "127.0.0.1:{port}", "-w", "1"]
+    with serve(tmp_path, SERVED, argv) as address, httpx.Client(
+        base_url=f"http://{address}"
+    ) as client:
+        ok = [client.get("/").status_code for _ in range(3)]
+        failed = []
+        for _ in range(3):
+            failed.append(client.get("/?fail").status_code)
+            time.sleep(0.05)  # the count lands after the response
     assert ok == [200, 200, 200]
     assert failed == [401, 401, 429]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from seawall import RateLimit, Seawall
 from seawall.testing import ManualClock
+from tests.ratelimit.conftest import serve
 
 
 async def ws_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -173,46 +175,22 @@ def test_redis_message_budget_is_shared(redis_url: str, key_prefix: str) -> None
 
 
 @pytest.mark.server
-def test_under_uvicorn(tmp_path: Any) -> None:
+def test_under_uvicorn(tmp_path: Path) -> None:
     """A real server and a real websocket client: the 4th message closes with 1008."""
     import asyncio
-    import os
-    import socket
-    import subprocess
-    import sys
     import time
 
     import websockets
 
-    (tmp_path / "wsapp.py").write_text(
+    app = (
         "from seawall import RateLimit, Seawall\n"
         "from tests.ratelimit.test_websocket import echo_app\n"
         "app = Seawall(echo_app, layers=[RateLimit('100/minute', websocket_messages='3/minute')])\n"
     )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "wsapp:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--ws", "websockets"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), root])},
-        stderr=subprocess.PIPE,
-    )
 
-    async def talk() -> tuple[list[str], int | None]:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
+    async def talk(address: str) -> tuple[list[str], int | None]:
         replies = []
-        async with ws:
+        async with websockets.connect(f"ws://{address}/ws") as ws:
             for i in range(3):
                 await ws.send(str(i))
                 replies.append(await ws.recv())
@@ -221,12 +199,12 @@ def test_under_uvicorn(tmp_path: Any) -> None:
                 await ws.recv()
         return replies, closed.value.rcvd.code if closed.value.rcvd else None
 
-    try:
-        replies, code = asyncio.run(talk())
+    argv = ["uvicorn", "app:app", "--port", "{port}", "--log-level", "warning"]
+    argv += ["--ws", "websockets"]
+    with serve(tmp_path, app, argv) as address:
+        replies, code = asyncio.run(talk(address))
         time.sleep(0.3)  # the app's last (dropped) send happens after the close
-    finally:
-        proc.terminate()
-        _, stderr = proc.communicate(timeout=10)
+    stderr = (tmp_path / "server.log").read_bytes()
     assert replies == ["echo 0", "echo 1", "echo 2"]
     assert code == 1008
     # The app's send after the close was dropped, not an error in the server's log.
