@@ -22,9 +22,9 @@ server, with none of seawall's work).
 
 On a machine with two CPUs or more the server runs pinned to one CPU and
 wrk to another (``--no-pin`` turns that off): unpinned, the scheduler moves
-both between the two cores of these machines, and runs of the same app
-spread over 20% (8077 to 10394 requests/s for the engine alone, four 4 s
-runs); pinned, the same runs stayed within 2%.
+both between the two cores of these machines, and four 4 s runs of the
+engine alone ranged from 8077 to 10394 requests/s; pinned, from 9930 to
+10122.
 
 Target (issue 6): the recommended stack keeps at least 0.85x of bare
 throughput (for scale: slowapi's decorator keeps about 0.67x).
