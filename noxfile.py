@@ -29,10 +29,11 @@ def tests(session: nox.Session, extras: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff format --check and ruff check."""
+    """ruff format --check and ruff check, on the package and on its tests, benches and examples."""
     session.install("ruff")
-    session.run("ruff", "format", "--check", "src")
-    session.run("ruff", "check", "src")
+    paths = ("src", "tests", "bench", "examples")
+    session.run("ruff", "format", "--check", *paths)
+    session.run("ruff", "check", *paths)
 
 
 @nox.session

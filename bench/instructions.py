@@ -42,19 +42,25 @@ def target() -> None:
     import seawall
 
     namespace: dict[str, object] = {}
-    exec("from seawall import *", namespace)  # noqa: S102 - the cases name layers bare
+    # The cases name layers bare.
+    exec("from seawall import *", namespace)
 
     def tiny(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
         return [b"hello"]
 
     async def atiny(scope, receive, send):
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"hello"})
 
     iface, expr, n = sys.argv[2], sys.argv[3], int(sys.argv[4])
-    layers = eval(expr, namespace)  # noqa: S307 - the benchmark's own case list
+    layers = eval(expr, namespace)  # the benchmark's own case list
     inner = atiny if iface == "asgi" else tiny
     app = inner if layers is None else seawall.Seawall(inner, layers=layers)
     run = time_asgi if iface == "asgi" else time_wsgi
@@ -70,9 +76,20 @@ def target() -> None:
 def count(iface: str, expr: str, n: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
-             sys.executable, __file__, "--target", iface, expr, str(n)],
-            capture_output=True, text=True, check=True,
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={tmp}/cg.out",
+                sys.executable,
+                __file__,
+                "--target",
+                iface,
+                expr,
+                str(n),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
             env={**os.environ, "PYTHONHASHSEED": "0"},
         )
     found = re.search(r"Collected : (\d+)", out.stderr)
@@ -89,9 +106,11 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--target":
         target()
         return
-    cases = [(sys.argv[1], sys.argv[2])] if len(sys.argv) == 3 else [
-        (iface, expr) for expr in CASES for iface in ("wsgi", "asgi")
-    ]
+    cases = (
+        [(sys.argv[1], sys.argv[2])]
+        if len(sys.argv) == 3
+        else [(iface, expr) for expr in CASES for iface in ("wsgi", "asgi")]
+    )
     print(f"instructions per request (callgrind, {N} requests, tiny app)")
     for iface, expr in cases:
         print(f"  {iface}  {per_request(iface, expr) / 1000:7.1f}k  {expr}", flush=True)

@@ -52,16 +52,27 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/octet-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
         return
     if name == "stream" or name == "late-boom":
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
         for i in range(3):
-            await send({"type": "http.response.body", "body": f"chunk{i}\n".encode(),
-                        "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": f"chunk{i}\n".encode(), "more_body": True}
+            )
             if name == "late-boom":
                 raise Boom("after start")
         await send({"type": "http.response.body", "body": b""})
@@ -70,12 +81,22 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         from seawall import request_id
 
         payload = json.dumps({"rid": request_id(), "scope": scope.get("seawall.request_id")})
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": payload.encode()})
         return
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
     await send({"type": "http.response.body", "body": b"ok"})
 
 

@@ -89,8 +89,9 @@ def make_client(interface: str) -> Callable[..., httpx.Client]:
     clients: list[httpx.Client] = []
 
     def factory(layers: list[Any], *, raise_server_exceptions: bool = True, **kw: Any) -> Any:
-        client = client_for(wrap(interface, layers, **kw),
-                            raise_server_exceptions=raise_server_exceptions)
+        client = client_for(
+            wrap(interface, layers, **kw), raise_server_exceptions=raise_server_exceptions
+        )
         clients.append(client)
         return client
 

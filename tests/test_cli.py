@@ -7,15 +7,24 @@ from pathlib import Path
 
 
 def test_demo_runs_and_reports_every_layer() -> None:
-    out = subprocess.run([sys.executable, "-m", "seawall.cli", "demo"], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "seawall.cli", "demo"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "what seawall did" in out.stdout
     assert "internal-error" in out.stdout  # the exception became a problem response
-    assert "What each layer saw" in out.stdout and "1 slow" in out.stdout
+    assert "What each layer saw" in out.stdout
+    assert "1 slow" in out.stdout
     # Every other layer shows its work too.
-    for seen in ("quota-exceeded", "body-too-large", "malformed-json", "abnormal-usage-detected",
-                 "temporary-reduced-capacity", "answered by Health", "answered by Metrics"):
+    for seen in (
+        "quota-exceeded",
+        "body-too-large",
+        "malformed-json",
+        "abnormal-usage-detected",
+        "temporary-reduced-capacity",
+        "answered by Health",
+        "answered by Metrics",
+    ):
         assert seen in out.stdout, seen
     # count_when: good logins pass uncounted; the failures' refusals end in a 10-minute ban.
     assert len(re.findall(r"logins that succeed are not counted +200 ", out.stdout)) == 4
@@ -25,16 +34,26 @@ def test_demo_runs_and_reports_every_layer() -> None:
 def test_check_prints_the_stack(tmp_path: Path) -> None:
     f = tmp_path / "s.toml"
     f.write_text("[seawall.error_capture]\n[seawall.timing]\nslow = 1.0\n")
-    out = subprocess.run([sys.executable, "-m", "seawall.cli", "check", str(f)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "seawall.cli", "check", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert "1. timing" in lines[1] and "2. errors" in lines[2]
+    assert "1. timing" in lines[1]
+    assert "2. errors" in lines[2]
 
 
 def test_check_names_a_bad_key(tmp_path: Path) -> None:
     f = tmp_path / "s.toml"
     f.write_text("[seawall.timing]\nslw = 1.0\n")
-    out = subprocess.run([sys.executable, "-m", "seawall.cli", "check", str(f)],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and "timing.slw" in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "seawall.cli", "check", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "timing.slw" in out.stderr

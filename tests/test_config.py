@@ -18,22 +18,28 @@ class TestSources:
         kw = load_config({"trusted_proxies": ["10.0.0.0/8"], "timing": {"slow": 2}}, env={})
         assert kw["trusted_proxies"] == ["10.0.0.0/8"]
         (timing,) = kw["layers"]
-        assert isinstance(timing, Timing) and timing.slow == 2.0
+        assert isinstance(timing, Timing)
+        assert timing.slow == 2.0
 
     def test_toml_file_and_pyproject(self, tmp_path: Path) -> None:
         f = tmp_path / "seawall.toml"
         f.write_text('[seawall]\norder = "as given"\n[seawall.timing]\nslow = 0.5\n')
         assert load_config(f, env={})["order"] == "as given"
         py = tmp_path / "pyproject.toml"
-        py.write_text('[tool.seawall.error_capture]\ndebug = true\n')
+        py.write_text("[tool.seawall.error_capture]\ndebug = true\n")
         (layer,) = load_config(py, env={})["layers"]
-        assert isinstance(layer, ErrorCapture) and layer.debug is True
+        assert isinstance(layer, ErrorCapture)
+        assert layer.debug is True
 
     def test_environment_overrides_file(self, tmp_path: Path) -> None:
         f = tmp_path / "s.toml"
         f.write_text("[timing]\nslow = 0.5\n")
-        env = {"SEAWALL_TIMING__SLOW": "3", "SEAWALL_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.0.0/16",
-               "SEAWALL_REQUIRE_REDIS": "1", "OTHER": "x"}
+        env = {
+            "SEAWALL_TIMING__SLOW": "3",
+            "SEAWALL_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.0.0/16",
+            "SEAWALL_REQUIRE_REDIS": "1",
+            "OTHER": "x",
+        }
         kw = load_config(f, env=env)
         assert kw["layers"][0].slow == 3.0
         assert kw["trusted_proxies"] == ["10.0.0.0/8", "192.168.0.0/16"]
@@ -47,15 +53,17 @@ class TestSources:
         f.write_text("[timing]\nslow = 0.25\nmax_routes = 10\n")
         from_dict = load_config({"timing": {"slow": 0.25, "max_routes": 10}}, env={})
         from_file = load_config(f, env={})
-        from_env = load_config(None, env={"SEAWALL_TIMING__SLOW": "0.25",
-                                          "SEAWALL_TIMING__MAX_ROUTES": "10"})
+        from_env = load_config(
+            None, env={"SEAWALL_TIMING__SLOW": "0.25", "SEAWALL_TIMING__MAX_ROUTES": "10"}
+        )
         for kw in (from_dict, from_file, from_env):
             (t,) = kw["layers"]
             assert (t.slow, t.max_routes) == (0.25, 10)
 
     def test_from_config_builds_the_wall(self) -> None:
         wall = Seawall.from_config(app, {"timing": True}, env={})
-        assert wall.interface == "wsgi" and [type(x) for x in wall.layers] == [Timing]
+        assert wall.interface == "wsgi"
+        assert [type(x) for x in wall.layers] == [Timing]
 
     def test_no_layer_tables_gives_the_recommended_stack(self) -> None:
         from seawall import CircuitBreaker, Validation
@@ -69,10 +77,20 @@ class TestErrorsNameTheKey:
         ("settings", "message"),
         [
             pytest.param({"timng": {}}, "unknown setting 'timng'", id="unknown top-level"),
-            pytest.param({"timing": {"slw": 1}}, "unknown setting 'timing.slw'", id="unknown layer key"),
-            pytest.param({"timing": {"slow": "fast"}}, "timing.slow: expected a number", id="ill-typed"),
-            pytest.param({"timing": {"server_timing": "yes"}}, "timing.server_timing: expected true or false", id="bool"),
-            pytest.param({"order": "random"}, "order: expected 'canonical' or 'as given'", id="literal"),
+            pytest.param(
+                {"timing": {"slw": 1}}, "unknown setting 'timing.slw'", id="unknown layer key"
+            ),
+            pytest.param(
+                {"timing": {"slow": "fast"}}, "timing.slow: expected a number", id="ill-typed"
+            ),
+            pytest.param(
+                {"timing": {"server_timing": "yes"}},
+                "timing.server_timing: expected true or false",
+                id="bool",
+            ),
+            pytest.param(
+                {"order": "random"}, "order: expected 'canonical' or 'as given'", id="literal"
+            ),
             pytest.param({"trusted_proxies": ["300.0.0.0/8"]}, "trusted_proxies", id="bad cidr"),
             pytest.param({"timing": {"slow": -1}}, "timing: slow", id="out of range"),
         ],
@@ -117,5 +135,7 @@ class TestAliases:
         assert "7 per 1 minute" in repr(layer)
 
     def test_both_spellings_at_once_are_refused(self) -> None:
-        with pytest.raises(ConfigurationError, match="rate_limit.limit or rate_limit.default"):
-            Seawall.from_config(app, {"rate_limit": {"default": "7/minute", "limit": "8/minute"}}, env={})
+        with pytest.raises(ConfigurationError, match=r"rate_limit\.limit or rate_limit\.default"):
+            Seawall.from_config(
+                app, {"rate_limit": {"default": "7/minute", "limit": "8/minute"}}, env={}
+            )

@@ -77,17 +77,20 @@ class TestFlows:
     def test_admits_until_full_then_refuses_with_503(self) -> None:
         layer = ConcurrencyLimit(2, retry_after=3)
         a, b, c = view(), view(), view()
-        assert layer.on_request(a) is None and layer.on_request(b) is None
+        assert layer.on_request(a) is None
+        assert layer.on_request(b) is None
         with pytest.raises(Overloaded) as info:
             layer.on_request(c)
         exc = info.value
-        assert exc.status == 503 and exc.problem_type == "temporary-reduced-capacity"
+        assert exc.status == 503
+        assert exc.problem_type == "temporary-reduced-capacity"
         assert ("Retry-After", "3") in exc.headers
         assert exc.extensions == {"limit": 2, "scope": "global"}
         done(layer, a)
         assert layer.on_request(c) is None
         assert layer.stats()["in_flight"] == 2
-        assert layer.stats()["admitted"] == 3 and layer.stats()["rejected"] == 1
+        assert layer.stats()["admitted"] == 3
+        assert layer.stats()["rejected"] == 1
 
     def test_release_is_idempotent(self) -> None:
         """A second on_complete for one request frees nothing more."""
@@ -125,7 +128,8 @@ class TestFlows:
         with pytest.raises(Overloaded):
             layer.on_request(view(headers=[(b"x-api-key", b"k1")]))
         # No key: only the global limit applies.
-        assert layer.on_request(held[1]) is None and layer.on_request(held[2]) is None
+        assert layer.on_request(held[1]) is None
+        assert layer.on_request(held[2]) is None
         assert layer.in_flight == 3
 
     def test_shadow_lets_through_logs_and_counts(self, logs: list[dict[str, Any]]) -> None:
@@ -133,7 +137,8 @@ class TestFlows:
         a, b = view(), view()
         layer.on_request(a)
         assert layer.on_request(b) is None
-        assert layer.stats()["shadowed"] == 1 and layer.in_flight == 1
+        assert layer.stats()["shadowed"] == 1
+        assert layer.in_flight == 1
         assert [e["event"] for e in logs] == ["seawall.concurrency.shadow_rejected"]
         done(layer, b)  # held nothing
         assert layer.in_flight == 1
@@ -146,7 +151,8 @@ class TestFlows:
         b = view()
         flow = layer.on_request(b)
         effect = next(flow)  # type: ignore[arg-type]
-        assert isinstance(effect, LocalWait) and effect.max_wait == 0.5
+        assert isinstance(effect, LocalWait)
+        assert effect.max_wait == 0.5
         with pytest.raises(StopIteration):
             flow.send(OK)  # type: ignore[union-attr]
         assert b.state[layer] is not None
@@ -169,7 +175,8 @@ class TestFlows:
         a = view()
         layer.on_request(a)
         layer.reset()
-        assert layer.stats()["admitted"] == 0 and layer.in_flight == 0
+        assert layer.stats()["admitted"] == 0
+        assert layer.in_flight == 0
 
 
 def _wrapped(interface: str, gate: Gate, layer: ConcurrencyLimit) -> httpx.Client:
@@ -201,15 +208,18 @@ class TestDrivers:
             assert r.headers["retry-after"] == "1"
             doc = r.json()
             assert doc["type"].endswith("temporary-reduced-capacity")
-            assert doc["request_id"] == r.headers["x-request-id"] and doc["scope"] == "global"
-        assert gate.peak == 3 and layer.in_flight == 0
+            assert doc["request_id"] == r.headers["x-request-id"]
+            assert doc["scope"] == "global"
+        assert gate.peak == 3
+        assert layer.in_flight == 0
 
     def test_slots_come_back_after_completion_and_exceptions(self, interface: str) -> None:
         gate, layer = Gate(), ConcurrencyLimit(1)
         client = _wrapped(interface, gate, layer)
         assert [client.get("/").status_code for _ in range(3)] == [200] * 3
         assert [client.get("/boom").status_code for _ in range(3)] == [500] * 3
-        assert layer.in_flight == 0 and layer.stats()["rejected"] == 0
+        assert layer.in_flight == 0
+        assert layer.stats()["rejected"] == 0
 
     def test_queued_request_gets_the_freed_slot(self, interface: str) -> None:
         gate, layer = Gate(), ConcurrencyLimit(1, max_wait=5)
@@ -219,11 +229,14 @@ class TestDrivers:
         deadline = time.monotonic() + 5
         while layer.stats()["waiting"] < 1 and time.monotonic() < deadline:
             time.sleep(0.002)
-        assert layer.stats()["waiting"] == 1 and gate.now == 1
+        assert layer.stats()["waiting"] == 1
+        assert gate.now == 1
         gate.open()
         assert [f.result().status_code for f in futures] == [200, 200]
         pool.shutdown()
-        assert gate.peak == 1 and layer.stats()["waited"] == 1 and layer.in_flight == 0
+        assert gate.peak == 1
+        assert layer.stats()["waited"] == 1
+        assert layer.in_flight == 0
 
     def test_wait_times_out_then_503(self, interface: str) -> None:
         gate, layer = Gate(), ConcurrencyLimit(1, max_wait=0.05)
@@ -236,8 +249,10 @@ class TestDrivers:
         gate.open()
         futures[0].result()
         pool.shutdown()
-        assert r.status_code == 503 and 0.04 <= waited < 2.0
-        assert layer.stats()["waiting"] == 0 and layer.in_flight == 0
+        assert r.status_code == 503
+        assert 0.04 <= waited < 2.0
+        assert layer.stats()["waiting"] == 0
+        assert layer.in_flight == 0
 
     def test_full_queue_refuses_at_once(self, interface: str) -> None:
         gate, layer = Gate(), ConcurrencyLimit(1, max_wait=5, queue_size=1)
@@ -249,7 +264,8 @@ class TestDrivers:
             time.sleep(0.002)
         t0 = time.perf_counter()
         r = client.get("/hold")
-        assert r.status_code == 503 and time.perf_counter() - t0 < 1.0
+        assert r.status_code == 503
+        assert time.perf_counter() - t0 < 1.0
         gate.open()
         assert [f.result().status_code for f in futures] == [200, 200]
         pool.shutdown()
@@ -266,10 +282,13 @@ class TestDrivers:
             refused = client.get("/", headers={"x-key": "k"})
             fine = client.get("/", headers={"x-key": "j"})
             gate.open()
-            assert held.result().status_code == 200 and unkeyed.result().status_code == 200
-        assert refused.status_code == 503 and refused.json()["scope"] == "key"
+            assert held.result().status_code == 200
+            assert unkeyed.result().status_code == 200
+        assert refused.status_code == 503
+        assert refused.json()["scope"] == "key"
         assert refused.json()["limit"] == 1
-        assert fine.status_code == 200 and layer.in_flight == 0
+        assert fine.status_code == 200
+        assert layer.in_flight == 0
 
 
 class TestReleasePaths:
@@ -386,7 +405,8 @@ class TestReleasePaths:
 
         asyncio.run(main())
         gc.collect()
-        assert layer.in_flight == 0 and layer.stats()["waiting"] == 0
+        assert layer.in_flight == 0
+        assert layer.stats()["waiting"] == 0
         assert layer.on_request(view()) is None
 
 
@@ -421,7 +441,8 @@ def test_threads_hammering_one_pool_stay_exact() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert peak == 5 and layer.in_flight == 0
+    assert peak == 5
+    assert layer.in_flight == 0
 
 
 class TestKeysAndStorageUris:
@@ -460,7 +481,8 @@ class TestKeysAndStorageUris:
         from seawall._concurrency.shared import _hosts, _password
 
         assert _hosts(":s3cret@a:7000,b", 7000) == [("a", 7000), ("b", 7000)]
-        assert _password(":s3cret@a:7000,b") == "s3cret" and _password("a:1") is None
+        assert _password(":s3cret@a:7000,b") == "s3cret"
+        assert _password("a:1") is None
 
     def test_piggybacked_release_arguments(self) -> None:
         """An acquire carries pending releases: each per-key set appears once in KEYS."""
@@ -486,5 +508,6 @@ class TestKeysAndStorageUris:
             timeout=0.01,
         )
         names = slots.keys_for("x" * 10_000)
-        assert names[0] == "{p:cc}:all" and len(names[1]) < 100
+        assert names[0] == "{p:cc}:all"
+        assert len(names[1]) < 100
         assert slots.keys_for(None) == ["{p:cc}:all"]

@@ -28,7 +28,8 @@ class TestAcquire:
         pool = LocalSlots(1, 1, 0)
         pool.try_acquire("a")
         pool.release("a")
-        assert pool.in_flight == 0 and pool.per_key_counts == {}
+        assert pool.in_flight == 0
+        assert pool.per_key_counts == {}
         assert pool.try_acquire("b") == OK
 
     def test_orphans_are_settled_by_the_next_caller(self) -> None:
@@ -59,13 +60,17 @@ class TestQueue:
         woken: list[str] = []
         first = pool.enqueue("a", lambda: woken.append("a"))
         second = pool.enqueue("b", lambda: woken.append("b"))
-        assert isinstance(first, Waiter) and isinstance(second, Waiter)
+        assert isinstance(first, Waiter)
+        assert isinstance(second, Waiter)
         pool.release("x")
-        assert woken == ["a"] and first.granted and not second.granted
+        assert woken == ["a"]
+        assert first.granted
+        assert not second.granted
         assert pool.in_flight == 1
         assert pool.try_acquire("newcomer") == GLOBAL_FULL
         assert pool.leave(first) is True  # granted: it keeps the slot
-        assert pool.leave(second) is False and pool.waiting == 0
+        assert pool.leave(second) is False
+        assert pool.waiting == 0
 
     def test_waiter_blocked_by_its_key_does_not_block_others(self) -> None:
         """The first *eligible* waiter gets the slot."""
@@ -85,7 +90,9 @@ class TestQueue:
         waiter = pool.enqueue("a", lambda: woken.append("a"))
         assert isinstance(waiter, Waiter)
         pool.reset()
-        assert woken == ["a"] and not waiter.granted and pool.in_flight == 0
+        assert woken == ["a"]
+        assert not waiter.granted
+        assert pool.in_flight == 0
 
 
 ops = st.lists(

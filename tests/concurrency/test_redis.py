@@ -69,10 +69,12 @@ class TestSync:
         w2 = ConcurrencyLimit(3, storage=redis_url, key_prefix=key_prefix, **EXACT)
         held = [view() for _ in range(6)]
         got = [admit(w1 if i % 2 else w2, r) for i, r in enumerate(held)]
-        assert got.count(True) == 3 and slots_in_redis(redis_url, key_prefix) == 3
+        assert got.count(True) == 3
+        assert slots_in_redis(redis_url, key_prefix) == 3
         for i, r in enumerate(held):
             finish(w1 if i % 2 else w2, r)
-        assert w1.flush() and w2.flush()
+        assert w1.flush()
+        assert w2.flush()
         assert slots_in_redis(redis_url, key_prefix) == 0
         assert admit(w1, view())
         w1.close()
@@ -183,9 +185,11 @@ class TestStorageFailure:
         downs = [e for e in logs if e["event"] == "seawall.concurrency.storage_down"]
         assert len(downs) == 1
         stats = layer.stats()
-        assert stats["storage_down"] is True and stats["fallback"] == 20
+        assert stats["storage_down"] is True
+        assert stats["fallback"] == 20
         # The breaker: one real attempt, the other 19 failed fast.
-        assert layer._shared is not None and layer._shared.errors == 1
+        assert layer._shared is not None
+        assert layer._shared.errors == 1
         layer.close()
 
     def test_deny_refuses_with_503(self) -> None:
@@ -245,7 +249,8 @@ def test_through_both_drivers(interface: str, redis_url: str, key_prefix: str) -
         refused = client.get("/")
         gate.open()
         assert [f.result().status_code for f in futures] == [200, 200]
-    assert refused.status_code == 503 and refused.json()["scope"] == "global"
+    assert refused.status_code == 503
+    assert refused.json()["scope"] == "global"
     assert client.get("/").status_code == 200
     if interface == "asgi":
         client.portal.call(layer.aclose)  # type: ignore[attr-defined]
@@ -288,7 +293,9 @@ def test_wsgi_threads_release_in_batches(redis_url: str, key_prefix: str) -> Non
     finally:
         client.close()
     stats = layer.stats()
-    assert admitted > 0 and stats["storage_errors"] == 0 and stats["release_errors"] == 0
+    assert admitted > 0
+    assert stats["storage_errors"] == 0
+    assert stats["release_errors"] == 0
     assert sum(left) == 0
     layer.close()
 

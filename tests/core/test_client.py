@@ -48,7 +48,7 @@ class TestClientResolver:
     @pytest.mark.parametrize(
         ("fwd", "expected"),
         [
-            pytest.param('for=192.0.2.60;proto=http;by=203.0.113.43', "192.0.2.60", id="simple"),
+            pytest.param("for=192.0.2.60;proto=http;by=203.0.113.43", "192.0.2.60", id="simple"),
             pytest.param('for="[2001:db8:cafe::17]:4711"', "2001:db8:cafe::17", id="quoted v6"),
             pytest.param("for=1.1.1.1, for=2.2.2.2", "2.2.2.2", id="rightmost"),
             pytest.param("for=_hidden", "10.0.0.1", id="obfuscated fails closed"),
@@ -85,7 +85,10 @@ class TestClientResolver:
 class TestRequestView:
     def test_from_asgi_headers_are_lazy_and_case_insensitive(self) -> None:
         scope = {
-            "type": "http", "method": "POST", "path": "/a", "query_string": b"x=1",
+            "type": "http",
+            "method": "POST",
+            "path": "/a",
+            "query_string": b"x=1",
             "headers": [(b"x-one", b"1"), (b"X-Two", b"2"), (b"x-one", b"3")],
             "client": ("::ffff:1.2.3.4", 5),
         }
@@ -99,8 +102,13 @@ class TestRequestView:
 
     def test_from_wsgi(self) -> None:
         environ = {
-            "REQUEST_METHOD": "GET", "SCRIPT_NAME": "/app", "PATH_INFO": "/caf\xc3\xa9",
-            "QUERY_STRING": "a=b", "HTTP_X_THING": "v", "CONTENT_TYPE": "", "REMOTE_ADDR": "2001:db8::5",
+            "REQUEST_METHOD": "GET",
+            "SCRIPT_NAME": "/app",
+            "PATH_INFO": "/caf\xc3\xa9",
+            "QUERY_STRING": "a=b",
+            "HTTP_X_THING": "v",
+            "CONTENT_TYPE": "",
+            "REMOTE_ADDR": "2001:db8::5",
         }
         view = RequestView.from_wsgi(environ)
         assert view.path == "/app/café"
@@ -126,7 +134,8 @@ class TestFastIPv4Path:
         assert normalize_address(str(addr)) == self.parsed(str(addr)) == str(addr)
 
     @pytest.mark.parametrize(
-        "value", ["01.2.3.4", "256.1.1.1", "1.2.3", "1.2.3.4.5", "\u0661.2.3.4", " 1.2.3.4", "1.2.3.4:80"]
+        "value",
+        ["01.2.3.4", "256.1.1.1", "1.2.3", "1.2.3.4.5", "\u0661.2.3.4", " 1.2.3.4", "1.2.3.4:80"],
     )
     def test_non_canonical_text_still_goes_through_the_parse(self, value: str) -> None:
         from seawall._core.client import normalize_address

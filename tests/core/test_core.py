@@ -49,15 +49,19 @@ class TestProblems:
         exc = RateLimited("slow down", retry_after=2.2, policy="default")
         r = Respond.from_rejection(exc, instance="/x", request_id="rid")
         doc = json.loads(r.body)
-        assert r.status == 429 and r.content_type == "application/problem+json"
-        assert doc["status"] == 429 and doc["policy"] == "default" and doc["request_id"] == "rid"
+        assert r.status == 429
+        assert r.content_type == "application/problem+json"
+        assert doc["status"] == 429
+        assert doc["policy"] == "default"
+        assert doc["request_id"] == "rid"
         assert ("Retry-After", "3") in r.headers  # rounded up: never retry early
 
     def test_extensions_never_override_standard_members(self) -> None:
         from seawall._core.problem import problem_body
 
         doc = json.loads(problem_body(400, "x", "T", "d", extensions={"status": 999, "type": "e"}))
-        assert doc["status"] == 400 and doc["type"] == "urn:seawall:problem:x"
+        assert doc["status"] == 400
+        assert doc["type"] == "urn:seawall:problem:x"
 
     def test_rejected_is_abstract(self) -> None:
         with pytest.raises(TypeError):
@@ -119,8 +123,10 @@ class TestStack:
 
     def test_failing_layer_fails_open(self, logs) -> None:
         respond, depth = run_request(Stack([FailingLayer()]), view())
-        assert respond is None and depth == 1
-        assert logs[0]["event"] == "seawall.layer.failed" and logs[0]["layer"] == "failing"
+        assert respond is None
+        assert depth == 1
+        assert logs[0]["event"] == "seawall.layer.failed"
+        assert logs[0]["layer"] == "failing"
 
     def test_failing_layer_raises_when_asked(self) -> None:
         with pytest.raises(ZeroDivisionError):
@@ -130,9 +136,11 @@ class TestStack:
         outer, inner = Recorder("outer", 100), Recorder("inner", 800)
         stack = Stack([inner, Refuser(), outer])
         respond, depth = run_request(stack, view())
-        assert respond is not None and respond.status == 429
+        assert respond is not None
+        assert respond.status == 429
         assert stack.names[depth] == "refuser"
-        assert outer.seen == ["request"] and inner.seen == []
+        assert outer.seen == ["request"]
+        assert inner.seen == []
 
     def test_class_instead_of_instance_is_refused(self) -> None:
         with pytest.raises(ConfigurationError, match="instance"):

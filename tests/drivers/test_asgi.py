@@ -18,10 +18,21 @@ from tests.drivers.refs import views_left
 
 
 def scope(path: str = "/", **extra: Any) -> dict[str, Any]:
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-            "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-            "query_string": b"", "headers": [(b"host", b"t")], "client": ("127.0.0.1", 9),
-            "server": ("127.0.0.1", 80), **extra}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"t")],
+        "client": ("127.0.0.1", 9),
+        "server": ("127.0.0.1", 80),
+        **extra,
+    }
 
 
 async def empty_receive() -> dict[str, Any]:
@@ -65,7 +76,8 @@ class TestStreaming:
         app = Seawall(Starlette(routes=[Route("/", endpoint)]), layers=[Timing()])
         with TestClient(app) as client:
             r = client.get("/")
-        assert r.text == "0\n1\n2\n" and "server-timing" in r.headers
+        assert r.text == "0\n1\n2\n"
+        assert "server-timing" in r.headers
 
 
 class TestBackgroundAndErrors:
@@ -112,7 +124,8 @@ class TestBackgroundAndErrors:
 
         app = Seawall(Starlette(routes=[Route("/", endpoint)]), layers=[ErrorCapture()])
         r = TestClient(app).get("/")
-        assert r.status_code == 500 and r.text == "mine"
+        assert r.status_code == 500
+        assert r.text == "mine"
 
     def test_route_template_reaches_the_stats(self) -> None:
         async def endpoint(request):
@@ -125,7 +138,8 @@ class TestBackgroundAndErrors:
         client.get("/nowhere/1")
         routes = app.stats()["timing"]["routes"]
         assert routes["/items/{id}"]["count"] == 3
-        assert "<unmatched>" in routes and "/items/1" not in routes
+        assert "<unmatched>" in routes
+        assert "/items/1" not in routes
 
 
 class TestLifespanAndWebsockets:
@@ -216,7 +230,8 @@ class TestLifespanAndWebsockets:
             return wall.draining, loop.time() - t0
 
         draining, took = asyncio.run(main())
-        assert draining and 0.15 < took < 1.5
+        assert draining
+        assert 0.15 < took < 1.5
 
 
 class TestDeadlinesAndBodyCap:
@@ -232,7 +247,8 @@ class TestDeadlinesAndBodyCap:
 
         client = TestClient(Seawall(app, layers=[Deadline()]))
         r = client.get("/")
-        assert r.status_code == 504 and r.json()["timeout"] == 0.05
+        assert r.status_code == 504
+        assert r.json()["timeout"] == 0.05
 
     def test_body_cap_stops_a_streamed_body(self) -> None:
         read: list[int] = []
@@ -268,7 +284,8 @@ class TestDeadlinesAndBodyCap:
 
         asyncio.run(Seawall(app, layers=[Cap()])(scope(method="POST"), receive, send))
         assert sent[0]["status"] == 413
-        assert read and max(read) <= 1000
+        assert read
+        assert max(read) <= 1000
         assert pulled == 11  # stopped one chunk past the cap, not at the end of the body
 
 
@@ -291,7 +308,9 @@ class TestContextOnTheLastSend:
             during.append(ctx.run(lambda: (seawall.current_request(), seawall.request_id())))
 
         asyncio.run(Seawall(app, layers=layers)(scope(), empty_receive, send))
-        after = [ctx.run(lambda: (seawall.current_request(), seawall.request_id())) for ctx in copies]
+        after = [
+            ctx.run(lambda: (seawall.current_request(), seawall.request_id())) for ctx in copies
+        ]
         return copies, during, after
 
     @pytest.mark.parametrize("layers", [[], [Timing(), ErrorCapture()]])
@@ -301,7 +320,7 @@ class TestContextOnTheLastSend:
             await send({"type": "http.response.body", "body": b"a", "more_body": True})
             await send({"type": "http.response.body", "body": b"b"})
 
-        copies, during, after = self._run(app, layers)
+        _copies, during, after = self._run(app, layers)
         assert len(during) == 3
         assert all(view is not None and rid for view, rid in during)
         assert after == [(None, None)] * 3
@@ -330,7 +349,7 @@ class TestContextOnTheLastSend:
         async def app(scope: Any, receive: Any, send: Any) -> None:
             raise RuntimeError("boom")
 
-        copies, during, after = self._run(app, [ErrorCapture()])
+        _copies, during, after = self._run(app, [ErrorCapture()])
         assert during[0][0] is not None
         assert all(pair == (None, None) for pair in after)
 
@@ -354,13 +373,24 @@ class TestSendAndCleanup:
         answers: list[Any] = []
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
-            answers.append(await send({"type": "http.response.start", "status": 500,
-                                       "headers": [(b"content-type", b"text/plain")]}))
-            answers.append(await send({"type": "http.response.body", "body": b"a",
-                                       "more_body": True}))
+            answers.append(
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"text/plain")],
+                    }
+                )
+            )
+            answers.append(
+                await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            )
             # A held message's send still gives a coroutine, as an async def would.
-            answers.append(await asyncio.get_running_loop().create_task(
-                send({"type": "http.response.body", "body": b"b"})))
+            answers.append(
+                await asyncio.get_running_loop().create_task(
+                    send({"type": "http.response.body", "body": b"b"})
+                )
+            )
             # Held, not sent, while the app still runs.
             assert sent == []
 
@@ -370,7 +400,10 @@ class TestSendAndCleanup:
         asyncio.run(Seawall(app, layers=[ErrorCapture()])(scope(), empty_receive, send))
         assert answers == [None, None, None]
         assert [m["type"] for m in sent] == [
-            "http.response.start", "http.response.body", "http.response.body"]
+            "http.response.start",
+            "http.response.body",
+            "http.response.body",
+        ]
         assert sent[0]["status"] == 500
         assert b"".join(m.get("body", b"") for m in sent) == b"ab"
 

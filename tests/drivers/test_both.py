@@ -13,14 +13,17 @@ class TestPassThrough:
     def test_response_passes_with_request_id_and_timing(self, make_client) -> None:
         client = make_client([Timing(), ErrorCapture()])
         r = client.get("/")
-        assert r.status_code == 200 and r.text == "ok"
+        assert r.status_code == 200
+        assert r.text == "ok"
         assert r.headers["x-request-id"]
         st = r.headers["server-timing"]
-        assert st.startswith("total;dur=") and "seawall;dur=" in st
+        assert st.startswith("total;dur=")
+        assert "seawall;dur=" in st
 
     def test_no_layers_is_a_passthrough(self, make_client) -> None:
         r = make_client([]).get("/status/418")
-        assert r.status_code == 418 and r.text == "ok"
+        assert r.status_code == 418
+        assert r.text == "ok"
 
     def test_well_formed_request_id_is_kept_and_exposed(self, make_client) -> None:
         r = make_client([]).get("/rid", headers={"X-Request-ID": "req-7"})
@@ -43,7 +46,8 @@ class TestPassThrough:
         r = make_client([], request_id_header="X-Correlation-ID").get(
             "/rid", headers={"X-Correlation-ID": "corr-1"}
         )
-        assert r.headers["x-correlation-id"] == "corr-1" and r.json()["rid"] == "corr-1"
+        assert r.headers["x-correlation-id"] == "corr-1"
+        assert r.json()["rid"] == "corr-1"
 
 
 class TestErrors:
@@ -52,9 +56,12 @@ class TestErrors:
         assert r.status_code == 500
         assert r.headers["content-type"] == "application/problem+json"
         doc = r.json()
-        assert doc["status"] == 500 and doc["request_id"] == r.headers["x-request-id"]
+        assert doc["status"] == 500
+        assert doc["request_id"] == r.headers["x-request-id"]
         assert doc["error_id"]
-        assert "hunter2" not in r.text and "Boom" not in r.text and "Traceback" not in r.text
+        assert "hunter2" not in r.text
+        assert "Boom" not in r.text
+        assert "Traceback" not in r.text
         captured = [e for e in logs if e["event"] == "seawall.error.captured"]
         assert len(captured) == 1  # logged once
         assert captured[0]["error_id"] == doc["error_id"]
@@ -62,7 +69,8 @@ class TestErrors:
 
     def test_debug_shows_the_exception(self, make_client) -> None:
         r = make_client([ErrorCapture(debug=True)]).get("/boom")
-        assert "Boom" in r.json()["detail"] and r.json()["traceback"]
+        assert "Boom" in r.json()["detail"]
+        assert r.json()["traceback"]
 
     def test_without_error_capture_the_exception_propagates(self, make_client) -> None:
         from tests.apps import Boom
@@ -74,14 +82,31 @@ class TestErrors:
         client = make_client([ErrorCapture()])
         client.post(
             "/boom?api_key=QUERYSECRET&page=2",
-            json={"user": {"profile": {"password": "JSONSECRET", "cards": [
-                {"number": "4111 1111 1111 1111"}]}}, "note": "card 4012888888881881"},
-            headers={"Authorization": "Bearer HEADERSECRET", "X-Auth-Token": "TOKENSECRET",
-                     "Cookie": "session=COOKIESECRET"},
+            json={
+                "user": {
+                    "profile": {
+                        "password": "JSONSECRET",
+                        "cards": [{"number": "4111 1111 1111 1111"}],
+                    }
+                },
+                "note": "card 4012888888881881",
+            },
+            headers={
+                "Authorization": "Bearer HEADERSECRET",
+                "X-Auth-Token": "TOKENSECRET",
+                "Cookie": "session=COOKIESECRET",
+            },
         )
         rendered = json.dumps(logs, default=str)
-        for secret in ("QUERYSECRET", "JSONSECRET", "HEADERSECRET", "TOKENSECRET",
-                       "COOKIESECRET", "4111 1111 1111 1111", "4012888888881881"):
+        for secret in (
+            "QUERYSECRET",
+            "JSONSECRET",
+            "HEADERSECRET",
+            "TOKENSECRET",
+            "COOKIESECRET",
+            "4111 1111 1111 1111",
+            "4012888888881881",
+        ):
             assert secret not in rendered
         event = next(e for e in logs if e["event"] == "seawall.error.captured")
         assert event["query"] == {"api_key": "[scrubbed]", "page": "2"}
@@ -103,8 +128,14 @@ class TestIdentity:
 
         client = client_for(wrap(interface, [Spy()]))
         for i in range(5):
-            client.get("/", headers={"X-Forwarded-For": f"6.6.6.{i}",
-                                     "Forwarded": f"for=7.7.7.{i}", "X-Real-IP": f"8.8.8.{i}"})
+            client.get(
+                "/",
+                headers={
+                    "X-Forwarded-For": f"6.6.6.{i}",
+                    "Forwarded": f"for=7.7.7.{i}",
+                    "X-Real-IP": f"8.8.8.{i}",
+                },
+            )
         assert len(set(seen)) == 1
         assert not seen[0].startswith(("6.", "7.", "8."))
 
@@ -171,4 +202,5 @@ class TestLogContext:
         finally:
             structlog.reset_defaults()
         line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
-        assert line["event"] == "seawall.test" and line["level"] == "warning"
+        assert line["event"] == "seawall.test"
+        assert line["level"] == "warning"

@@ -83,7 +83,8 @@ class TestAddHeaders:
         assert "x-added" not in r.headers
         assert r.headers["server-timing"].startswith("total;dur=")
         failed = [e for e in logs if e["event"] == "seawall.layer.failed"]
-        assert failed and failed[0]["hook"] == "add_headers"
+        assert failed
+        assert failed[0]["hook"] == "add_headers"
 
     def test_layers_outside_a_rejection_still_add(self, make_client) -> None:
         outer = Adds("X-Outer")
@@ -125,7 +126,8 @@ class TestSkipMethods:
         r = client.post("/boom", json={"item": 3, "password": "hunter2"})
         assert r.status_code == 500
         captured = [e for e in logs if e["event"] == "seawall.error.captured"]
-        assert captured and captured[0]["body"] == {"item": 3, "password": "[scrubbed]"}
+        assert captured
+        assert captured[0]["body"] == {"item": 3, "password": "[scrubbed]"}
 
     def test_the_per_method_table_is_bounded(self) -> None:
         stack = Stack([SeesMethods()])
@@ -147,7 +149,8 @@ class TestRequestIds:
         ids._reseed()
         second = ids.new()
         assert first[:12] != second[:12]  # a fresh random prefix (odds of a clash: 2**-47)
-        assert second.endswith("00000001") and len(first) == len(second) == 20
+        assert second.endswith("00000001")
+        assert len(first) == len(second) == 20
 
 
 class Completes:
@@ -166,7 +169,11 @@ class Completes:
 
 class TestOnComplete:
     def test_a_failing_hook_is_logged_and_the_others_still_run(self, make_client, logs) -> None:
-        outer, broken, inner = Completes("outer"), Completes("broken", fail=True), Completes("inner")
+        outer, broken, inner = (
+            Completes("outer"),
+            Completes("broken", fail=True),
+            Completes("inner"),
+        )
         r = make_client([outer, broken, inner], order="as given").get("/status/201")
         assert r.status_code == 201
         assert outer.statuses == broken.statuses == inner.statuses == [201]

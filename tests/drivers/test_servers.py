@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.server
 
-APP = '''
+APP = """
 import asyncio, time
 from seawall import Seawall, Timing, ErrorCapture
 
@@ -28,7 +28,8 @@ async def asgi(scope, receive, send):
                 return
     if scope["path"] == "/boom":
         raise RuntimeError("boom")
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    headers = [(b"content-type", b"text/plain")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     for i in range(3):
         await send({"type": "http.response.body", "body": b"x%d" % i, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
@@ -41,7 +42,7 @@ def wsgi(environ, start_response):
 
 asgi_app = Seawall(asgi, layers=[Timing(), ErrorCapture()])
 wsgi_app = Seawall(wsgi, layers=[Timing(), ErrorCapture()])
-'''
+"""
 
 
 def free_port() -> int:
@@ -55,13 +56,38 @@ def server(request: pytest.FixtureRequest, tmp_path: Path):
     (tmp_path / "srvapp.py").write_text(APP)
     port = free_port()
     if request.param == "uvicorn":
-        cmd = [sys.executable, "-m", "uvicorn", "srvapp:asgi_app", "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "srvapp:asgi_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
     else:
-        cmd = [sys.executable, "-m", "gunicorn", "srvapp:wsgi_app", "-b", f"127.0.0.1:{port}",
-               "-w", "2", "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "srvapp:wsgi_app",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            "2",
+            "--log-level",
+            "warning",
+        ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -71,7 +97,8 @@ def server(request: pytest.FixtureRequest, tmp_path: Path):
             except httpx.TransportError:
                 time.sleep(0.1)
         else:
-            pytest.fail(f"{request.param} did not start: {proc.stdout.read1().decode() if proc.stdout else ''}")
+            output = proc.stdout.read1().decode() if proc.stdout else ""
+            pytest.fail(f"{request.param} did not start: {output}")
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -83,8 +110,11 @@ def server(request: pytest.FixtureRequest, tmp_path: Path):
 
 def test_real_server(server: str) -> None:
     r = httpx.get(server + "/", headers={"X-Request-ID": "real-1"})
-    assert r.status_code == 200 and r.text == "x0x1x2"
-    assert r.headers["x-request-id"] == "real-1" and "server-timing" in r.headers
+    assert r.status_code == 200
+    assert r.text == "x0x1x2"
+    assert r.headers["x-request-id"] == "real-1"
+    assert "server-timing" in r.headers
     r = httpx.get(server + "/boom")
-    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["request_id"] == r.headers["x-request-id"]

@@ -68,7 +68,8 @@ class TestClose:
             return it
 
         _, body = run(Seawall(app, layers=layers), environ())
-        assert body == [b"a", b"b"] and it.closed == 1
+        assert body == [b"a", b"b"]
+        assert it.closed == 1
 
     def test_close_called_on_error_mid_body(self) -> None:
         it = Tracked([b"a", b"b", b"c"], fail_at=1)
@@ -96,8 +97,10 @@ class TestClose:
             return it
 
         _, body = run(Seawall(app, layers=[Spy()]), environ(), consume=1)
-        assert body == [b"a"] and it.closed == 1
-        assert completed[0].disconnected and completed[0].status == 200
+        assert body == [b"a"]
+        assert it.closed == 1
+        assert completed[0].disconnected
+        assert completed[0].status == 200
 
     def test_streaming_is_not_buffered(self) -> None:
         produced: list[int] = []
@@ -114,7 +117,8 @@ class TestClose:
 
         result = Seawall(app, layers=[Timing(), ErrorCapture()])(environ(), lambda *a: None)
         first = next(iter(result))
-        assert first == b"0" and produced == [0]
+        assert first == b"0"
+        assert produced == [0]
         result.close()
 
 
@@ -124,7 +128,8 @@ class TestPep3333:
             raise ValueError("x")
 
         calls, body = run(Seawall(app, layers=[ErrorCapture()]), environ())
-        assert calls[0][0].startswith("500") and calls[0][2] is None
+        assert calls[0][0].startswith("500")
+        assert calls[0][2] is None
         assert b"problem" not in body[0] or b'"status":500' in body[0]
 
     def test_error_after_start_response_passes_exc_info(self) -> None:
@@ -133,7 +138,8 @@ class TestPep3333:
             raise ValueError("x")
 
         calls, _ = run(Seawall(app, layers=[ErrorCapture()]), environ())
-        assert calls[-1][0].startswith("500") and calls[-1][2] is not None
+        assert calls[-1][0].startswith("500")
+        assert calls[-1][2] is not None
 
     def test_lazy_generator_error_before_first_chunk_is_replaced(self) -> None:
         def app(env: Any, sr: Any) -> Any:
@@ -145,7 +151,8 @@ class TestPep3333:
             return gen()
 
         calls, body = run(Seawall(app, layers=[ErrorCapture()]), environ())
-        assert calls[-1][0].startswith("500") and b'"status":500' in body[0]
+        assert calls[-1][0].startswith("500")
+        assert b'"status":500' in body[0]
 
     def test_file_wrapper_is_returned_as_is(self) -> None:
         closed: list[bool] = []
@@ -166,7 +173,8 @@ class TestPep3333:
         assert isinstance(result, FileWrapper)  # the server's sendfile path stays available
         assert b"".join(result) == b"file-bytes"
         result.close()
-        assert closed and wall.stats()["timing"]["requests"] == 1
+        assert closed
+        assert wall.stats()["timing"]["requests"] == 1
 
     def test_exc_info_from_the_app_is_passed_through(self) -> None:
         def app(env: Any, sr: Any) -> Any:
@@ -177,7 +185,8 @@ class TestPep3333:
             return [b"handled by app"]
 
         calls, body = run(Seawall(app, layers=[Timing()]), environ())
-        assert calls[0][2] is not None and calls[0][2][0] is KeyError
+        assert calls[0][2] is not None
+        assert calls[0][2][0] is KeyError
         assert body == [b"handled by app"]
 
     def test_body_cap_stops_reading(self) -> None:
@@ -194,7 +203,7 @@ class TestPep3333:
 
         big = io.BytesIO(b"y" * 10_000)
         env = environ(**{"wsgi.input": big, "CONTENT_LENGTH": "", "REQUEST_METHOD": "POST"})
-        calls, body = run(Seawall(app, layers=[Cap()]), env)
+        calls, _body = run(Seawall(app, layers=[Cap()]), env)
         assert calls[0][0].startswith("413")
         assert big.tell() <= 101  # one byte past the cap decides; the rest is never read
 

@@ -35,11 +35,14 @@ def ok(env: Any, sr: Any) -> Any:
 class TestOutcome:
     def test_success(self) -> None:
         rec = Recorder()
-        calls, body = run(Seawall(ok, layers=[Timing(), rec]), environ("/x"))
+        _calls, body = run(Seawall(ok, layers=[Timing(), rec]), environ("/x"))
         (o,) = rec.outcomes
         assert (o.status, o.exception, o.responded_by, o.route) == (200, None, None, "/x")
-        assert o.ttfb is not None and o.duration >= o.ttfb >= 0
-        assert not o.disconnected and not o.timed_out and not o.templated
+        assert o.ttfb is not None
+        assert o.duration >= o.ttfb >= 0
+        assert not o.disconnected
+        assert not o.timed_out
+        assert not o.templated
         assert body == [b"ok"]
 
     def test_error_before_start_response_without_error_capture(self) -> None:
@@ -48,10 +51,12 @@ class TestOutcome:
         def app(env: Any, sr: Any) -> Any:
             raise ValueError("x")
 
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"^x$"):
             Seawall(app, layers=[rec])(environ(), lambda *a: None)
         (o,) = rec.outcomes
-        assert o.status is None and o.ttfb is None and isinstance(o.exception, ValueError)
+        assert o.status is None
+        assert o.ttfb is None
+        assert isinstance(o.exception, ValueError)
         assert not o.disconnected
 
     def test_lazy_generator_error_without_start_response_is_replaced(self) -> None:
@@ -64,10 +69,13 @@ class TestOutcome:
 
             return gen()
 
-        calls, body = run(Seawall(app, layers=[ErrorCapture(), rec]), environ())
+        calls, _body = run(Seawall(app, layers=[ErrorCapture(), rec]), environ())
         (o,) = rec.outcomes
-        assert calls[-1][0].startswith("500") and calls[-1][2] is None
-        assert o.status == 500 and o.ttfb is None and isinstance(o.exception, ValueError)
+        assert calls[-1][0].startswith("500")
+        assert calls[-1][2] is None
+        assert o.status == 500
+        assert o.ttfb is None
+        assert isinstance(o.exception, ValueError)
         assert not o.disconnected
 
     def test_client_disconnect(self) -> None:
@@ -79,7 +87,9 @@ class TestOutcome:
 
         run(Seawall(app, layers=[rec]), environ(), consume=1)
         (o,) = rec.outcomes
-        assert o.disconnected and o.status == 200 and o.exception is None
+        assert o.disconnected
+        assert o.status == 200
+        assert o.exception is None
 
     def test_layer_answers(self) -> None:
         rec = Recorder()
@@ -91,8 +101,10 @@ class TestOutcome:
                 return Respond(429, b"no", (("Retry-After", "1"),), "text/plain")
 
         calls, body = run(Seawall(ok, layers=[Gate(), rec], order="as given"), environ())
-        (status, headers, exc_info), = calls
-        assert status.startswith("429") and exc_info is None and body == [b"no"]
+        ((status, headers, exc_info),) = calls
+        assert status.startswith("429")
+        assert exc_info is None
+        assert body == [b"no"]
         assert ("Retry-After", "1") in headers
         assert [k.lower() for k, _ in headers].count("x-request-id") == 1
         # The recorder sits inside the gate: it never saw the request.
@@ -114,7 +126,8 @@ class TestOutcome:
         assert list(result) == [b"x"]
         result.close()  # type: ignore[attr-defined]
         result.close()  # type: ignore[attr-defined]
-        assert len(closed) == 2 and len(rec.outcomes) == 1
+        assert len(closed) == 2
+        assert len(rec.outcomes) == 1
 
     def test_close_from_another_context(self) -> None:
         # The request runs in a context of its own: the test's context must not
@@ -138,7 +151,8 @@ class TestHead:
         for layers in ([], [Timing()]):
             calls, _ = run(Seawall(app, layers=layers), environ())
             sent = calls[0][1]
-            assert sent is not headers and [k.lower() for k, _ in sent].count("x-request-id") == 1
+            assert sent is not headers
+            assert [k.lower() for k, _ in sent].count("x-request-id") == 1
             assert headers == [("Content-Type", "text/plain"), ("X-Request-ID", "mine")]
 
     def test_request_id_is_echoed_after_every_edit(self) -> None:

@@ -4,7 +4,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -54,7 +54,9 @@ class TestGroupsAndAlerts:
         assert [e.count for e in got] == [1, 4]
         assert got[1].suppressed == 2  # the two held back are reported with the next alert
         group = layer.stats()["groups"][0]
-        assert group["count"] == 4 and group["first_seen"] == 1000.0 and group["last_seen"] == 1061.0
+        assert group["count"] == 4
+        assert group["first_seen"] == 1000.0
+        assert group["last_seen"] == 1061.0
 
     def test_failing_sink_never_breaks_the_request(self, logs) -> None:
         def broken(event: ErrorEvent) -> None:
@@ -62,7 +64,8 @@ class TestGroupsAndAlerts:
 
         layer = ErrorCapture(sinks=[broken])
         respond = layer.on_exception(view(), raise_here())
-        assert respond is not None and respond.status == 500
+        assert respond is not None
+        assert respond.status == 500
         assert layer.dispatcher.flush()
         assert layer.dispatcher.stats()["failed"] == 1
         assert any(e["event"] == "seawall.alert.failed" for e in logs)
@@ -74,7 +77,8 @@ class TestGroupsAndAlerts:
         results = [d.submit(e) for e in events]
         gate.set()
         assert d.flush()
-        assert results.count(False) >= 3 and d.stats()["dropped"] == results.count(False)
+        assert results.count(False) >= 3
+        assert d.stats()["dropped"] == results.count(False)
 
     def test_submit_does_not_block_on_a_slow_sink(self) -> None:
         d = AlertDispatcher([lambda e: time.sleep(1)], queue_size=10)
@@ -86,7 +90,8 @@ class TestGroupsAndAlerts:
 
     def test_log_sink(self, logs) -> None:
         LogSink()(ErrorEvent("e", "f", "T", "m", "l", "r", "GET", "/", "/", 1, 0.0))
-        assert logs[0]["event"] == "seawall.alert" and logs[0]["fingerprint"] == "f"
+        assert logs[0]["event"] == "seawall.alert"
+        assert logs[0]["fingerprint"] == "f"
 
     def test_non_callable_sink_refused(self) -> None:
         with pytest.raises(ConfigurationError):
@@ -94,7 +99,7 @@ class TestGroupsAndAlerts:
 
 
 class _Hook(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
+    received: ClassVar[list[dict[str, Any]]] = []
 
     def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
@@ -116,7 +121,8 @@ class TestWebhook:
             layer.on_exception(view(), raise_here())
             assert layer.dispatcher.flush()
             payload = _Hook.received[-1]
-            assert "ValueError" in payload["text"] and payload["attachments"][0]["fields"]
+            assert "ValueError" in payload["text"]
+            assert payload["attachments"][0]["fields"]
             assert layer.dispatcher.stats()["sent"] == 1
         finally:
             server.shutdown()
@@ -129,21 +135,31 @@ class TestWebhook:
 class TestScrubber:
     def test_nested_json_keys_and_cards(self) -> None:
         s = Scrubber()
-        data = {"a": [{"b": {"client_secret": "x", "ok": "fine"}}], "cc": "5555555555554444",
-                "n": 42, "Password": "y"}
+        data = {
+            "a": [{"b": {"client_secret": "x", "ok": "fine"}}],
+            "cc": "5555555555554444",
+            "n": 42,
+            "Password": "y",
+        }
         out = s.data(data)
         assert out["a"][0]["b"] == {"client_secret": "[scrubbed]", "ok": "fine"}
-        assert out["cc"] == "[scrubbed]" and out["Password"] == "[scrubbed]" and out["n"] == 42
+        assert out["cc"] == "[scrubbed]"
+        assert out["Password"] == "[scrubbed]"
+        assert out["n"] == 42
         assert data["a"][0]["b"]["client_secret"] == "x"  # input untouched
 
     def test_non_luhn_numbers_are_kept(self) -> None:
         assert Scrubber().text("order 1234567890123 shipped") == "order 1234567890123 shipped"
 
     def test_headers(self) -> None:
-        out = Scrubber().headers({"authorization": ["Bearer x"], "x-service-token": ["t"],
-                                  "accept": ["*/*"]})
-        assert out == {"authorization": "[scrubbed]", "x-service-token": "[scrubbed]",
-                       "accept": "*/*"}
+        out = Scrubber().headers(
+            {"authorization": ["Bearer x"], "x-service-token": ["t"], "accept": ["*/*"]}
+        )
+        assert out == {
+            "authorization": "[scrubbed]",
+            "x-service-token": "[scrubbed]",
+            "accept": "*/*",
+        }
 
 
 @pytest.fixture
@@ -158,8 +174,12 @@ def sentry_events():
         def capture_envelope(self, envelope: Any) -> None:
             sent.append(envelope)
 
-    sentry_sdk.init(dsn="http://public@127.0.0.1:9/1", transport=Capture,
-                    default_integrations=False, auto_enabling_integrations=False)
+    sentry_sdk.init(
+        dsn="http://public@127.0.0.1:9/1",
+        transport=Capture,
+        default_integrations=False,
+        auto_enabling_integrations=False,
+    )
     yield sent
     sentry_sdk.get_client().close()
     sentry_sdk.init()  # back to an inactive client for the rest of the run

@@ -63,7 +63,8 @@ class TestTiming:
         t.on_complete(view(0, 0), outcome(0.2))
         t.on_complete(view(0, 0), outcome(0.7))
         slow = [e for e in logs if e["event"] == "seawall.request.slow"]
-        assert len(slow) == 1 and slow[0]["duration_ms"] == 700.0
+        assert len(slow) == 1
+        assert slow[0]["duration_ms"] == 700.0
         assert t.stats()["slow_requests"] == 1
 
     def test_route_count_is_bounded(self) -> None:
@@ -71,7 +72,8 @@ class TestTiming:
         for i in range(10):
             t.on_complete(view(0, 0), outcome(0.01, f"/p/{i}", templated=False))
         routes = t.stats()["routes"]
-        assert len(routes) == 4 and routes["<other>"]["count"] == 7
+        assert len(routes) == 4
+        assert routes["<other>"]["count"] == 7
 
     def test_unmatched_404s_share_one_bucket(self) -> None:
         t = Timing()

@@ -64,8 +64,10 @@ def test_the_ban_covers_every_route_and_ends(interface: str) -> None:
         clock.advance(2)
         after = client.get("/")
     assert tight == [200, 429, 429, 429]
-    assert elsewhere.status_code == 429 and retry_after(elsewhere) == 3600
-    assert still.status_code == 429 and retry_after(still) == 1
+    assert elsewhere.status_code == 429
+    assert retry_after(elsewhere) == 3600
+    assert still.status_code == 429
+    assert retry_after(still) == 1
     assert after.status_code == 200
 
 
@@ -108,7 +110,8 @@ def test_the_fast_path_serves_bans_too(interface: str) -> None:
     """Memory, fixed window: the ban is checked only while some key is banned, and ends."""
     clock = ManualClock()
     layer = RateLimit("1/minute", key=lambda r: r.header("x-user"), ban=BAN, clock=clock)
-    assert layer._default is not None and layer._default.fast is not None
+    assert layer._default is not None
+    assert layer._default.fast is not None
     bans = layer._mem_bans
     with client_for(wrap(interface, [layer])) as client:
         a = [client.get("/", headers={"x-user": "a"}).status_code for _ in range(5)]
@@ -117,7 +120,8 @@ def test_the_fast_path_serves_bans_too(interface: str) -> None:
         clock.advance(3601)
         again = client.get("/", headers={"x-user": "b"})  # drops the ended ban
     assert a == [200, 429, 429, 429, 429]
-    assert b.status_code == 200 and again.status_code == 200
+    assert b.status_code == 200
+    assert again.status_code == 200
     assert bans == {}
 
 
@@ -157,7 +161,8 @@ def test_from_config_takes_a_ban_table(tmp_path: Any) -> None:
     wall = Seawall.from_config(wsgi_noop, settings)
     (layer,) = wall.stack.layers
     assert isinstance(layer, RateLimit)
-    assert layer._ban is not None and layer._ban.duration == 3600
+    assert layer._ban is not None
+    assert layer._ban.duration == 3600
 
 
 def wsgi_noop(environ: Any, start_response: Any) -> Any:  # pragma: no cover
@@ -191,7 +196,8 @@ def test_limits_backend_bans() -> None:
     assert backend.hit(FIXED, ["lk"], quotas, 1, True, "lb")[0]
     assert backend.strike("lb:s", "lb", 2, 60, 30) is True
     result = backend.hit(FIXED, ["lk"], quotas, 1, True, "lb")
-    assert type(result) is Banned and 29 <= result[1][0][2] <= 30
+    assert type(result) is Banned
+    assert 29 <= result[1][0][2] <= 30
     backend.forget(["lb"])
     assert backend.hit(FIXED, ["lk"], quotas, 1, True, "lb")[0]
 
@@ -245,9 +251,7 @@ def test_redis_bans_across_apps(
 
 def test_redis_ban_check_costs_no_round_trip(interface: str, private_redis: PrivateRedis) -> None:
     """Admitted and banned requests: one round trip each; a refusal adds its strike."""
-    layer = RateLimit(
-        "3/minute;100/hour", storage=private_redis.url, storage_timeout=1.0, ban=BAN
-    )
+    layer = RateLimit("3/minute;100/hour", storage=private_redis.url, storage_timeout=1.0, ban=BAN)
     store = redis.Redis.from_url(private_redis.url)
     for source in SCRIPTS.values():
         store.script_load(source)  # as after the first refusal of a long-running app
@@ -311,7 +315,9 @@ def test_the_ban_map_is_bounded_oldest_first() -> None:
 def test_the_layer_says_what_it_does() -> None:
     """seawall check and the demo print each layer's repr: the new options show."""
     plain = repr(RateLimit("1/minute"))
-    assert "ban" not in plain and "count_when" not in plain and "websocket" not in plain
+    assert "ban" not in plain
+    assert "count_when" not in plain
+    assert "websocket" not in plain
     full = repr(
         RateLimit(
             "1/minute",
@@ -320,6 +326,7 @@ def test_the_layer_says_what_it_does() -> None:
             websocket_messages="10/second",
         )
     )
-    assert "rules=1," in full and "count_when=1 rule(s)" in full
+    assert "rules=1," in full
+    assert "count_when=1 rule(s)" in full
     assert "ban(after=3/600s, duration=3600s)" in full
     assert "websocket_messages='10 per 1 second'" in full

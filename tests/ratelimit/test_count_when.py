@@ -125,7 +125,9 @@ def test_no_completion_hook_unless_a_rule_counts_later() -> None:
     """Layers without count_when keep a stack with no on_complete hook to call."""
     assert not hasattr(RateLimit("1/minute"), "on_complete")
     assert not hasattr(RateLimit(rules={"/a": {"limit": "1/minute"}}), "on_complete")
-    assert callable(RateLimit(rules={"/a": {"limit": "1/second", "count_when": "failure"}}).on_complete)
+    assert callable(
+        RateLimit(rules={"/a": {"limit": "1/second", "count_when": "failure"}}).on_complete
+    )
     assert RateLimit("1/minute", count_when="failure")._default.fast is None  # type: ignore[union-attr]
 
 
@@ -180,7 +182,8 @@ def test_the_handler_decorator_counts_only_failures(interface: str) -> None:
     assert failed == [401, 401, 429]
     assert after.status_code == 429
     assert after.headers["content-type"] == "application/problem+json"
-    assert limiter.stats()["counted"] == 2 and limiter.stats()["not_counted"] == 4
+    assert limiter.stats()["counted"] == 2
+    assert limiter.stats()["not_counted"] == 4
 
 
 def test_a_failing_callback_is_logged_not_raised(
@@ -193,7 +196,8 @@ def test_a_failing_callback_is_logged_not_raised(
     with client_for(_decorated_app(interface, limiter)) as client:
         assert [client.get("/").status_code for _ in range(3)] == [200] * 3
     failures = [e for e in logs if e["event"] == "seawall.after_response.failed"]
-    assert len(failures) == 3 and failures[0]["error"] == "ValueError"
+    assert len(failures) == 3
+    assert failures[0]["error"] == "ValueError"
 
 
 def test_from_config_takes_count_when() -> None:
@@ -215,7 +219,8 @@ def test_from_config_takes_count_when() -> None:
     (layer,) = wall.stack.layers
     assert isinstance(layer, RateLimit)
     assert layer._default is not None
-    assert layer._default.count_when is not None and layer._default.count_when(401)
+    assert layer._default.count_when is not None
+    assert layer._default.count_when(401)
 
 
 @pytest.mark.parametrize("strategy", [FIXED, MOVING, SLIDING, GCRA])
@@ -230,7 +235,8 @@ def test_memory_test_consumes_nothing(strategy: int) -> None:
     assert backend.hit(strategy, keys, quotas, 2)[0]
     allowed, stats = backend.hit(strategy, keys, quotas, 1, False)
     assert not allowed
-    assert stats[0][0] == 0 and stats[0][2] > 0  # the minute refuses, with a retry time
+    assert stats[0][0] == 0
+    assert stats[0][2] > 0
     assert stats[1] == (3, stats[1][1], 0.0)
 
 
@@ -240,7 +246,8 @@ def test_limits_backend_test_consumes_nothing() -> None:
     quotas = parse_quotas("2/minute", "p")
     for _ in range(3):
         allowed, stats = backend.hit(FIXED, ["lb"], quotas, 1, False)
-        assert allowed and stats[0][0] == 2
+        assert allowed
+        assert stats[0][0] == 2
     assert backend.hit(FIXED, ["lb"], quotas, 2)[0]
     assert not backend.hit(FIXED, ["lb"], quotas, 1, False)[0]
 
@@ -251,7 +258,8 @@ def test_hit_effect_says_whether_it_consumes() -> None:
     test = Hit(backend, FIXED, ["k"], quotas, 1, consume=False)
     assert test != Hit(backend, FIXED, ["k"], quotas, 1)
     assert "consume=False" in repr(test)
-    assert test.run()[0] and test.run()[0]  # testing twice consumes nothing
+    assert test.run()[0]
+    assert test.run()[0]
     assert Hit(backend, FIXED, ["k"], quotas, 1).run()[0]
     assert not test.run()[0]
 
@@ -332,7 +340,8 @@ def test_a_handler_limit_bans_too(interface: str) -> None:
         statuses = [client.get("/?fail").status_code for _ in range(4)]
         banned = client.get("/")
     assert statuses == [401, 401, 429, 429]
-    assert banned.status_code == 429 and banned.headers["retry-after"] == "300"
+    assert banned.status_code == 429
+    assert banned.headers["retry-after"] == "300"
     assert (limiter.stats()["bans"], limiter.stats()["banned"]) == (1, 1)
 
 
@@ -374,9 +383,10 @@ def test_counts_under_a_real_server(server: str, tmp_path: Path) -> None:
     else:
         # One worker: the in-memory count lives in one process.
         argv = ["gunicorn", "app:wsgi_app", "-b", "127.0.0.1:{port}", "-w", "1"]
-    with serve(tmp_path, SERVED, argv) as address, httpx.Client(
-        base_url=f"http://{address}"
-    ) as client:
+    with (
+        serve(tmp_path, SERVED, argv) as address,
+        httpx.Client(base_url=f"http://{address}") as client,
+    ):
         ok = [client.get("/").status_code for _ in range(3)]
         failed = []
         for _ in range(3):

@@ -138,7 +138,7 @@ def test_the_check_adds_no_header_lines() -> None:
 def test_a_bad_message_limit_fails_at_startup(value: Any) -> None:
     from seawall import ConfigurationError
 
-    with pytest.raises(ConfigurationError, match="^websocket_messages: "):
+    with pytest.raises(ConfigurationError, match=r"^websocket_messages: "):
         RateLimit("1/minute", websocket_messages=value)
 
 
@@ -208,4 +208,5 @@ def test_under_uvicorn(tmp_path: Path) -> None:
     assert replies == ["echo 0", "echo 1", "echo 2"]
     assert code == 1008
     # The app's send after the close was dropped, not an error in the server's log.
-    assert b"Traceback" not in stderr and b"Unexpected ASGI message" not in stderr, stderr
+    assert b"Traceback" not in stderr, stderr
+    assert b"Unexpected ASGI message" not in stderr, stderr

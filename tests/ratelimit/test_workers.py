@@ -48,10 +48,17 @@ def serve(
                "-w", str(workers), "--log-level", "warning", *extra]  # fmt: skip
     else:
         cmd = [sys.executable, "-m", "uvicorn", "wapp:asgi_app", "--host", "127.0.0.1",
-               "--port", str(port), "--workers", str(workers), "--log-level", "warning"]  # fmt: skip
+               "--port", str(port), "--workers", str(workers),
+               "--log-level", "warning"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "WEB_CONCURRENCY"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
