@@ -199,7 +199,7 @@ def _serve(app: str, port: int, server: str) -> subprocess.Popen[bytes]:
         cmd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        preexec_fn=_pinned(PINS and PINS[0]),
+        preexec_fn=_pinned(None if PINS is None else PINS[0]),
     )
 
 
@@ -248,7 +248,7 @@ def _run_wrk(port: int, seconds: int, connections: int, pid: int) -> tuple[float
         text=True,
         timeout=seconds + 30,
         check=True,
-        preexec_fn=_pinned(PINS and PINS[1]),
+        preexec_fn=_pinned(None if PINS is None else PINS[1]),
     ).stdout
     after = server.cpu_times()
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
