@@ -2,9 +2,12 @@
 
 Theory of operation:
 
-1. Only ``http`` and ``websocket`` scopes are touched; ``lifespan`` and
-   anything else pass straight through. Websockets see only the layers that
-   declare ``websocket = True`` (identity, rate limit on connect).
+1. Only ``http`` and ``websocket`` scopes are touched; anything else passes
+   straight through, ``lifespan`` with its ``receive`` watched: at startup
+   and shutdown the layers hear of it, and at shutdown the driver waits for
+   requests in flight, then for the writes they left running, before the
+   app sees the message. Websockets see only the layers that declare
+   ``websocket = True`` (identity, rate limit on connect).
 2. The response is never buffered: each ``send`` is forwarded as it comes,
    with the layers' header edits applied to ``http.response.start``. The one
    exception is a 500 start, held until the app returns so that an
@@ -28,10 +31,11 @@ from time import perf_counter
 from typing import Any
 
 from seawall._app import Seawall
+from seawall._core import background
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import Outcome, ResponseHead
 from seawall._core.request import RequestView, _new, asgi_view
-from seawall._log import _current, _structlog_request_id
+from seawall._log import _current, _structlog_request_id, logger
 from seawall._run import arun_request, start_request
 from seawall.exceptions import Rejected, RequestTimeout, ValidationFailed
 
@@ -413,7 +417,7 @@ class ASGIMiddleware(Seawall):
         if scope["type"] != "http":
             if scope["type"] == "websocket" and self.stack.websocket_hooks:
                 await self._websocket(scope, receive, send)
-            elif scope["type"] == "lifespan" and self.stack.lifespan_hooks:
+            elif scope["type"] == "lifespan":
                 await self.app(scope, self._lifespan_receive(receive), send)
             else:
                 await self.app(scope, receive, send)
@@ -552,6 +556,14 @@ class ASGIMiddleware(Seawall):
                 self.stack.on_startup()
             elif message["type"] == "lifespan.shutdown":
                 await self.drain(self.stack.on_shutdown())
+                # Then the writes the last requests left running (count_when
+                # counts, shared breaker states), before the app says it stopped.
+                if not await background.drain(background.SHUTDOWN_GRACE):
+                    logger.warning(
+                        "seawall.shutdown.background_writes_left",
+                        pending=background.pending(),
+                        waited_s=background.SHUTDOWN_GRACE,
+                    )
             return message
 
         return lifespan_receive

@@ -233,6 +233,49 @@ class TestLifespanAndWebsockets:
         assert draining
         assert 0.15 < took < 1.5
 
+    def test_shutdown_gives_background_writes_a_bounded_grace(
+        self, monkeypatch: pytest.MonkeyPatch, logs: list[dict[str, Any]]
+    ) -> None:
+        """A write that never ends holds shutdown for the grace, then is left, with a warning."""
+        from seawall._core import background
+        from tests.apps import asgi_app
+
+        monkeypatch.setattr(background, "SHUTDOWN_GRACE", 0.2)
+        wall = Seawall(asgi_app, layers=[Timing()])
+        done: list[str] = []
+
+        async def finishes() -> None:
+            await asyncio.sleep(0.05)
+            done.append("write")
+
+        async def main() -> tuple[float, bool]:
+            loop = asyncio.get_running_loop()
+            background.spawn(loop, finishes())
+            stuck = background.spawn(loop, asyncio.Event().wait())
+            messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+            async def receive() -> Any:
+                return next(messages)
+
+            async def send(message: Any) -> None:
+                if message["type"] == "lifespan.shutdown.complete":
+                    done.append("stopped")
+
+            t0 = loop.time()
+            await wall({"type": "lifespan"}, receive, send)
+            took = loop.time() - t0
+            left = not stuck.done()
+            stuck.cancel()
+            return took, left
+
+        took, left = asyncio.run(main())
+        assert done == ["write", "stopped"]
+        assert 0.15 < took < 1.5
+        assert left
+        warned = [e for e in logs if e["event"] == "seawall.shutdown.background_writes_left"]
+        assert len(warned) == 1
+        assert warned[0]["pending"] == 1
+
 
 class TestDeadlinesAndBodyCap:
     def test_deadline_answers_504(self) -> None:

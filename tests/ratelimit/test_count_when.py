@@ -456,3 +456,58 @@ def test_redis_round_trips(interface: str, private_redis: PrivateRedis) -> None:
 
         assert (reads("/", 4), reads("/status/401", 4)) == (4, 8)
     store.close()
+
+
+def test_asgi_shutdown_waits_for_the_counts_left_running(redis_url: str, key_prefix: str) -> None:
+    """Lifespan shutdown: the counts of the last requests reach Redis before the app stops."""
+    import asyncio
+
+    from seawall import Seawall
+    from seawall._core import background
+    from tests.apps import asgi_app
+
+    layer = RateLimit("5/minute", storage=redis_url, key_prefix=key_prefix, count_when="failure")
+    wall = Seawall(asgi_app, layers=[layer], interface="asgi")
+    check = redis.Redis.from_url(redis_url)
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async def sink(message: Any) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                seen["pending"] = len(layer._tasks)
+                seen["keys"] = list(check.scan_iter(match=f"{key_prefix}*"))
+
+        async def no_body() -> Any:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "path": "/status/401",
+            "raw_path": b"/status/401",
+            "query_string": b"",
+            "headers": [],
+            "client": ("10.0.0.7", 5000),
+            "server": ("127.0.0.1", 80),
+            "scheme": "http",
+            "root_path": "",
+        }
+        await wall(scope, no_body, sink)
+        # The count is a task the response did not wait for: still to run.
+        seen["left"] = len(layer._tasks)
+        messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+        async def lifespan_receive() -> Any:
+            return next(messages)
+
+        await wall({"type": "lifespan", "asgi": {"version": "3.0"}}, lifespan_receive, sink)
+
+    asyncio.run(main())
+    assert seen["left"] == 1
+    assert seen["pending"] == 0
+    assert seen["keys"], "the count was not in Redis when the app stopped"
+    assert layer.stats()["counted"] == 1
+    assert layer.stats()["storage_errors"] == 0
+    assert background.pending() == 0

@@ -43,6 +43,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from seawall._breaker.engine import CLOSED, HALF_OPEN, HALF_OPEN_RETRY_AFTER, OPEN
+from seawall._core import background
 from seawall._log import logger
 from seawall._wire import (
     DEADLINE,
@@ -560,21 +561,19 @@ class RedisBreakerStore:
             await coro
 
     def spawn(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run *coro* as a task on *loop*, keeping a reference until it ends."""
-        task = loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Run *coro* as a task on *loop*, keeping a reference until it ends.
+
+        The ASGI driver waits for it at lifespan shutdown (``seawall._core.background``).
+        """
+        background.spawn(loop, coro, self._tasks)
 
     async def drain(self) -> None:
         """Wait for the background writes of the running loop (tests, shutdown)."""
-        loop = asyncio.get_running_loop()
-        pending = [t for t in self._tasks if t.get_loop() is loop]
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await background.drain(None, self._tasks)
 
     def pending(self) -> int:
         """Background writes not finished yet."""
-        return len(self._tasks)
+        return background.pending(self._tasks)
 
     def stats(self) -> dict[str, Any]:
         """The store's health and counters."""

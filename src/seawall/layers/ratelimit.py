@@ -53,6 +53,7 @@ from collections.abc import Callable, Mapping, Sequence
 from math import ceil
 from typing import Any, ClassVar, Literal
 
+from seawall._core import background
 from seawall._core.client import UNKNOWN_CLIENT
 from seawall._core.decisions import Respond
 from seawall._core.layer import ORDER, Outcome
@@ -1164,9 +1165,8 @@ class RateLimit:
             run_flow(count)
             return
         # On the event loop: never block it, and never make the response wait.
-        task = loop.create_task(arun_flow(count))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # Held until it ends; the ASGI driver waits for it at lifespan shutdown.
+        background.spawn(loop, arun_flow(count), self._tasks)
 
     # -- handler-level checks -----------------------------------------------------
 
