@@ -24,6 +24,7 @@ Theory of operation:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -35,7 +36,7 @@ from seawall._core import background
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import Outcome, ResponseHead
 from seawall._core.request import RequestView, _new, asgi_view
-from seawall._log import _current, _structlog_request_id, logger
+from seawall._log import _current, _structlog_request_id, bind_request, logger, unbind_request
 from seawall._run import arun_request, start_request
 from seawall.exceptions import Rejected, RequestTimeout, ValidationFailed
 
@@ -415,7 +416,7 @@ class ASGIMiddleware(Seawall):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
         if scope["type"] != "http":
-            if scope["type"] == "websocket" and self.stack.websocket_hooks:
+            if scope["type"] == "websocket":
                 await self._websocket(scope, receive, send)
             elif scope["type"] == "lifespan":
                 await self.app(scope, self._lifespan_receive(receive), send)
@@ -653,34 +654,109 @@ class ASGIMiddleware(Seawall):
         return limited_receive, limited_send
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        view = RequestView.from_asgi(scope, resolver=self.resolver, started=perf_counter())
+        started = perf_counter()
+        view = RequestView.from_asgi(scope, resolver=self.resolver, started=started)
         view.request_id = self.ids.new()
         scope["seawall.request_id"] = view.request_id
-        respond: Respond | None = None
-        for index, hook in self.stack.websocket_hooks:
-            try:
-                from seawall._run import arun_flow
+        # Bound for the whole connection: handler limits (``seawall.limit``,
+        # FastAPI's ``Depends(limit(...))``) and log lines find the request.
+        tokens = bind_request(view)
+        try:
+            respond: Respond | None = None
+            for index, hook in self.stack.websocket_hooks:
+                try:
+                    from seawall._run import arun_flow
 
-                decision = hook(view)
-                if (
-                    decision is not None
-                    and not isinstance(decision, Respond)
-                    and hasattr(decision, "send")
-                ):
-                    decision = await arun_flow(decision)
-                if isinstance(decision, Respond):
-                    respond = decision
+                    decision = hook(view)
+                    if (
+                        decision is not None
+                        and not isinstance(decision, Respond)
+                        and hasattr(decision, "send")
+                    ):
+                        decision = await arun_flow(decision)
+                    if isinstance(decision, Respond):
+                        respond = decision
+                        break
+                except Rejected as exc:
+                    respond = Respond.from_rejection(exc, instance=view.path)
                     break
-            except Rejected as exc:
-                respond = Respond.from_rejection(exc, instance=view.path)
-                break
-            except Exception as exc:
-                self.stack.layer_failed(index, "on_request", exc)
-        if respond is None:
-            if self.stack.message_hooks:
-                receive, send = self._limit_messages(view, receive, send)
-            await self.app(scope, receive, send)
-            return
+                except Exception as exc:
+                    self.stack.layer_failed(index, "on_request", exc)
+            if respond is None:
+                await self._websocket_app(view, scope, receive, send)
+                return
+            if "websocket.http.response" not in scope.get("extensions", {}):
+                # The close that refuses the handshake answers its connect.
+                message = await receive()
+                if message["type"] != "websocket.connect":
+                    return
+            await self._deny(scope, send, respond)
+        finally:
+            unbind_request(tokens)
+
+    async def _websocket_app(
+        self, view: RequestView, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        # What answered the handshake, as an HTTP status: 101 once accepted,
+        # 403 for a close before that, the denial response's own status.
+        answered: list[int] = []
+
+        async def watched_send(message: Message) -> None:
+            if not answered:
+                kind = message["type"]
+                if kind == "websocket.accept":
+                    answered.append(101)
+                elif kind == "websocket.close":
+                    answered.append(403)
+                elif kind == "websocket.http.response.start":
+                    answered.append(int(message.get("status", 403)))
+            await send(message)
+
+        app_receive, app_send = receive, watched_send
+        if self.stack.message_hooks:
+            app_receive, app_send = self._limit_messages(view, receive, watched_send)
+        exception: BaseException | None = None
+        try:
+            await self.app(scope, app_receive, app_send)
+        except Rejected as exc:
+            # A handler's own limit (a FastAPI dependency, seawall.limit):
+            # refuse the handshake as the layers do, or once open, close
+            # with 1008 (policy violation), as the message limits do.
+            exception = exc
+            if answered:
+                if answered[0] == 101:
+                    with contextlib.suppress(Exception):
+                        await send({"type": "websocket.close", "code": 1008, "reason": exc.title})
+            else:
+                respond = Respond.from_rejection(
+                    exc, instance=view.path, request_id=view.request_id
+                )
+                await self._deny(scope, send, respond)
+                answered.append(respond.status)
+        except BaseException as exc:
+            exception = exc
+            raise
+        finally:
+            if view.state:
+                # For the handler-level callbacks (count_when counts): the
+                # handshake's answer is the status.
+                template = route_of(scope)
+                status = answered[0] if answered else (None if exception is None else 500)
+                self.stack.after_response(
+                    view,
+                    Outcome(
+                        status,
+                        None if isinstance(exception, Rejected) else exception,
+                        perf_counter() - view.started,
+                        None,
+                        template or view.path,
+                        templated=template is not None,
+                    ),
+                )
+
+    @staticmethod
+    async def _deny(scope: Scope, send: Send, respond: Respond) -> None:
+        """Refuse a websocket handshake: *respond* itself, or a 1008 close (a 403)."""
         if "websocket.http.response" in scope.get("extensions", {}):
             headers = [
                 (b"content-type", respond.content_type.encode("latin-1")),
@@ -695,8 +771,4 @@ class ASGIMiddleware(Seawall):
             )
             await send({"type": "websocket.http.response.body", "body": respond.body})
             return
-        # Without the denial-response extension, refuse the handshake with a
-        # policy-violation close (the server answers 403).
-        message = await receive()
-        if message["type"] == "websocket.connect":
-            await send({"type": "websocket.close", "code": 1008, "reason": "rejected"})
+        await send({"type": "websocket.close", "code": 1008, "reason": "rejected"})

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.routing import Match
 
 from seawall._log import current_request
@@ -222,7 +222,7 @@ mark_coroutine_function(SeawallMiddleware.__call__)
 # -- dependencies --------------------------------------------------------------
 
 
-def _route_of(request: Request) -> str | None:
+def _route_of(request: HTTPConnection) -> str | None:
     """Put the matched route template on the request (scope and view) and return it."""
     route = request.scope.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
@@ -240,7 +240,7 @@ def _mark(dependency: Any, statuses: tuple[int, ...]) -> Any:
     return dependency
 
 
-def limit(*args: Any, **kwargs: Any) -> Callable[[Request], Awaitable[None]]:
+def limit(*args: Any, **kwargs: Any) -> Callable[[HTTPConnection], Awaitable[None]]:
     """A dependency that rate-limits a route: ``Depends(limit("5/minute"))``.
 
     Takes the arguments of ``seawall.limit``. Each route the dependency
@@ -288,7 +288,9 @@ def limit(*args: Any, **kwargs: Any) -> Callable[[Request], Awaitable[None]]:
         guards[id(matched)] = (matched, guarded)
         return guarded
 
-    async def dependency(request: Request) -> None:
+    # HTTPConnection, not Request: FastAPI gives it on websocket routes too,
+    # where the limit applies to the handshake.
+    async def dependency(request: HTTPConnection) -> None:
         _route_of(request)
         matched = request.scope.get("route")
         entry = guards.get(id(matched))
