@@ -678,7 +678,9 @@ class ASGIMiddleware(Seawall):
                         respond = decision
                         break
                 except Rejected as exc:
-                    respond = Respond.from_rejection(exc, instance=view.path)
+                    respond = Respond.from_rejection(
+                        exc, instance=view.path, request_id=view.request_id
+                    )
                     break
                 except Exception as exc:
                     self.stack.layer_failed(index, "on_request", exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ def test_handshakes_are_rate_limited() -> None:
     status = getattr(exc, "status_code", None)
     if status is not None:  # the denial-response extension: a real 429
         assert status == 429
+        assert json.loads(exc.content)["request_id"]
     else:
         assert isinstance(exc, WebSocketDisconnect)
         assert exc.code == 1008
