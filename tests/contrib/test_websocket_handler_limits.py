@@ -88,25 +88,25 @@ def test_fastapi_count_when_counts_the_handshakes_the_app_refused() -> None:
     ]
 
 
-def test_seawall_limit_on_a_starlette_websocket_endpoint() -> None:
+def starlette_limited_once() -> Starlette:
+    """A Starlette app whose websocket endpoint ``seawall.limit`` allows once a minute."""
+
     @seawall.limit("1/minute", clock=ManualClock())
     async def ws(websocket: Any) -> None:
         await websocket.accept()
         await websocket.send_text("hi")
         await websocket.close()
 
-    app = Seawall(Starlette(routes=[WebSocketRoute("/ws", ws)]), layers=[Timing()])
+    return Starlette(routes=[WebSocketRoute("/ws", ws)])
+
+
+def test_seawall_limit_on_a_starlette_websocket_endpoint() -> None:
+    app = Seawall(starlette_limited_once(), layers=[Timing()])
     assert handshakes(TestClient(app), ["/ws"] * 2) == [101, 429]
 
 
 def test_without_the_denial_extension_the_refusal_is_a_1008_close() -> None:
-    @seawall.limit("1/minute", clock=ManualClock())
-    async def ws(websocket: Any) -> None:
-        await websocket.accept()
-        await websocket.send_text("hi")
-        await websocket.close()
-
-    inner = Starlette(routes=[WebSocketRoute("/ws", ws)])
+    inner = starlette_limited_once()
 
     async def no_extension(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
