@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+from seawall._log import logger
+
 __all__ = ["SHUTDOWN_GRACE", "drain", "pending", "spawn"]
 
 #: Seconds the ASGI driver gives background writes at lifespan shutdown,
@@ -33,10 +35,27 @@ def spawn(
     task = loop.create_task(coro)
     _running.add(task)
     task.add_done_callback(_running.discard)
+    task.add_done_callback(_report)
     if owner is not None:
         owner.add(task)
         task.add_done_callback(owner.discard)
     return task
+
+
+def _report(task: asyncio.Task[Any]) -> None:
+    # A failure nobody awaits: one structured line, instead of asyncio's
+    # "exception was never retrieved" whenever the task is collected.
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        coro = task.get_coro()
+        logger.error(
+            "seawall.background.failed",
+            task=getattr(coro, "__qualname__", repr(coro)),
+            error=type(exc).__name__,
+            exc_info=exc,
+        )
 
 
 def pending(tasks: set[asyncio.Task[Any]] | None = None) -> int:
