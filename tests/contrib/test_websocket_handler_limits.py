@@ -197,3 +197,35 @@ def test_under_uvicorn(tmp_path: Path) -> None:
     assert content_type == "application/problem+json"
     assert json.loads(body)["status"] == 429
     assert b"Traceback" not in (tmp_path / "server.log").read_bytes()
+
+
+def test_fastapi_breaker_dependency_on_a_websocket_route() -> None:
+    """Sessions that fail open the breaker; the next handshake gets the 503."""
+    from seawall._breaker.registry import breakers
+    from seawall.fastapi import breaker
+
+    app = FastAPI()
+    app.add_middleware(SeawallMiddleware, layers=[Timing()])
+    name = "ws-feed-test"
+
+    @app.websocket("/ws", dependencies=[Depends(breaker(name, fail_max=2, wait_in_open=60))])
+    async def ws(websocket: WebSocket, fail: str = "") -> None:
+        await websocket.accept()
+        await websocket.send_text("hi")
+        if fail:
+            raise RuntimeError("upstream gone")
+        await websocket.close()
+
+    client = TestClient(app)
+    try:
+        assert handshakes(client, ["/ws"]) == [101]
+        for _ in range(2):
+            with pytest.raises(RuntimeError), client.websocket_connect("/ws?fail=1") as conn:
+                assert conn.receive_text() == "hi"
+                conn.receive_text()
+        with pytest.raises(WebSocketDenialResponse) as denied:
+            client.websocket_connect("/ws").__enter__()
+        assert denied.value.status_code == 503
+        assert int(denied.value.headers["retry-after"]) > 0
+    finally:
+        breakers.remove(name)

@@ -302,7 +302,7 @@ def limit(*args: Any, **kwargs: Any) -> Callable[[HTTPConnection], Awaitable[Non
     return _mark(dependency, (429,))  # type: ignore[no-any-return]
 
 
-def breaker(name: str, /, **options: Any) -> Callable[[Request], Any]:
+def breaker(name: str, /, **options: Any) -> Callable[[HTTPConnection], Any]:
     """A dependency that puts a route behind the named breaker (``seawall.breaker`` options).
 
     Open: 503 problem+json with ``Retry-After``. Closed or half-open: the
@@ -319,7 +319,9 @@ def breaker(name: str, /, **options: Any) -> Callable[[Request], Any]:
     found = breakers.get(name, **options)
     clock = getattr(found, "_clock", time.monotonic)
 
-    async def dependency(request: Request) -> Any:
+    # HTTPConnection: on a websocket route the breaker guards the session,
+    # and an open one refuses the handshake.
+    async def dependency(request: HTTPConnection) -> Any:
         _route_of(request)
         permit = await found.aacquire()
         if type(permit) is float:
