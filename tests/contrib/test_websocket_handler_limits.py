@@ -219,10 +219,15 @@ def test_fastapi_breaker_dependency_on_a_websocket_route() -> None:
     client = TestClient(app)
     try:
         assert handshakes(client, ["/ws"]) == [101]
-        for _ in range(2):
-            with pytest.raises(RuntimeError), client.websocket_connect("/ws?fail=1") as conn:
+
+        def failing_session() -> None:
+            with client.websocket_connect("/ws?fail=1") as conn:
                 assert conn.receive_text() == "hi"
                 conn.receive_text()
+
+        for _ in range(2):
+            with pytest.raises(RuntimeError, match="upstream gone"):
+                failing_session()
         with pytest.raises(WebSocketDenialResponse) as denied:
             client.websocket_connect("/ws").__enter__()
         assert denied.value.status_code == 503
