@@ -179,6 +179,11 @@ def mark_coroutine_function(func: Callable[..., Any]) -> None:
         func._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
 
 
+def _close_reason(rejected: Rejected) -> str:
+    """The reason of the 1008 close that ends an open websocket a limit refused."""
+    return "rate limit exceeded" if rejected.status == 429 else "rejected"
+
+
 class _Body:
     """What a layer read of the request body, replayed to the app."""
 
@@ -642,7 +647,7 @@ class ASGIMiddleware(Seawall):
                     continue
                 if isinstance(decision, Rejected):
                     closed = True
-                    reason = "rate limit exceeded" if decision.status == 429 else "rejected"
+                    reason = _close_reason(decision)
                     await send({"type": "websocket.close", "code": 1008, "reason": reason})
                     return {"type": "websocket.disconnect", "code": 1008, "reason": reason}
             return message
@@ -654,8 +659,7 @@ class ASGIMiddleware(Seawall):
         return limited_receive, limited_send
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = perf_counter()
-        view = RequestView.from_asgi(scope, resolver=self.resolver, started=started)
+        view = RequestView.from_asgi(scope, resolver=self.resolver, started=perf_counter())
         view.request_id = self.ids.new()
         scope["seawall.request_id"] = view.request_id
         # Bound for the whole connection: handler limits (``seawall.limit``,
@@ -728,7 +732,9 @@ class ASGIMiddleware(Seawall):
             if answered:
                 if answered[0] == 101:
                     with contextlib.suppress(Exception):
-                        await send({"type": "websocket.close", "code": 1008, "reason": exc.title})
+                        await send(
+                            {"type": "websocket.close", "code": 1008, "reason": _close_reason(exc)}
+                        )
             else:
                 respond = Respond.from_rejection(
                     exc, instance=view.path, request_id=view.request_id

@@ -32,16 +32,18 @@ def test_a_task_is_held_until_it_ends_and_drain_waits_for_it() -> None:
     assert background.pending() == 0
 
 
-def test_drain_waits_only_for_the_running_loops_tasks_and_says_when_late() -> None:
-    async def main() -> tuple[bool, bool]:
+def test_drain_says_when_late_and_leaves_the_task_running() -> None:
+    async def main() -> tuple[bool, bool, bool]:
         stuck = background.spawn(asyncio.get_running_loop(), asyncio.Event().wait())
-        late = await background.drain(0.05)
+        ended = await background.drain(0.05)
+        running = not stuck.done()
         stuck.cancel()
         await asyncio.sleep(0)
-        return late, await background.drain(0.05)
+        return ended, running, await background.drain(0.05)
 
-    late, after = asyncio.run(main())
-    assert late is False
+    ended, running, after = asyncio.run(main())
+    assert ended is False
+    assert running
     assert after is True
 
 

@@ -463,7 +463,6 @@ def test_asgi_shutdown_waits_for_the_counts_left_running(redis_url: str, key_pre
     import asyncio
 
     from seawall import Seawall
-    from seawall._core import background
     from tests.apps import asgi_app
 
     layer = RateLimit("5/minute", storage=redis_url, key_prefix=key_prefix, count_when="failure")
@@ -510,4 +509,3 @@ def test_asgi_shutdown_waits_for_the_counts_left_running(redis_url: str, key_pre
     assert seen["keys"], "the count was not in Redis when the app stopped"
     assert layer.stats()["counted"] == 1
     assert layer.stats()["storage_errors"] == 0
-    assert background.pending() == 0
