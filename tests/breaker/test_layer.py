@@ -277,6 +277,18 @@ class TestTimeout:
         client = make_client([Timeout(0.05, rules={"/slow/*": 2})])
         assert client.get("/slow/0.1").status_code == 200
 
+    @pytest.mark.parametrize("reverse", [False, True], ids=["tight first", "tight last"])
+    def test_two_timeouts_keep_the_tighter_deadline(self, reverse: bool) -> None:
+        """A second Timeout never loosens the first one's deadline, nor clears it with None."""
+        from seawall._core.request import RequestView
+
+        layers = [Timeout(2), Timeout(30, rules={"/events": None})]
+        for path in ("/items", "/events"):
+            view = RequestView.from_asgi({"type": "http", "path": path, "headers": []})
+            for layer in reversed(layers) if reverse else layers:
+                layer.on_request(view)
+            assert view.deadline == 2
+
     @pytest.mark.parametrize(
         "kwargs",
         [

@@ -48,6 +48,21 @@ class TestBodySize:
         assert len(ok.content) == 100
         assert client.post("/", content=chunks(110)).status_code == 413
 
+    @pytest.mark.parametrize("reverse", [False, True], ids=["tight first", "tight last"])
+    def test_two_validation_layers_keep_the_tighter_body_limit(
+        self, interface: str, reverse: bool
+    ) -> None:
+        """A second layer's larger max_body does not loosen the first's, in either order."""
+        layers = [Validation(max_body=100), Validation(max_body="1 MB")]
+        client = echo_client(interface, layers[::-1] if reverse else layers)
+
+        def chunks(total: int) -> Any:
+            for _ in range(total // 10):
+                yield b"x" * 10
+
+        assert client.post("/", content=chunks(100)).status_code == 200
+        assert client.post("/", content=chunks(110)).status_code == 413
+
     def test_sizes_take_units(self) -> None:
         assert Validation(max_body="1 MB").policy_for("POST", "/").max_body == 1_000_000
         assert Validation(max_body="1 MiB").policy_for("POST", "/").max_body == 1 << 20

@@ -106,11 +106,17 @@ class Timeout:
         return seconds
 
     def on_request(self, request: RequestView) -> None:
-        """Ask the driver to enforce this request's deadline."""
-        if self.rules:
-            request.deadline = self.deadline_for(request.route or request.path)
-        else:
-            request.deadline = self.seconds
+        """Ask the driver to enforce this request's deadline.
+
+        A deadline only ever tightens: another Timeout of the stack may have
+        set a shorter one, and ``None`` (no deadline from this layer) leaves
+        it as it is.
+        """
+        seconds = self.deadline_for(request.route or request.path) if self.rules else self.seconds
+        if seconds is not None:
+            current = request.deadline
+            if current is None or seconds < current:
+                request.deadline = seconds
 
     def on_complete(self, request: RequestView, outcome: Outcome) -> None:
         """Log and count a deadline the app overran."""

@@ -67,6 +67,17 @@ _FORM = "form"
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
+def _count_body(request: RequestView, limit: int) -> None:
+    """Have the driver count the body against *limit*, unless a tighter limit is set.
+
+    Another Validation layer of the stack may have set one: limits only
+    ever tighten, whatever order the layers run in.
+    """
+    current = request.max_body
+    if current is None or limit < current:
+        request.max_body = limit
+
+
 def _body_kind(media: str) -> str | None:
     if media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
@@ -413,7 +424,7 @@ class Validation:
         # No body to speak of, nothing more to check: what _after_headers()
         # concludes for such a request, without the call.
         if policy.max_body is not None and request.method not in _BODILESS:
-            request.max_body = policy.max_body
+            _count_body(request, policy.max_body)
         return None
 
     def _after_headers(self, request: RequestView, policy: Policy, query: str, framed: bool) -> Any:
@@ -473,7 +484,7 @@ class Validation:
         ):
             # Counted by the driver as the app reads; HTTP/2 may send a body
             # without Content-Length, so only a bodiless method is trusted.
-            request.max_body = policy.max_body
+            _count_body(request, policy.max_body)
         return None
 
     def _body_too_large(self, request: RequestView, limit: int) -> Respond | None:
