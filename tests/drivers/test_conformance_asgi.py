@@ -172,6 +172,17 @@ def too_large(request: dict[str, Any], names: list[str]) -> bool:
     )
 
 
+# The client leaves at the server's nth send (if the response has one).
+gone_at = st.one_of(st.none(), st.none(), st.integers(min_value=0, max_value=4))
+
+
+def assert_released(layers: list[Any]) -> None:
+    """No layer still holds a slot for the request that ended."""
+    for layer in layers:
+        if layer.name == "concurrency":
+            assert layer.stats()["in_flight"] == 0
+
+
 stacks = st.lists(st.sampled_from(sorted(LAYERS)), unique=True, max_size=len(LAYERS))
 
 
@@ -210,7 +221,22 @@ def make_app(script: Script, server_log: list[dict[str, Any]], probe: Probe) -> 
     return app
 
 
-def run(app: Any, request: dict[str, Any], log: list[dict[str, Any]]) -> BaseException | None:
+@dataclass
+class Gone:
+    """The client leaves when the server's send number *at* (from 0) is tried."""
+
+    at: int | None
+    tried: int = 0
+    after: int = 0  # sends tried once the client had gone
+
+    @property
+    def happened(self) -> bool:
+        return self.at is not None and self.tried > self.at
+
+
+def run(
+    app: Any, request: dict[str, Any], log: list[dict[str, Any]], gone: Gone
+) -> BaseException | None:
     """Serve *request* to *app*; what it sent lands in *log*; what it raised is returned."""
     size = sum(map(len, request["body"]))
     headers = [(b"host", b"test"), (b"content-type", request["content_type"])]
@@ -245,6 +271,11 @@ def run(app: Any, request: dict[str, Any], log: list[dict[str, Any]]) -> BaseExc
         return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
+        if gone.happened:
+            gone.after += 1
+        gone.tried += 1
+        if gone.happened:
+            raise OSError("the client went away")
         log.append(message)
 
     async def serve() -> BaseException | None:
@@ -261,24 +292,34 @@ def run(app: Any, request: dict[str, Any], log: list[dict[str, Any]]) -> BaseExc
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(script=scripts, request=requests, names=stacks)
+@given(script=scripts, request=requests, names=stacks, gone_at=gone_at)
 def test_asgi_driver_keeps_its_promises(
-    script: Script, request: dict[str, Any], names: list[str]
+    script: Script, request: dict[str, Any], names: list[str], gone_at: int | None
 ) -> None:
     probe = Probe()
     log: list[dict[str, Any]] = []
     layers = [LAYERS[name]() for name in names]
     wall = seawall.Seawall(make_app(script, log, probe), layers=[*layers, probe], interface="asgi")
-    raised = run(wall, request, log)
+    gone = Gone(gone_at)
+    raised = run(wall, request, log, gone)
 
     starts = [m for m in log if m["type"] == "http.response.start"]
     bodies = [m for m in log if m["type"] == "http.response.body"]
     assert len(starts) <= 1
     assert all(m["type"] in ("http.response.start", "http.response.body") for m in log)
 
-    # Every layer heard the end, once, after the app returned.
+    # Every layer heard the end, once, after the app returned, and gave
+    # back what it held.
     assert len(probe.outcomes) == 1
     outcome = probe.outcomes[0]
+    assert wall.in_flight == 0
+    assert_released(layers)
+
+    if gone.happened:
+        # The server's send failed: the error goes up, nothing more is sent.
+        assert isinstance(raised, OSError)
+        assert gone.after == 0
+        return
 
     assert probe.requests == 1
     if not probe.app_called:

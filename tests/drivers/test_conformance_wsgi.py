@@ -41,6 +41,8 @@ from tests.drivers.test_conformance_asgi import (
     LAYERS,
     SMALL_BODY,
     Boom,
+    assert_released,
+    gone_at,
     requests,
     stacks,
     too_large,
@@ -179,6 +181,7 @@ class Server:
         self.starts: list[tuple[str, list[tuple[str, str]]]] = []
         self.chunks: list[bytes] = []
         self.headers_sent = False
+        self.gone = False
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -199,7 +202,8 @@ class Server:
         self.headers_sent = True
         self.chunks.append(data)
 
-    def serve(self, app: Any, request: dict[str, Any]) -> BaseException | None:
+    def serve(self, app: Any, request: dict[str, Any], gone_at: int | None) -> BaseException | None:
+        """Serve *request*; the client leaves as chunk number *gone_at* (from 0) comes."""
         body = b"".join(request["body"])
         environ: dict[str, Any] = {
             "REQUEST_METHOD": request["method"],
@@ -221,7 +225,10 @@ class Server:
         result = None
         try:
             result = app(environ, self.start_response)
-            for data in result:
+            for index, data in enumerate(result):
+                if index == gone_at:
+                    self.gone = True
+                    break
                 if data:
                     self.headers_sent = True
                     self.chunks.append(data)
@@ -237,9 +244,9 @@ class Server:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(script=scripts, request=requests, names=stacks)
+@given(script=scripts, request=requests, names=stacks, gone_at=gone_at)
 def test_wsgi_driver_keeps_its_promises(
-    script: Script, request: dict[str, Any], names: list[str]
+    script: Script, request: dict[str, Any], names: list[str], gone_at: int | None
 ) -> None:
     probe = Probe(script)
     server = Server()
@@ -250,11 +257,25 @@ def test_wsgi_driver_keeps_its_promises(
         # wsgiref.validate warns where PEP 3333 says "should"; turned into
         # errors, a warning the driver causes fails the example.
         warnings.simplefilter("error")
-        raised = server.serve(validator(wall), request)
+        raised = server.serve(validator(wall), request, gone_at)
 
     assert probe.requests == 1
     assert len(probe.outcomes) == 1
     outcome = probe.outcomes[0]
+    assert_released(layers)
+    # Whether the app returned an iterable with a close() of its own.
+    closable = script.called and (
+        (script.kind == "closing" and script.raise_at is None)
+        or (script.kind == "generator" and script.raise_at != "start")
+    )
+    if server.gone:
+        # The server stopped iterating and closed: the app's iterable is
+        # closed, and a response cut short with no exception is a disconnect.
+        assert raised is None
+        if closable:
+            assert script.closes == 1
+        assert outcome.disconnected == (outcome.exception is None)
+        return
     final_status, final_headers = server.starts[-1] if server.starts else (None, [])
     code = None if final_status is None else int(final_status[:3])
 
@@ -282,9 +303,7 @@ def test_wsgi_driver_keeps_its_promises(
     generator = script.kind == "generator"
     # A generator raises only while iterated: "returned" does not apply to it.
     normal = script.raise_at is None or (generator and script.raise_at == "returned")
-    if (script.kind == "closing" and script.raise_at is None) or (
-        generator and script.raise_at != "start"
-    ):
+    if closable:
         # The app's iterable was closed once, before the layers heard the end.
         assert script.closes == 1
         assert probe.closed_first == [1]
