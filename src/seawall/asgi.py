@@ -660,7 +660,11 @@ class ASGIMiddleware(Seawall):
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         view = RequestView.from_asgi(scope, resolver=self.resolver, started=perf_counter())
-        view.request_id = self.ids.new()
+        # The client's id when well-formed, as for HTTP: a gateway's id
+        # follows the connection into its log lines.
+        key = self._rid_key
+        incoming = next((v for k, v in scope.get("headers") or () if k == key), None)
+        view.request_id = self.ids.accept(None if incoming is None else incoming.decode("latin-1"))
         scope["seawall.request_id"] = view.request_id
         # Bound for the whole connection: handler limits (``seawall.limit``,
         # FastAPI's ``Depends(limit(...))``) and log lines find the request.
@@ -691,12 +695,11 @@ class ASGIMiddleware(Seawall):
             if respond is None:
                 await self._websocket_app(view, scope, receive, send)
                 return
-            if "websocket.http.response" not in scope.get("extensions", {}):
-                # The close that refuses the handshake answers its connect.
-                message = await receive()
-                if message["type"] != "websocket.connect":
-                    return
-            await self._deny(scope, send, respond)
+            # The refusal answers the connect: read it first, as an app does.
+            message = await receive()
+            if message["type"] != "websocket.connect":
+                return
+            await self._deny(scope, send, respond, self._rid_key, view.request_id)
         finally:
             unbind_request(tokens)
 
@@ -706,21 +709,45 @@ class ASGIMiddleware(Seawall):
         # What answered the handshake, as an HTTP status: 101 once accepted,
         # 403 for a close before that, the denial response's own status.
         answered: list[int] = []
+        # Whether the app read the connect, and whether the socket is closed
+        # (by either side): a refusal answers the connect, and nothing may
+        # follow a close.
+        connected = False
+        closed = False
+        key, rid = self._rid_key, view.request_id
+
+        async def watched_receive() -> Message:
+            nonlocal connected, closed
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.connect":
+                connected = True
+            elif kind == "websocket.disconnect":
+                closed = True
+            return message
 
         async def watched_send(message: Message) -> None:
+            nonlocal closed
+            kind = message["type"]
             if not answered:
-                kind = message["type"]
                 if kind == "websocket.accept":
                     answered.append(101)
+                    headers = list(message.get("headers") or ())
+                    if all(name.lower() != key for name, _ in headers):
+                        # Echoed on the handshake's answer, as on HTTP responses.
+                        headers.append((key, rid.encode()))
+                        message["headers"] = headers
                 elif kind == "websocket.close":
                     answered.append(403)
                 elif kind == "websocket.http.response.start":
                     answered.append(int(message.get("status", 403)))
+            if kind == "websocket.close":
+                closed = True
             await send(message)
 
-        app_receive, app_send = receive, watched_send
+        app_receive, app_send = watched_receive, watched_send
         if self.stack.message_hooks:
-            app_receive, app_send = self._limit_messages(view, receive, watched_send)
+            app_receive, app_send = self._limit_messages(view, watched_receive, watched_send)
         exception: BaseException | None = None
         try:
             await self.app(scope, app_receive, app_send)
@@ -730,16 +757,16 @@ class ASGIMiddleware(Seawall):
             # with 1008 (policy violation), as the message limits do.
             exception = exc
             if answered:
-                if answered[0] == 101:
+                if answered[0] == 101 and not closed:
                     with contextlib.suppress(Exception):
                         await send(
                             {"type": "websocket.close", "code": 1008, "reason": _close_reason(exc)}
                         )
-            else:
+            elif connected or (await receive())["type"] == "websocket.connect":
                 respond = Respond.from_rejection(
                     exc, instance=view.path, request_id=view.request_id
                 )
-                await self._deny(scope, send, respond)
+                await self._deny(scope, send, respond, key, rid)
                 answered.append(respond.status)
         except BaseException as exc:
             exception = exc
@@ -763,12 +790,16 @@ class ASGIMiddleware(Seawall):
                 )
 
     @staticmethod
-    async def _deny(scope: Scope, send: Send, respond: Respond) -> None:
-        """Refuse a websocket handshake: *respond* itself, or a 1008 close (a 403)."""
+    async def _deny(scope: Scope, send: Send, respond: Respond, key: bytes, rid: str) -> None:
+        """Refuse a websocket handshake: *respond* itself, or a 1008 close (a 403).
+
+        *key* and *rid*: the request id's header name and value, echoed.
+        """
         if "websocket.http.response" in scope.get("extensions", {}):
             headers = [
                 (b"content-type", respond.content_type.encode("latin-1")),
                 *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in respond.headers),
+                (key, rid.encode()),
             ]
             await send(
                 {
