@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
@@ -92,6 +94,25 @@ async def alogin(request):
     return HttpResponse(b"no", status=401) if "fail" in request.GET else HttpResponse(b"ok")
 
 
+def own_id(request):
+    return HttpResponse(b"ok", headers={"X-Request-ID": "from-the-app"})
+
+
+#: What /scripted and /ascripted do: set by tests/contrib/test_conformance_django.py.
+SCRIPTED: Callable[[Any], Any] | None = None
+
+
+def scripted(request):
+    assert SCRIPTED is not None
+    return SCRIPTED(request)
+
+
+async def ascripted(request):
+    assert SCRIPTED is not None
+    await asyncio.sleep(0)
+    return SCRIPTED(request)
+
+
 class ItemView(View):
     def get(self, request, id):
         return JsonResponse({"id": id, "cbv": True})
@@ -116,4 +137,7 @@ urlpatterns = [
     path("cbv/<int:id>", ItemView.as_view()),
     path("login", login),
     path("alogin", alogin),
+    path("own-id", own_id),
+    path("scripted", scripted),
+    path("ascripted", ascripted),
 ]

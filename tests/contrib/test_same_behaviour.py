@@ -60,6 +60,10 @@ def flask_client(settings: dict[str, Any] = SETTINGS) -> Client:
     def rejected() -> Any:
         raise RateLimited("slow down", retry_after=7)
 
+    @app.get("/own-id")
+    def own_id() -> Any:
+        return "ok", 200, {"X-Request-ID": "from-the-app"}
+
     client = app.test_client()
 
     def get(path: str, headers: dict[str, str], body: bytes | None = None) -> Any:
@@ -112,6 +116,12 @@ def fastapi_client(settings: dict[str, Any] = SETTINGS) -> Client:
     @app.get("/rejected")
     async def rejected() -> Any:
         raise RateLimited("slow down", retry_after=7)
+
+    @app.get("/own-id")
+    async def own_id() -> Any:
+        from starlette.responses import Response
+
+        return Response("ok", headers={"X-Request-ID": "from-the-app"})
 
     client = TestClient(app, raise_server_exceptions=False)
 
@@ -230,6 +240,15 @@ def test_same_settings_same_answers(framework: str, logs: list[dict[str, Any]]) 
     answers = [normalise(get(path, headers)) for path, headers in REQUESTS]
     assert answers == EXPECTED
     assert len([e for e in logs if e["event"] == "seawall.error.captured"]) == 1
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_apps_own_request_id_is_kept_alike(framework: str) -> None:
+    """A response that carries its own X-Request-ID keeps it, alone, on every adapter."""
+    status, headers, _ = client_for(framework)("/own-id", {"x-request-id": "abc-123"})
+    assert status == 200
+    ids = [v for k, v in headers.items() if k.lower() == "x-request-id"]
+    assert ids == ["from-the-app"]
 
 
 LIMITED: dict[str, Any] = {

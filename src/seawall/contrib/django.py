@@ -211,11 +211,12 @@ def _write_headers(
     rid_lower: str,
     rid: str,
 ) -> None:
-    """Apply the layers' edits to Django's *headers*, then set the request id line.
+    """Apply the layers' edits to Django's *headers*, then echo the request id.
 
     Django keeps one value per name: a second line of a name folds into
-    ``"old, new"``. The request id line replaces any other of its name (the
-    app's or a layer's). ``ResponseHeaders.__setitem__`` checks every name
+    ``"old, new"``. The request id is echoed only if no line carries one
+    already (the view's own, else the first a layer added), as the ASGI and
+    WSGI drivers do: one id, never two folded. ``ResponseHeaders.__setitem__`` checks every name
     and value (an ASCII name, a latin-1 value, no CR or LF; it MIME-encodes
     other text) in three calls per line: a ``str`` line that is ASCII
     without CR or LF passes those checks unchanged, so it is stored here as
@@ -230,7 +231,7 @@ def _write_headers(
     for name, value in added:
         if type(name) is str and type(value) is str:
             lname = name.lower()
-            if lname == rid_lower:
+            if lname == rid_lower and lname in store:
                 continue
             old = store.get(lname)
             if old is not None:
@@ -243,12 +244,12 @@ def _write_headers(
         else:
             old = headers.get(name)
             headers[name] = value if old is None else f"{old}, {value}"
-    store.pop(rid_lower, None)
-    line = rid_name + rid
-    if line.isascii() and "\n" not in line and "\r" not in line:
-        store[rid_lower] = (rid_name, rid)
-    else:
-        headers[rid_name] = rid
+    if rid_lower not in store:
+        line = rid_name + rid
+        if line.isascii() and "\n" not in line and "\r" not in line:
+            store[rid_lower] = (rid_name, rid)
+        else:
+            headers[rid_name] = rid
 
 
 def _write_headers_checked(
@@ -264,13 +265,12 @@ def _write_headers_checked(
         if name in headers:
             del headers[name]
     for name, value in added:
-        if type(name) is str and name.lower() == rid_lower:
+        if type(name) is str and name.lower() == rid_lower and rid_name in headers:
             continue
         old = headers.get(name)
         headers[name] = value if old is None else f"{old}, {value}"
-    if rid_name in headers:
-        del headers[rid_name]
-    headers[rid_name] = rid
+    if rid_name not in headers:
+        headers[rid_name] = rid
 
 
 def _to_response(respond: Respond) -> HttpResponse:

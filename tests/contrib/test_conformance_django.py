@@ -1,0 +1,258 @@
+"""The Django middleware against generated views, requests and stacks (hypothesis).
+
+The Django middleware is a driver of its own (it runs the layers inside
+Django's handler, not around a WSGI or ASGI app), so it gets the drivers'
+generated-input test too. Each example sets ``SEAWALL = {"layers": [...]}``
+to a generated stack, points one URL at a view that follows a generated
+script (status, headers, plain or streaming body, whether it reads the
+request body, what it raises: our ``RateLimited``, Django's own exceptions
+or a plain one), sends a generated request through Django's sync or async
+test client, and checks:
+
+- the view's status, headers and body reach the client unchanged, a
+  streaming response still streaming;
+- the view reads the request body byte-identical, or gets a 413 past a
+  layer's limit;
+- the request id goes out exactly once, the view's own if it set one;
+- ``RateLimited`` is a 429 problem response; Django's ``Http404``,
+  ``PermissionDenied`` and ``SuspiciousOperation`` keep their meaning and
+  are not captured as errors; another exception is a 500 problem response
+  with ErrorCapture, Django's own 500 without;
+- every layer hears ``on_complete`` exactly once (a streaming response: at
+  its close), with the status the client saw;
+- the request's logging context is gone afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.test import AsyncClient, Client, override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import seawall
+from seawall._core.layer import Outcome
+from seawall.exceptions import RateLimited
+from tests.contrib import django_views
+from tests.drivers.test_conformance_asgi import LAYERS, SMALL_BODY, assert_released
+
+PROBLEM = "application/problem+json"
+
+#: What each raised exception becomes: Django's own keep their meaning.
+DJANGO_OWN = {"http404": 404, "denied": 403, "suspicious": 400}
+
+
+class Boom(RuntimeError):
+    """What a generated view raises."""
+
+
+class Probe:
+    """The outermost layer (``order`` 0): records what the middleware tells the layers."""
+
+    name: ClassVar[str] = "probe"
+    order: ClassVar[int] = 0
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.outcomes: list[Outcome] = []
+
+    def on_request(self, request: Any) -> None:
+        self.requests += 1
+
+    def on_complete(self, request: Any, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+
+
+@dataclass
+class Script:
+    status: int
+    headers: list[tuple[str, str]]
+    chunks: list[bytes]
+    streaming: bool
+    read_body: bool
+    raises: str | None  # None, "boom", "reject", "http404", "denied", "suspicious"
+    # What the view saw.
+    called: bool = False
+    received: bytes | None = None
+    rid: str | None = None
+
+
+scripts = st.builds(
+    Script,
+    status=st.sampled_from([200, 201, 302, 404, 418, 500, 503]),
+    headers=st.one_of(
+        st.just([]),
+        st.just([("X-App", "1"), ("Cache-Control", "no-store")]),
+        st.just([("X-Request-ID", "from-the-view")]),
+    ),
+    chunks=st.lists(st.binary(max_size=64), min_size=1, max_size=4),
+    streaming=st.booleans(),
+    read_body=st.booleans(),
+    raises=st.sampled_from([None, None, None, "boom", "reject", "http404", "denied", "suspicious"]),
+)
+
+requests = st.fixed_dictionaries(
+    {
+        "method": st.sampled_from(["GET", "POST"]),
+        "content_type": st.sampled_from(
+            ["application/octet-stream", "application/json", "application/x-www-form-urlencoded"]
+        ),
+        "body": st.one_of(
+            st.binary(max_size=300),
+            st.just(b'{"a": [1, 2, {"b": null}]}'),
+            st.just(b"a=1&b=2"),
+        ),
+        "rid": st.sampled_from([None, "abc-123", "<bad id>"]),
+        "client": st.sampled_from(["sync", "async"]),
+        "view": st.sampled_from(["/scripted", "/ascripted"]),
+    }
+)
+
+stacks = st.lists(st.sampled_from(sorted(LAYERS)), unique=True, max_size=len(LAYERS))
+
+
+def make_view(script: Script) -> Any:
+    def view(request: Any) -> Any:
+        script.called = True
+        script.rid = seawall.request_id()
+        if script.read_body:
+            script.received = request.body
+        raises = script.raises
+        if raises == "boom":
+            raise Boom("generated")
+        if raises == "reject":
+            raise RateLimited("generated", retry_after=3)
+        if raises == "http404":
+            raise Http404("generated")
+        if raises == "denied":
+            raise PermissionDenied("generated")
+        if raises == "suspicious":
+            raise SuspiciousOperation("generated")
+        if script.streaming:
+            response: Any = StreamingHttpResponse(iter(script.chunks), status=script.status)
+        else:
+            response = HttpResponse(b"".join(script.chunks), status=script.status)
+        for name, value in script.headers:
+            response[name] = value
+        return response
+
+    return view
+
+
+def send(request: dict[str, Any]) -> tuple[Any, bytes]:
+    """The response and its whole body, read (and so closed) as a client would."""
+    kwargs: dict[str, Any] = {}
+    if request["rid"] is not None:
+        kwargs["headers"] = {"X-Request-ID": request["rid"]}
+    if request["method"] == "POST":
+        kwargs["data"] = request["body"]
+        kwargs["content_type"] = request["content_type"]
+    path = request["view"]
+    if request["client"] == "sync":
+        client = Client(raise_request_exception=False)
+        response = getattr(client, request["method"].lower())(path, **kwargs)
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        return response, body
+
+    async def run() -> tuple[Any, bytes]:
+        client = AsyncClient(raise_request_exception=False)
+        response = await getattr(client, request["method"].lower())(path, **kwargs)
+        if not response.streaming:
+            return response, response.content
+        if response.is_async:
+            return response, b"".join([chunk async for chunk in response.streaming_content])
+        return response, b"".join(response.streaming_content)
+
+    return asyncio.run(run())
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(script=scripts, request=requests, names=stacks)
+def test_django_middleware_keeps_its_promises(
+    script: Script, request: dict[str, Any], names: list[str]
+) -> None:
+    probe = Probe()
+    layers = [LAYERS[name]() for name in names]
+    django_views.SCRIPTED = make_view(script)
+    try:
+        with override_settings(SEAWALL={"layers": [*layers, probe]}):
+            response, body = send(request)
+    finally:
+        django_views.SCRIPTED = None
+    assert seawall.request_id() is None
+
+    status = response.status_code
+    rids = [v for k, v in response.items() if k.lower() == "x-request-id"]
+    assert len(rids) == 1
+    assert probe.requests == 1
+    assert len(probe.outcomes) == 1
+    outcome = probe.outcomes[0]
+    assert outcome.status == status
+    assert_released(layers)
+
+    if not script.called:
+        # A layer refused the request: a problem response of its own.
+        assert outcome.responded_by is not None
+        assert 400 <= status < 600
+        assert response["Content-Type"] == PROBLEM
+        assert json.loads(body)["request_id"] == rids[0]
+        return
+    if script.raises is not None or ("X-Request-ID", "from-the-view") not in script.headers:
+        # The id the view saw is the one the response carries.
+        assert script.rid == rids[0]
+    if request["rid"] == "abc-123":
+        assert script.rid == "abc-123"
+
+    sent = request["body"] if request["method"] == "POST" else b""
+    if script.read_body:
+        if "small_body" in names and len(sent) > SMALL_BODY:
+            # Past the layer's limit: a 413, whichever way the view met it.
+            assert status == 413
+            assert response["Content-Type"] == PROBLEM
+            assert json.loads(body)["max_body"] == SMALL_BODY
+            return
+        assert script.received == sent
+
+    if script.raises is None:
+        assert status == script.status
+        assert response.streaming == script.streaming
+        assert body == b"".join(script.chunks)
+        for name, value in script.headers:
+            if name.lower() != "x-request-id":
+                assert response[name] == value
+        if ("X-Request-ID", "from-the-view") in script.headers:
+            assert rids == ["from-the-view"]
+        elif request["rid"] == "abc-123":
+            assert rids == ["abc-123"]
+        else:
+            assert rids[0] != "<bad id>"
+        assert outcome.exception is None
+        return
+
+    errors = [layer for layer in layers if layer.name == "errors"]
+    if script.raises in DJANGO_OWN:
+        # Django's own meaning, and not an error of ours.
+        assert status == DJANGO_OWN[script.raises]
+        assert all(layer.stats()["captured"] == 0 for layer in errors)
+    elif script.raises == "reject":
+        assert status == 429
+        assert response["Content-Type"] == PROBLEM
+        doc = json.loads(body)
+        assert doc["request_id"] == rids[0]
+        assert response["Retry-After"] == "3"
+    else:
+        assert status == 500
+        if errors:
+            assert response["Content-Type"] == PROBLEM
+            doc = json.loads(body)
+            assert doc["request_id"] == rids[0]
+            assert "generated" not in body.decode()
+            assert errors[0].stats()["captured"] == 1
+        else:
+            assert response["Content-Type"] != PROBLEM
