@@ -3,6 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from seawall import ConfigurationError, ErrorCapture, Seawall, Timing
 from seawall.config import load_config
@@ -59,6 +61,33 @@ class TestSources:
         for kw in (from_dict, from_file, from_env):
             (t,) = kw["layers"]
             assert (t.slow, t.max_routes) == (0.25, 10)
+
+    @given(
+        text=st.one_of(
+            st.integers().map(str),
+            st.floats(allow_nan=False, allow_infinity=False).map(repr),
+            st.dates().map(str),
+            st.sampled_from(["1e3", "0x1F", "07:30:00", "inf", "1_000"]),
+            st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True),
+        )
+    )
+    def test_a_string_setting_takes_the_text_as_written(self, text: str) -> None:
+        """SEAWALL_RATE_LIMIT__KEY_PREFIX=2024 is the prefix '2024', not a number refused."""
+        env = {"SEAWALL_RATE_LIMIT__LIMIT": "5/minute", "SEAWALL_RATE_LIMIT__KEY_PREFIX": text}
+        (layer,) = load_config(None, env=env)["layers"]
+        assert layer.key_prefix == text
+        assert load_config(None, env={"SEAWALL_REQUEST_ID_HEADER": text}) == {
+            "request_id_header": text
+        }
+
+    def test_a_number_setting_still_takes_a_number(self) -> None:
+        env = {"SEAWALL_TIMING__MAX_ROUTES": "10", "SEAWALL_TIMING__SLOW": "2"}
+        (timing,) = load_config(None, env=env)["layers"]
+        assert (timing.max_routes, timing.slow) == (10, 2.0)
+        with pytest.raises(
+            ConfigurationError, match="max_routes: expected a whole number, got '2026-12-07'"
+        ):
+            load_config(None, env={"SEAWALL_TIMING__MAX_ROUTES": "2026-12-07"})
 
     def test_from_config_builds_the_wall(self) -> None:
         wall = Seawall.from_config(app, {"timing": True}, env={})

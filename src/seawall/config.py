@@ -19,7 +19,8 @@ The same in the environment: ``SEAWALL_TRUSTED_PROXIES=10.0.0.0/8``,
 ``SEAWALL_TIMING__SLOW=0.5``, ``SEAWALL_RATE_LIMIT__LIMIT=100/minute``;
 ``SEAWALL_TIMING=false`` leaves a layer out. Values from the environment are
 read as TOML values when they parse (``0.5``, ``true``, ``["a", "b"]``),
-else as strings. A key that takes a callable accepts an import string
+else as strings; a key that takes a string gets the text as written, even
+``2024``. A key that takes a callable accepts an import string
 (``"myapp.keys:api_key"``).
 
 Layer tables are built in the canonical order; when no layer table is
@@ -30,6 +31,7 @@ form it expects.
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import inspect
 import os
@@ -116,11 +118,35 @@ def _from_file(path: Path) -> dict[str, Any]:
     return dict(data)
 
 
+class _EnvText:
+    """A variable's text that TOML reads as a number or a date: the setting decides.
+
+    ``SEAWALL_RATE_LIMIT__KEY_PREFIX=2024`` is a string to a setting that
+    takes one, and ``SEAWALL_TIMING__MAX_ROUTES=10`` a number to one that
+    takes a number: :func:`_coerce` tries the parsed value, then the text.
+    """
+
+    __slots__ = ("parsed", "raw")
+
+    def __init__(self, raw: str, parsed: Any) -> None:
+        self.raw = raw
+        self.parsed = parsed
+
+    def __repr__(self) -> str:
+        return repr(self.raw)
+
+
 def _env_value(raw: str) -> Any:
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+    # Booleans stay booleans: SEAWALL_TIMING=false leaves a layer out.
+    if isinstance(value, (int, float, datetime.date, datetime.time)) and not isinstance(
+        value, bool
+    ):
+        return _EnvText(raw, value)
+    return value
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -253,7 +279,7 @@ def build_layer(key: str, section: Any) -> object | None:
             inspect.Parameter.VAR_KEYWORD,
         ):
             if accepts_kwargs:
-                args[name] = value
+                args[name] = value.parsed if type(value) is _EnvText else value
                 continue
             known = ", ".join(
                 n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD
@@ -327,6 +353,11 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
 
 
 def _coerce(value: Any, hint: Any) -> Any:
+    if type(value) is _EnvText:
+        try:
+            return _coerce(value.parsed, hint)
+        except _Mismatch:
+            return _coerce(value.raw, hint)
     if hint is Any or hint is object:
         return value
     origin = get_origin(hint)
