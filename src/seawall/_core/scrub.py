@@ -146,6 +146,14 @@ class Scrubber:
             return [self.data(v, depth + 1) for v in value[:_MAX_ITEMS]]
         if isinstance(value, str):
             return self.text(value)
+        if (
+            self._cards
+            and type(value) is int
+            and 10**12 <= abs(value) < 10**19
+            and _luhn(str(abs(value)))
+        ):
+            # A card number sent as a JSON number.
+            return SCRUBBED
         return value
 
     def body(self, body: bytes | None, content_type: str | None) -> Any:
