@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpResponse, StreamingHttpResponse
@@ -37,12 +37,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import seawall
-from seawall._core.layer import Outcome
 from seawall.exceptions import RateLimited
 from tests.contrib import django_views
-from tests.drivers.test_conformance_asgi import LAYERS, SMALL_BODY, assert_released
-
-PROBLEM = "application/problem+json"
+from tests.contrib.conformance import (
+    CHUNKS,
+    OWN_ID,
+    PROBLEM,
+    REQUEST_FIELDS,
+    STACKS,
+    STATUSES,
+    Answer,
+    Probe,
+    check_body,
+    check_common,
+    check_echo,
+)
+from tests.drivers.test_conformance_asgi import LAYERS
 
 #: What each raised exception becomes: Django's own keep their meaning.
 DJANGO_OWN = {"http404": 404, "denied": 403, "suspicious": 400}
@@ -50,23 +60,6 @@ DJANGO_OWN = {"http404": 404, "denied": 403, "suspicious": 400}
 
 class Boom(RuntimeError):
     """What a generated view raises."""
-
-
-class Probe:
-    """The outermost layer (``order`` 0): records what the middleware tells the layers."""
-
-    name: ClassVar[str] = "probe"
-    order: ClassVar[int] = 0
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.outcomes: list[Outcome] = []
-
-    def on_request(self, request: Any) -> None:
-        self.requests += 1
-
-    def on_complete(self, request: Any, outcome: Outcome) -> None:
-        self.outcomes.append(outcome)
 
 
 @dataclass
@@ -85,13 +78,13 @@ class Script:
 
 scripts = st.builds(
     Script,
-    status=st.sampled_from([200, 201, 302, 404, 418, 500, 503]),
+    status=STATUSES,
     headers=st.one_of(
         st.just([]),
         st.just([("X-App", "1"), ("Cache-Control", "no-store")]),
-        st.just([("X-Request-ID", "from-the-view")]),
+        st.just([("X-Request-ID", OWN_ID)]),
     ),
-    chunks=st.lists(st.binary(max_size=64), min_size=1, max_size=4),
+    chunks=CHUNKS,
     streaming=st.booleans(),
     read_body=st.booleans(),
     raises=st.sampled_from([None, None, None, "boom", "reject", "http404", "denied", "suspicious"]),
@@ -99,22 +92,11 @@ scripts = st.builds(
 
 requests = st.fixed_dictionaries(
     {
-        "method": st.sampled_from(["GET", "POST"]),
-        "content_type": st.sampled_from(
-            ["application/octet-stream", "application/json", "application/x-www-form-urlencoded"]
-        ),
-        "body": st.one_of(
-            st.binary(max_size=300),
-            st.just(b'{"a": [1, 2, {"b": null}]}'),
-            st.just(b"a=1&b=2"),
-        ),
-        "rid": st.sampled_from([None, "abc-123", "<bad id>"]),
+        **REQUEST_FIELDS,
         "client": st.sampled_from(["sync", "async"]),
         "view": st.sampled_from(["/scripted", "/ascripted"]),
     }
 )
-
-stacks = st.lists(st.sampled_from(sorted(LAYERS)), unique=True, max_size=len(LAYERS))
 
 
 def make_view(script: Script) -> Any:
@@ -173,7 +155,7 @@ def send(request: dict[str, Any]) -> tuple[Any, bytes]:
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(script=scripts, request=requests, names=stacks)
+@given(script=scripts, request=requests, names=STACKS)
 def test_django_middleware_keeps_its_promises(
     script: Script, request: dict[str, Any], names: list[str]
 ) -> None:
@@ -189,35 +171,22 @@ def test_django_middleware_keeps_its_promises(
 
     status = response.status_code
     rids = [v for k, v in response.items() if k.lower() == "x-request-id"]
-    assert len(rids) == 1
-    assert probe.requests == 1
-    assert len(probe.outcomes) == 1
-    outcome = probe.outcomes[0]
-    assert outcome.status == status
-    assert_released(layers)
-
-    if not script.called:
-        # A layer refused the request: a problem response of its own.
-        assert outcome.responded_by is not None
-        assert 400 <= status < 600
-        assert response["Content-Type"] == PROBLEM
-        assert json.loads(body)["request_id"] == rids[0]
+    answer = Answer(status, response.get("Content-Type"), body, rids)
+    own_id = script.raises is None and ("X-Request-ID", OWN_ID) in script.headers
+    refused = check_common(
+        answer,
+        probe,
+        layers,
+        called=script.called,
+        seen_rid=script.rid,
+        request_rid=request["rid"],
+        own_id=own_id,
+    )
+    if refused:
         return
-    if script.raises is not None or ("X-Request-ID", "from-the-view") not in script.headers:
-        # The id the view saw is the one the response carries.
-        assert script.rid == rids[0]
-    if request["rid"] == "abc-123":
-        assert script.rid == "abc-123"
-
     sent = request["body"] if request["method"] == "POST" else b""
-    if script.read_body:
-        if "small_body" in names and len(sent) > SMALL_BODY:
-            # Past the layer's limit: a 413, whichever way the view met it.
-            assert status == 413
-            assert response["Content-Type"] == PROBLEM
-            assert json.loads(body)["max_body"] == SMALL_BODY
-            return
-        assert script.received == sent
+    if script.read_body and check_body(answer, names, sent, script.received, problem=True):
+        return
 
     if script.raises is None:
         assert status == script.status
@@ -226,13 +195,8 @@ def test_django_middleware_keeps_its_promises(
         for name, value in script.headers:
             if name.lower() != "x-request-id":
                 assert response[name] == value
-        if ("X-Request-ID", "from-the-view") in script.headers:
-            assert rids == ["from-the-view"]
-        elif request["rid"] == "abc-123":
-            assert rids == ["abc-123"]
-        else:
-            assert rids[0] != "<bad id>"
-        assert outcome.exception is None
+        check_echo(answer, request["rid"], own_id=own_id)
+        assert probe.outcomes[0].exception is None
         return
 
     errors = [layer for layer in layers if layer.name == "errors"]
