@@ -70,16 +70,20 @@ def check_common(
     answer: Answer,
     probe: Probe,
     layers: list[Any],
+    script: Any,
+    request: dict[str, Any],
+    names: list[str],
     *,
-    called: bool,
-    seen_rid: str | None,
-    request_rid: str | None,
     own_id: bool,
+    problem: bool,
 ) -> bool:
-    """The promises every answer keeps; ``True`` when a layer refused (nothing more to check).
+    """The promises every answer keeps; ``True`` when nothing more is to be checked.
 
-    *seen_rid* is the id the handler saw; *own_id*: the response carries the
-    handler's own X-Request-ID line.
+    That is when a layer refused the request, or the handler's read of the
+    body met a 413. *script* is the handler's record (``called``, ``rid``,
+    ``read_body``, ``received``); *own_id*: the response carries the
+    handler's own X-Request-ID line; *problem*: a 413 is ours (the app has
+    no handler of its own for it).
     """
     assert probe.requests == 1
     assert len(probe.outcomes) == 1
@@ -87,7 +91,7 @@ def check_common(
     assert outcome.status == answer.status
     assert_released(layers)
     assert len(answer.rids) == 1
-    if not called:
+    if not script.called:
         # A layer refused the request: a problem response of its own.
         assert outcome.responded_by is not None
         assert 400 <= answer.status < 600
@@ -96,12 +100,14 @@ def check_common(
         return True
     if not own_id:
         # The id the handler saw is the one the response carries.
-        assert seen_rid == answer.rids[0]
+        assert script.rid == answer.rids[0]
+    request_rid = request["rid"]
     if request_rid == "abc-123":
-        assert seen_rid == "abc-123"
+        assert script.rid == "abc-123"
     elif request_rid is not None:
-        assert seen_rid != request_rid
-    return False
+        assert script.rid != request_rid
+    sent = request["body"] if request["method"] == "POST" else b""
+    return script.read_body and check_body(answer, names, sent, script.received, problem=problem)
 
 
 def check_body(

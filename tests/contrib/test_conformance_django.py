@@ -48,7 +48,6 @@ from tests.contrib.conformance import (
     STATUSES,
     Answer,
     Probe,
-    check_body,
     check_common,
     check_echo,
 )
@@ -173,19 +172,7 @@ def test_django_middleware_keeps_its_promises(
     rids = [v for k, v in response.items() if k.lower() == "x-request-id"]
     answer = Answer(status, response.get("Content-Type"), body, rids)
     own_id = script.raises is None and ("X-Request-ID", OWN_ID) in script.headers
-    refused = check_common(
-        answer,
-        probe,
-        layers,
-        called=script.called,
-        seen_rid=script.rid,
-        request_rid=request["rid"],
-        own_id=own_id,
-    )
-    if refused:
-        return
-    sent = request["body"] if request["method"] == "POST" else b""
-    if script.read_body and check_body(answer, names, sent, script.received, problem=True):
+    if check_common(answer, probe, layers, script, request, names, own_id=own_id, problem=True):
         return
 
     if script.raises is None:
