@@ -53,6 +53,37 @@ def test_two_instances_share_state_windows_and_permits(
     assert a.current_state == "closed"
 
 
+def test_an_open_shared_breaker_reads_half_open_once_its_wait_elapsed(
+    redis_url: str, key_prefix: str, clock: ManualClock
+) -> None:
+    """current_state and stats say what the local engine says: the next call will probe.
+
+    For the instance that opened it (it knows the wait) and for one that was
+    refused (it knows the retry-after), before either takes the probe.
+    """
+    local, a, b = (
+        Breaker(
+            "watched", fail_max=1, wait_in_open=5, clock=clock,
+            **({} if shared is None else {"storage": redis_url, "key_prefix": key_prefix}),
+        )
+        for shared in (None, True, True)
+    )  # fmt: skip
+    local.record(local.acquire(), True)
+    a.record(a.acquire(), True)
+    clock.advance(2)
+    assert isinstance(b.acquire(), float)  # refused, 3 s left
+    assert local.current_state == a.current_state == b.current_state == "open"
+    clock.advance(3)
+    assert local.current_state == a.current_state == b.current_state == "half-open"
+    assert a.stats()["state"] == "half-open"
+    probe = b.acquire()
+    assert not isinstance(probe, float)
+    b.record(probe, True)  # the probe failed: open again, for another 5 s
+    assert b.current_state == "open"
+    clock.advance(5)
+    assert b.current_state == "half-open"
+
+
 def test_failure_rate_over_a_shared_time_window(
     redis_url: str, key_prefix: str, clock: ManualClock
 ) -> None:

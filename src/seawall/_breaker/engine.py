@@ -434,11 +434,12 @@ class Breaker(pybreaker.CircuitBreaker):
     def current_state(self) -> str:
         """``"closed"``, ``"open"`` or ``"half-open"`` (pybreaker's names).
 
-        With a shared store, the state this process last saw in Redis.
+        With a shared store, the state this process last saw in Redis; an
+        OPEN whose wait has elapsed reads as HALF_OPEN there too.
         """
         store = self._store
         if store is not None and store.available():
-            return store.last_state
+            return store.observed_state
         state = self._epoch.state
         if state == OPEN and self._clock() >= self._opened_at + self.config.wait_in_open:
             return HALF_OPEN  # the next call will probe

@@ -317,7 +317,13 @@ class RedisBreakerStore:
             str(ttl),
         ]
         self._ttl = str(ttl)
+        self._wait_in_open = c.wait_in_open
+        # Local time for observed_state (the scripts' clock may be Redis's).
+        self._local_clock = clock or time.monotonic
         self.last_state = CLOSED
+        # When an OPEN this process saw lets the next call probe (local
+        # clock), if it knows: from a refusal's retry-after or its own opening.
+        self._half_open_at: float | None = None
         # The shared window's (calls, failures, slow) as the last RECORD here
         # saw them: stats() must not pay a round trip (it may run on a loop).
         self.last_window = (0, 0, 0)
@@ -345,6 +351,28 @@ class RedisBreakerStore:
         """Whether to use Redis now (up, or down long enough that one call probes)."""
         down = self._down_until
         return down == 0.0 or time.monotonic() >= down
+
+    @property
+    def observed_state(self) -> str:
+        """The state last seen in Redis, as the local engine reports it.
+
+        An OPEN whose wait has elapsed reads as HALF_OPEN (the next call
+        will probe), as :attr:`Breaker.current_state` says of a local breaker.
+        """
+        state = self.last_state
+        if state == OPEN:
+            at = self._half_open_at
+            if at is not None and self._local_clock() >= at:
+                return HALF_OPEN
+        return state
+
+    def _seen(self, state: str, open_for: float | None) -> None:
+        # open_for: seconds until an OPEN lets a call probe, if known.
+        self.last_state = state
+        if state != OPEN:
+            self._half_open_at = None
+        elif open_for is not None:
+            self._half_open_at = self._local_clock() + open_for
 
     def _failed(self, exc: BaseException) -> StorageError:
         self.errors += 1
@@ -451,10 +479,12 @@ class RedisBreakerStore:
     def _acquired(self, answer: Any) -> tuple[SharedPermit | float, Change | None]:
         self._ok()
         kind, gen, retry, state, entered = answer
-        self.last_state = _STATES[int(state)]
         change: Change | None = (OPEN, HALF_OPEN, "wait_elapsed", {}) if entered else None
         if kind < 0:
-            return float(_text(retry)), change
+            seconds = float(_text(retry))
+            self._seen(_STATES[int(state)], seconds)
+            return seconds, change
+        self._seen(_STATES[int(state)], None)
         return SharedPermit(int(gen), kind == 1), change
 
     def acquire_sync(self) -> tuple[SharedPermit | float, Change | None]:
@@ -491,7 +521,8 @@ class RedisBreakerStore:
     def _recorded(self, answer: Any, probe: bool) -> Change | None:
         self._ok()
         state, transition, reason, value, calls, failures, slow = answer
-        self.last_state = _STATES[int(state)]
+        # transition 1: this outcome opened the breaker, for wait_in_open.
+        self._seen(_STATES[int(state)], self._wait_in_open if transition == 1 else None)
         if transition == 0:
             if not probe and int(state) == 0 and _text(reason) == "":
                 self.last_window = (int(calls), int(failures), int(slow))
@@ -531,7 +562,7 @@ class RedisBreakerStore:
         except Exception as exc:
             raise self._failed(exc) from exc
         self._ok()
-        self.last_state = state
+        self._seen(state, self._wait_in_open)
         self.last_window = (0, 0, 0)
 
     async def set_state_async(self, state: str) -> None:
@@ -541,7 +572,7 @@ class RedisBreakerStore:
         except Exception as exc:
             raise self._failed(exc) from exc
         self._ok()
-        self.last_state = state
+        self._seen(state, self._wait_in_open)
         self.last_window = (0, 0, 0)
 
     def set_state_background(self, state: str) -> None:
