@@ -83,12 +83,14 @@ def django_client(mode: str, settings: dict[str, Any] = SETTINGS) -> Client:
     with override_settings(SEAWALL=settings):
         client: Any = (Client if mode == "sync" else AsyncClient)(raise_request_exception=False)
         client.handler.load_middleware(is_async=mode == "async")
-    ctype = "application/octet-stream"
 
     def get(path: str, headers: dict[str, str], body: bytes | None = None) -> Any:
         if body is None:
             call = client.get(path, headers=headers)
         else:
+            # Django's client takes the content type on its own.
+            headers = dict(headers)
+            ctype = headers.pop("content-type", "application/octet-stream")
             call = client.post(path, body, content_type=ctype, headers=headers)
         r = call if mode == "sync" else asyncio.run(call)
         return r.status_code, dict(r.headers), r.content
