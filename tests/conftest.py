@@ -114,3 +114,17 @@ def logs() -> Iterator[list[dict[str, Any]]]:
     """Every structlog event logged during the test, as dicts (structlog.testing)."""
     with structlog.testing.capture_logs() as captured:
         yield captured
+
+
+@pytest.fixture
+def no_layer_failures() -> Iterator[None]:
+    """Fail the test if any layer raised during it.
+
+    The engine passes over a layer that raises (``on_layer_error="continue"``,
+    fail open) and logs ``seawall.layer.failed``: a generated-input test
+    that only looks at answers would not see the crash.
+    """
+    with structlog.testing.capture_logs() as captured:
+        yield
+    failed = [event for event in captured if event["event"] == "seawall.layer.failed"]
+    assert not failed, failed[:3]
