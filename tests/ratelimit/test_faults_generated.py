@@ -43,7 +43,7 @@ def _layers(url: str, policy: str) -> list[Any]:
             storage=url,
             key_prefix="faults",
             on_storage_error=policy,  # type: ignore[arg-type]
-            storage_timeout=0.05,
+            storage_timeout=0.2,
             storage_probe=PROBE,
         ),
         ConcurrencyLimit(
@@ -51,17 +51,42 @@ def _layers(url: str, policy: str) -> list[Any]:
             storage=url,
             key_prefix="faults",
             on_storage_error=policy,  # type: ignore[arg-type]
-            storage_timeout=0.05,
+            storage_timeout=0.2,
             storage_probe=PROBE,
         ),
         CircuitBreaker(
-            per="route", fail_max=3, storage=url, key_prefix="faults", storage_timeout=0.05
+            per="route", fail_max=3, storage=url, key_prefix="faults", storage_timeout=0.2
         ),
     ]
 
 
-def _remaining(response: Any) -> int:
-    return int(response.headers["ratelimit"].split(";r=")[1].split(";")[0])
+def _remaining(response: Any) -> int | None:
+    field = response.headers.get("ratelimit")
+    return None if field is None else int(field.split(";r=")[1].split(";")[0])
+
+
+def _shared_again(client: Any, url: str, policy: str) -> bool:
+    """Whether, within a few probe periods, a second wall's request moves this wall's count.
+
+    Retried: on a loaded machine one call may still overrun the storage
+    timeout, and the layer then serves a probe period from its policy.
+    """
+    other = wrap("wsgi", _layers(url, policy))
+    with client_for(other) as second:
+        for _ in range(20):
+            time.sleep(PROBE * 2)
+            first = client.get("/")
+            assert first.status_code == 200
+            before = _remaining(first)
+            assert second.get("/").status_code == 200
+            last = client.get("/")
+            assert last.status_code == 200
+            after = _remaining(last)
+            if policy == "local" and before is not None and after == before - 1:
+                continue  # both answered from this process's local limiter
+            if before is not None and after == before - 2:
+                return True
+    return False
 
 
 class Server:
@@ -118,23 +143,13 @@ def test_no_5xx_through_redis_faults_and_shared_limits_come_back(
                 else:
                     server.apply(step)
             server.heal()
-            time.sleep(PROBE * 2)
-            # A probe may meet a connection the restart closed: a few requests
-            # later the layer is on Redis again, counting with the others.
-            for _ in range(5):
-                assert client.get("/").status_code == 200
-            before = _remaining(client.get("/"))
-            other = wrap("wsgi", _layers(server.redis.url, policy))
-            with client_for(other) as second:
-                assert second.get("/").status_code == 200
-            after = _remaining(client.get("/"))
-            assert after == before - 2, (before, after, steps)
+            assert _shared_again(client, server.redis.url, policy), steps
     finally:
         server.close()
 
 
-def test_the_fault_server_counts_what_it_is_sent() -> None:
-    """The helper's own check: a stopped server refuses, a resumed one answers."""
+def test_a_paused_fault_server_times_out_and_a_resumed_one_answers() -> None:
+    """The helper's own check: SIGSTOP really stalls the server, SIGCONT brings it back."""
     server = Server()
     try:
         client = redis.Redis.from_url(server.redis.url, socket_timeout=0.2)
@@ -146,6 +161,7 @@ def test_the_fault_server_counts_what_it_is_sent() -> None:
             pass
         else:  # pragma: no cover - the assertion below reports it
             raise AssertionError("a paused server answered")
+        client.close()
         server.apply("resume")
         client = redis.Redis.from_url(server.redis.url, socket_timeout=0.2)
         assert client.ping()
