@@ -73,11 +73,16 @@ def redis_url() -> str:
 @pytest.fixture
 def key_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix unique to this test; its keys are deleted afterwards."""
-    import redis
-
     prefix = f"seawall-test-{uuid.uuid4().hex[:12]}"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
+    delete_keys(redis_url, prefix)
+
+
+def delete_keys(url: str, prefix: str) -> None:
+    """Delete every key of the Redis at *url* whose name holds *prefix*."""
+    import redis
+
+    client = redis.Redis.from_url(url)
     try:
         keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
         if keys:

@@ -15,14 +15,13 @@ import asyncio
 import uuid
 from typing import Any
 
-import pybreaker
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seawall._breaker import Breaker
 from seawall.testing import ManualClock
-from tests.conftest import REDIS_URL, require_redis
+from tests.breaker.test_properties import Recorder
+from tests.conftest import REDIS_URL, delete_keys, require_redis
 
 STEPS = st.lists(
     st.one_of(
@@ -50,14 +49,6 @@ CONFIGS = st.fixed_dictionaries(
         "fail_max": st.sampled_from([None, 1, 3]),
     }
 )
-
-
-class Recorder(pybreaker.CircuitBreakerListener):
-    def __init__(self) -> None:
-        self.changes: list[tuple[str, str]] = []
-
-    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
-        self.changes.append((old_state.name, new_state.name))
 
 
 def _run(
@@ -131,8 +122,4 @@ def test_the_shared_breaker_decides_as_the_local_one(
     try:
         _run(config, steps, prefix, use_async=use_async, start_open=start_open)
     finally:
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        delete_keys(REDIS_URL, prefix)

@@ -13,13 +13,12 @@ import asyncio
 import uuid
 from typing import Any
 
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seawall._concurrency.local import LocalSlots
 from seawall._concurrency.shared import RedisSlots, SlotIds
-from tests.conftest import REDIS_URL, require_redis
+from tests.conftest import REDIS_URL, delete_keys, require_redis
 
 OPS = st.lists(
     st.one_of(
@@ -103,8 +102,4 @@ def test_redis_slots_answer_as_local_slots_do(
         _run(ops, local, shared, use_async=use_async, send_releases=send_releases)
     finally:
         shared.close()
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        delete_keys(REDIS_URL, prefix)

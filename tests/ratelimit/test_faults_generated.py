@@ -36,24 +36,17 @@ STEPS = st.lists(
 
 
 def _layers(url: str, policy: str) -> list[Any]:
+    guarded: dict[str, Any] = {
+        "storage": url,
+        "key_prefix": "faults",
+        "on_storage_error": policy,
+        "storage_timeout": 0.2,
+        "storage_probe": PROBE,
+    }
     return [
-        RateLimit(
-            "1000/hour",
-            key=lambda request: "everyone",  # one bucket for both walls' clients
-            storage=url,
-            key_prefix="faults",
-            on_storage_error=policy,  # type: ignore[arg-type]
-            storage_timeout=0.2,
-            storage_probe=PROBE,
-        ),
-        ConcurrencyLimit(
-            50,
-            storage=url,
-            key_prefix="faults",
-            on_storage_error=policy,  # type: ignore[arg-type]
-            storage_timeout=0.2,
-            storage_probe=PROBE,
-        ),
+        # One bucket for both walls' clients.
+        RateLimit("1000/hour", key=lambda request: "everyone", **guarded),
+        ConcurrencyLimit(50, **guarded),
         CircuitBreaker(
             per="route", fail_max=3, storage=url, key_prefix="faults", storage_timeout=0.2
         ),

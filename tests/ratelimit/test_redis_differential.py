@@ -18,13 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seawall import RateLimit
 from tests.apps import client_for, wrap
-from tests.conftest import REDIS_URL, require_redis
+from tests.conftest import REDIS_URL, delete_keys, require_redis
 
 # A layer that raised is passed over (fail open): the answers alone would hide it.
 pytestmark = pytest.mark.usefixtures("no_layer_failures")
@@ -156,8 +155,4 @@ def test_redis_answers_as_memory_does(config: dict[str, Any], requests: list[Any
             for index, (want, answer) in enumerate(zip(expected, got, strict=True)):
                 _same(want, answer, config["strategy"], f"{name}, request {index}")
     finally:
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        delete_keys(REDIS_URL, prefix)
