@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.conftest import delete_keys
 from tests.multiproc import worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -49,11 +50,7 @@ def _run(pool: Any, **job: Any) -> tuple[Counter[int], list[dict[str, Any]]]:
 def prefix(redis_url: str) -> Iterator[str]:
     p = f"seawall-mp-{uuid.uuid4().hex[:10]}"
     yield p
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"*{p}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    delete_keys(redis_url, p)
 
 
 LIMIT = 100
