@@ -39,3 +39,10 @@ def test_typing_module_exports() -> None:
     mod = importlib.import_module("seawall.typing")
     for name in mod.__all__:
         assert hasattr(mod, name)
+
+
+def test_the_version_is_the_installed_distributions() -> None:
+    """``seawall.__version__`` is written by hand: it must follow pyproject's."""
+    from importlib.metadata import version
+
+    assert seawall.__version__ == version("seawall")
