@@ -72,7 +72,24 @@ __all__ = [
     "no_script_error",
     "pexpire_frame",
     "pool_of",
+    "require_redis",
 ]
+
+
+def require_redis(setting: str) -> None:
+    """Raise :class:`ConfigurationError` now when redis-py is not installed.
+
+    Every Redis client is made at the first request, so an app starts while
+    its Redis is down; without this check a missing ``redis`` package would
+    look the same, a storage outage on every request, forever.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("redis") is None:
+        from seawall.exceptions import ConfigurationError
+
+        msg = f"{setting}: a Redis URI needs redis-py installed: pip install 'seawall[redis]'"
+        raise ConfigurationError(msg)
 
 
 def _bulk(data: bytes) -> bytes:

@@ -44,6 +44,7 @@ from seawall._wire import (
     kept,
     no_script_error,
     pexpire_frame,
+    require_redis,
 )
 from seawall.exceptions import ConfigurationError, StorageError
 
@@ -736,6 +737,7 @@ def storage_for(
     if scheme == "memory":
         return MemoryBackend(max_keys=max_keys, clock=clock)
     if scheme in _REDIS_SCHEMES:
+        require_redis("storage")
         return RedisBackend(uri, timeout=timeout, options=options)
     from limits.storage import SCHEMES  # type: ignore[attr-defined]
 

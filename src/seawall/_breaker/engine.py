@@ -384,7 +384,9 @@ class Breaker(pybreaker.CircuitBreaker):
             raise ConfigurationError(msg)
         if storage is not None and not storage.startswith("memory://"):
             from seawall._breaker.shared import RedisBreakerStore
+            from seawall._wire import require_redis
 
+            require_redis("storage")
             self._store = RedisBreakerStore(
                 storage,
                 name=name,

@@ -17,9 +17,21 @@ from seawall._app import Seawall
 from seawall._core.stack import Stack
 from seawall.handlers import exempt_layers
 
-__all__ = ["exempt_twin", "settings_kwargs"]
+__all__ = ["exempt_twin", "missing_extra", "settings_kwargs"]
 
 _W = TypeVar("_W", bound=Seawall)
+
+
+def missing_extra(adapter: str, extra: str, exc: ModuleNotFoundError) -> ModuleNotFoundError:
+    """The error an adapter raises when its framework is not installed: it names the extra.
+
+    Without it ``import seawall.django`` with no Django installed fails deep
+    inside, on ``asgiref``, and says nothing of ``pip install 'seawall[django]'``.
+    """
+    # The distribution, not the submodule whose import found it missing.
+    name = (exc.name or "").partition(".")[0] or None
+    msg = f"{adapter} needs {name!r}, which is not installed: pip install 'seawall[{extra}]'"
+    return ModuleNotFoundError(msg, name=name)
 
 
 def settings_kwargs(

@@ -48,28 +48,33 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any, Literal, TypeVar
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.conf import settings  # type: ignore[import-untyped]
-from django.core.exceptions import (  # type: ignore[import-untyped]
-    BadRequest,
-    ImproperlyConfigured,
-    PermissionDenied,
-    RequestDataTooBig,
-    SuspiciousOperation,
-)
-from django.http import (  # type: ignore[import-untyped]
-    Http404,
-    HttpRequest,
-    HttpResponse,
-    HttpResponseBase,
-)
-from django.http.multipartparser import MultiPartParserError  # type: ignore[import-untyped]
-from django.http.response import ResponseHeaders  # type: ignore[import-untyped]
-from django.urls import (  # type: ignore[import-untyped]
-    Resolver404,
-    get_resolver,
-    resolve,
-)
+from seawall.contrib import missing_extra
+
+try:
+    from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+    from django.conf import settings  # type: ignore[import-untyped]
+    from django.core.exceptions import (  # type: ignore[import-untyped]
+        BadRequest,
+        ImproperlyConfigured,
+        PermissionDenied,
+        RequestDataTooBig,
+        SuspiciousOperation,
+    )
+    from django.http import (  # type: ignore[import-untyped]
+        Http404,
+        HttpRequest,
+        HttpResponse,
+        HttpResponseBase,
+    )
+    from django.http.multipartparser import MultiPartParserError  # type: ignore[import-untyped]
+    from django.http.response import ResponseHeaders  # type: ignore[import-untyped]
+    from django.urls import (  # type: ignore[import-untyped]
+        Resolver404,
+        get_resolver,
+        resolve,
+    )
+except ModuleNotFoundError as exc:  # the framework's extra is not installed
+    raise missing_extra("seawall.django", "django", exc) from exc
 
 from seawall._app import Seawall
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond

@@ -35,8 +35,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from starlette.requests import HTTPConnection, Request
-from starlette.routing import Match
+from seawall.contrib import missing_extra
+
+try:
+    from starlette.requests import HTTPConnection, Request
+    from starlette.routing import Match
+except ModuleNotFoundError as exc:  # the framework's extra is not installed
+    raise missing_extra("seawall.fastapi", "fastapi", exc) from exc
 
 from seawall._log import current_request
 from seawall.asgi import (

@@ -44,8 +44,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Blueprint, Flask, got_request_exception, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from seawall.contrib import missing_extra
+
+try:
+    from flask import Blueprint, Flask, got_request_exception, request
+    from werkzeug.exceptions import HTTPException, InternalServerError
+except ModuleNotFoundError as exc:  # the framework's extra is not installed
+    raise missing_extra("seawall.flask", "flask", exc) from exc
 
 from seawall._core.decisions import Respond
 from seawall._log import _current, current_request

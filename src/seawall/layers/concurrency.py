@@ -46,6 +46,7 @@ from seawall._concurrency.shared import (
 from seawall._core.layer import ORDER, Outcome
 from seawall._core.request import RequestView
 from seawall._log import logger
+from seawall._wire import require_redis
 from seawall._workers import watch
 from seawall.exceptions import ConfigurationError, Overloaded, StorageError
 from seawall.keys import is_async_key, resolve_key
@@ -220,6 +221,7 @@ class ConcurrencyLimit:
             # Per-process slots: say so once if several workers serve the app.
             watch("ConcurrencyLimit")
         else:
+            require_redis("storage")
             self._shared = RedisSlots(
                 storage,
                 key_prefix=key_prefix,
