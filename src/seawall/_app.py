@@ -54,7 +54,9 @@ class Seawall:
         layers: layer instances; ``None`` gives :func:`seawall.recommended_layers`.
         interface: ``"auto"``, ``"asgi"`` or ``"wsgi"``.
         trusted_proxies: CIDRs whose forwarding headers are believed (default: none).
-        trusted_hops: trust this many right-most forwarding hops whatever their address.
+        trusted_hops: this many proxies stand in front of the app, trusted
+            whatever their address: ``1`` makes the right-most forwarding
+            entry (the address the one proxy saw) the client.
         ipv6_prefix: IPv6 clients share a key per network of this prefix length.
         request_id_header: the header a well-formed incoming request id is read
             from and the response echoes it in.

@@ -57,12 +57,50 @@ class TestClientResolver:
     )
     def test_forwarded_rfc7239(self, fwd: str, expected: str) -> None:
         r = ClientResolver(["10.0.0.0/8"])
-        h = headers(forwarded=fwd, x_forwarded_for="7.7.7.7")
-        assert r.resolve("10.0.0.1", h) == expected
+        assert r.resolve("10.0.0.1", headers(forwarded=fwd)) == expected
 
-    def test_trusted_hops_counts_from_the_right(self) -> None:
-        r = ClientResolver(trusted_hops=1)
-        assert r.resolve("203.0.113.1", headers(x_forwarded_for="6.6.6.6, 1.2.3.4")) == "6.6.6.6"
+    @pytest.mark.parametrize(
+        ("fwd", "xff", "expected"),
+        [
+            # nginx, ALB and most proxies add to X-Forwarded-For and pass a
+            # client's own Forwarded on: it must not pick the identity.
+            pytest.param("for=6.6.6.6", "198.51.100.7", "10.0.0.1", id="forged Forwarded"),
+            # A proxy that adds to Forwarded passes a forged X-Forwarded-For on.
+            pytest.param("for=198.51.100.7", "6.6.6.6", "10.0.0.1", id="forged XFF"),
+            # A proxy that writes both writes the same client in both.
+            pytest.param(
+                "for=6.6.6.6, for=198.51.100.7",
+                "7.7.7.7, 198.51.100.7",
+                "198.51.100.7",
+                id="agree on the client",
+            ),
+            pytest.param("for=198.51.100.7", "198.51.100.7", "198.51.100.7", id="agree"),
+        ],
+    )
+    def test_forwarded_and_xff_must_agree(self, fwd: str, xff: str, expected: str) -> None:
+        r = ClientResolver(["10.0.0.0/8"])
+        assert r.resolve("10.0.0.1", headers(forwarded=fwd, x_forwarded_for=xff)) == expected
+
+    @pytest.mark.parametrize(
+        ("hops", "xff", "expected"),
+        [
+            # One proxy in front: it appended the address it saw, the client.
+            pytest.param(1, "6.6.6.6, 1.2.3.4", "1.2.3.4", id="one proxy, forged entry"),
+            pytest.param(1, "1.2.3.4", "1.2.3.4", id="one proxy"),
+            # Two: the peer and the proxy whose address is right-most.
+            pytest.param(2, "6.6.6.6, 1.2.3.4, 10.9.9.9", "1.2.3.4", id="two proxies"),
+            pytest.param(2, "1.2.3.4, 10.9.9.9", "1.2.3.4", id="two proxies, no forgery"),
+            pytest.param(3, "1.2.3.4", "1.2.3.4", id="fewer entries than hops: left-most"),
+        ],
+    )
+    def test_trusted_hops_counts_the_peer_as_the_first(
+        self, hops: int, xff: str, expected: str
+    ) -> None:
+        """``trusted_hops=N``: N proxies in front, as werkzeug's ProxyFix(x_for=N) counts them."""
+        r = ClientResolver(trusted_hops=hops)
+        assert r.resolve("203.0.113.1", headers(x_forwarded_for=xff)) == expected
+        # A proxy on a unix socket is a hop like any other.
+        assert r.resolve(None, headers(x_forwarded_for=xff)) == expected
 
     def test_no_peer_is_unknown_but_not_skipped(self) -> None:
         assert ClientResolver().resolve(None, headers()) == "unknown"

@@ -75,6 +75,37 @@ def test_trusted_proxy_separates_clients(make_client: MakeClient, interface: str
     assert b == 200
 
 
+@pytest.mark.parametrize(
+    ("settings", "spoof"),
+    [
+        # One proxy in front (nginx appends the address it saw): a client's own
+        # X-Forwarded-For entries sit to the left of it.
+        pytest.param(
+            {"trusted_hops": 1},
+            lambda i: {"X-Forwarded-For": f"6.6.6.{i}, 198.51.100.7"},
+            id="trusted_hops=1, forged XFF entries",
+        ),
+        # The proxy adds to X-Forwarded-For and passes the client's Forwarded on.
+        pytest.param(
+            {"trusted_proxies": "proxy"},
+            lambda i: {"X-Forwarded-For": "198.51.100.7", "Forwarded": f"for=6.6.6.{i}"},
+            id="trusted proxy, forged Forwarded",
+        ),
+    ],
+)
+def test_a_client_behind_a_trusted_proxy_cannot_pick_its_bucket(
+    make_client: MakeClient,
+    interface: str,
+    settings: dict[str, Any],
+    spoof: Callable[[int], dict[str, str]],
+) -> None:
+    if settings.get("trusted_proxies") == "proxy":
+        settings = {"trusted_proxies": ["127.0.0.1"] if interface == "wsgi" else ["unix"]}
+    client = make_client([RateLimit("3/minute", clock=ManualClock())], **settings)
+    statuses = [client.get("/", headers=spoof(i)).status_code for i in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+
+
 def test_rules_and_exemptions(make_client: MakeClient) -> None:
     """Rules pick limits by method and path; exempt paths pass without headers."""
     client = make_client(

@@ -5,10 +5,12 @@ Theory of operation:
 1. With no trusted proxy (the default) the client is the socket peer and no
    forwarding header is read: nothing a client sends can change its key.
 2. When the peer is a trusted proxy, the forwarding chain is read right to
-   left (RFC 7239 ``Forwarded: for=`` if present, else every
-   ``X-Forwarded-For`` line joined), trusted hops are skipped, and the first
-   untrusted address is the client. A malformed element fails closed to the
-   peer. ``X-Real-IP`` is never read.
+   left (RFC 7239 ``Forwarded: for=``, or every ``X-Forwarded-For`` line
+   joined), trusted hops are skipped, and the first untrusted address is
+   the client. With ``trusted_hops=N`` the peer is the first of the N hops.
+   A malformed element fails closed to the peer, and so do the two headers
+   when both are sent and name different clients: most proxies add to one
+   and pass the other on as the client wrote it. ``X-Real-IP`` is never read.
 3. IPv4-mapped IPv6 addresses are IPv4; an IPv6 client is keyed by its /64
    (configurable), since one host usually owns the whole /64.
 4. A request with no IP peer (a unix socket, a test client) is keyed
@@ -104,14 +106,31 @@ def _in_chain(peer: str | None, chain: str) -> bool:
     return any(str(addr) == target for addr in map(_parse, chain.split(",")) if addr is not None)
 
 
+def _forwarded_for(lines: list[str]) -> list[str] | None:
+    """The ``for=`` of every element of RFC 7239 ``Forwarded`` *lines*; ``None`` if one has none."""
+    out: list[str] = []
+    for element in ",".join(lines).split(","):
+        found = None
+        for pair in element.split(";"):
+            name, sep, value = pair.strip().partition("=")
+            if sep and name.strip().lower() == "for":
+                found = value.strip().strip('"')
+        if found is None:
+            return None  # an element without for= cannot be trusted
+        out.append(found)
+    return out
+
+
 class ClientResolver:
     """Resolve the client address and rate-limit key of a request.
 
     Args:
         trusted_proxies: CIDRs (``"10.0.0.0/8"``) or addresses whose forwarding
             headers are believed; ``"unix"`` trusts peers with no address.
-        trusted_hops: if given, also trust this many right-most hops of the
-            chain whatever their address (a fixed proxy depth).
+        trusted_hops: if given, this many proxies stand in front of the app
+            and are trusted whatever their address (a unix socket too): the
+            peer and the right-most ``trusted_hops - 1`` entries of the chain.
+            ``1``: the right-most entry is the client.
         ipv6_prefix: IPv6 clients are keyed by this network prefix length.
     """
 
@@ -192,8 +211,9 @@ class ClientResolver:
         """
         peer_norm = None if peer is None else normalize_address(peer)
         if peer_norm is None:
-            # No IP peer: a unix socket (some servers give its path) or a test client.
-            if not self._trust_unix:
+            # No IP peer: a unix socket (some servers give its path) or a test
+            # client. trusted_hops trusts the peer whatever its address.
+            if not self._trust_unix and not self._hops:
                 return UNKNOWN_CLIENT
             peer_addr: _IPAddress | None = None
         else:
@@ -203,10 +223,27 @@ class ClientResolver:
             if not self._hops and not self._trusted(peer_addr):
                 return peer_norm
         fallback = UNKNOWN_CLIENT if peer_addr is None else str(peer_addr)
-        chain = self._chain(header)
+        forwarded = header("forwarded")
+        xff = header("x-forwarded-for")
+        if forwarded:
+            client = self._walk(_forwarded_for(forwarded), fallback)
+            if xff and self._walk(",".join(xff).split(","), fallback) != client:
+                # Most proxies add to one of the two and pass the other on as
+                # the client sent it: when they disagree, either may be forged.
+                return fallback
+            return client
+        if xff:
+            return self._walk(",".join(xff).split(","), fallback)
+        return fallback
+
+    def _walk(self, chain: list[str] | None, fallback: str) -> str:
+        """The client in *chain* (right to left, past the trusted hops), else *fallback*."""
         if chain is None:
             return fallback
-        hops_left = self._hops or 0
+        # The peer is the first of the trusted hops: one proxy in front
+        # (trusted_hops=1) makes the right-most entry, the address that proxy
+        # saw, the client.
+        hops_left = (self._hops or 1) - 1
         client = fallback
         for raw in reversed(chain):
             addr = _parse(raw)
@@ -296,23 +333,3 @@ class ClientResolver:
         if len(self._warned) == 2:
             self.probes = 0
         logger.warning(event, advice=advice, **fields)
-
-    @staticmethod
-    def _chain(header: Callable[[str], list[str]]) -> list[str] | None:
-        forwarded = header("forwarded")
-        if forwarded:
-            out: list[str] = []
-            for element in ",".join(forwarded).split(","):
-                found = None
-                for pair in element.split(";"):
-                    name, sep, value = pair.strip().partition("=")
-                    if sep and name.strip().lower() == "for":
-                        found = value.strip().strip('"')
-                if found is None:
-                    return None  # an element without for= cannot be trusted
-                out.append(found)
-            return out
-        xff = header("x-forwarded-for")
-        if xff:
-            return [part for part in ",".join(xff).split(",")]
-        return None
