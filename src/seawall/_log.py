@@ -67,6 +67,22 @@ def current_request() -> RequestView | None:
     return None if holder is None else holder[0]
 
 
+def serving_wsgi() -> bool:
+    """Whether the code running now serves a request that came in through WSGI.
+
+    An async handler under a WSGI server (Flask's async views, Django's
+    under its WSGI handler) runs on an event loop made for that request
+    alone, in the thread that serves it. A Redis call from there goes
+    through the sync client, which lasts from request to request: an
+    asyncio client would be bound to a loop about to close, and would
+    connect again on the next request's loop. Blocking that loop for one
+    bounded call holds up only this request, as a sync handler would.
+    """
+    holder = _current.get()
+    view = None if holder is None else holder[0]
+    return view is not None and view.interface == "wsgi"
+
+
 def bind_request(view: RequestView) -> Tokens:
     """Make *view* the current request; return what :func:`unbind_request` needs."""
     holder: list[RequestView | None] = [view]

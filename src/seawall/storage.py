@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from math import ceil
 from typing import Any, ClassVar, Protocol
@@ -223,6 +224,31 @@ def _fixed(count: int, ttl_ms: int, quota: Quota) -> HitResult:
     return False, [(0, reset, reset)]
 
 
+class _AsyncSide:
+    """What :class:`RedisBackend` keeps per event loop: its asyncio client and scripts."""
+
+    __slots__ = ("conn", "deadline", "fast", "loop", "scripts", "storage")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        storage: Any,
+        conn: Any,
+        scripts: dict[int, Any],
+        fast: AsyncConnections | None,
+        deadline: Callable[[float], Any] | None,
+    ) -> None:
+        self.loop = loop
+        #: limits' storage, kept: it owns the connection pool.
+        self.storage = storage
+        self.conn = conn
+        self.scripts = scripts
+        #: Connections kept out of redis-py's pool (:mod:`seawall._wire`), if the client allows.
+        self.fast = fast
+        #: ``asyncio.timeout`` when ahit bounds its calls itself (no socket timeout).
+        self.deadline = deadline
+
+
 class RedisBackend:
     """Redis (standalone, Sentinel, Cluster; Valkey) through limits' storages.
 
@@ -247,16 +273,15 @@ class RedisBackend:
         self._sync: Any = None
         self._sync_conn: Any = None
         self._sync_scripts: dict[int, Any] = {}
-        self._loop: Any = None
-        self._async_conn: Any = None
         # redis-py's NoScriptError, bound when a client is built (redis is an extra).
         self._no_script: type[Exception] = NeverRaised
-        self._async_scripts: dict[int, Any] = {}
-        self._async_storage: Any = None
         self._sync_fast: Connections | None = None
-        self._async_fast: AsyncConnections | None = None
-        #: ``asyncio.timeout`` when ahit bounds its calls itself (no socket timeout).
-        self._async_deadline: Callable[[float], Any] | None = None
+        #: The asyncio side of each event loop that used this backend, and the
+        #: last one used (the common case, one loop, costs one identity test).
+        self._asides: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSide] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._aside: _AsyncSide | None = None
         #: Each script's ``EVALSHA <sha>``, framed once (the SHA is the same on both paths).
         self._heads: dict[int, bytes] = {}
 
@@ -305,29 +330,39 @@ class RedisBackend:
             self._sync = storage
         return self._sync_scripts
 
-    def _async_client(self) -> dict[int, Any]:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            from limits.storage import storage_from_string
+    def _async_side(self) -> _AsyncSide:
+        """The asyncio client of the running loop, made on its first call there.
 
-            options = self._client_options(True)
-            try:
-                storage = storage_from_string(
-                    "async+" + self._client_uri, implementation="redispy", **options
-                )
-                conn = storage.bridge.get_connection()  # type: ignore[union-attr]
-            except Exception as exc:
-                msg = f"cannot reach the rate-limit storage: {type(exc).__name__}"
-                raise StorageError(msg) from exc
-            self._async_scripts = {code: conn.register_script(src) for code, src in SCRIPTS.items()}
-            self._heads = {code: evalsha_head(s.sha) for code, s in self._async_scripts.items()}
-            self._async_fast = akept(conn)
-            self._async_conn = conn
-            self._no_script = no_script_error()
-            self._async_storage = storage
-            self._async_deadline = DEADLINE if options["socket_timeout"] is None else None
-            self._loop = loop
-        return self._async_scripts
+        One per loop, never one slot for all: an async view under a WSGI
+        server runs each request on a new loop, in whichever thread serves
+        it, and a client bound to another thread's loop fails there.
+        """
+        loop = asyncio.get_running_loop()
+        side = self._aside
+        if side is None or side.loop is not loop:
+            side = self._asides.get(loop)
+            if side is None:
+                side = self._asides[loop] = self._new_async_side(loop)
+            self._aside = side
+        return side
+
+    def _new_async_side(self, loop: asyncio.AbstractEventLoop) -> _AsyncSide:
+        from limits.storage import storage_from_string
+
+        options = self._client_options(True)
+        try:
+            storage = storage_from_string(
+                "async+" + self._client_uri, implementation="redispy", **options
+            )
+            conn = storage.bridge.get_connection()  # type: ignore[union-attr]
+        except Exception as exc:
+            msg = f"cannot reach the rate-limit storage: {type(exc).__name__}"
+            raise StorageError(msg) from exc
+        scripts = {code: conn.register_script(src) for code, src in SCRIPTS.items()}
+        self._heads = {code: evalsha_head(s.sha) for code, s in scripts.items()}
+        self._no_script = no_script_error()
+        deadline = DEADLINE if options["socket_timeout"] is None else None
+        return _AsyncSide(loop, storage, conn, scripts, akept(conn), deadline)
 
     def hit(
         self,
@@ -396,20 +431,20 @@ class RedisBackend:
         timeout, in place of redis-py's per-operation socket timeouts (Redis
         Cluster clients keep those).
         """
-        scripts = self._async_client()
-        deadline = self._async_deadline
+        side = self._async_side()
+        deadline = side.deadline
         try:
             if deadline is not None:
                 async with deadline(self.timeout):
-                    return await self._ahit(scripts, strategy, keys, quotas, cost, consume, ban)
-            return await self._ahit(scripts, strategy, keys, quotas, cost, consume, ban)
+                    return await self._ahit(side, strategy, keys, quotas, cost, consume, ban)
+            return await self._ahit(side, strategy, keys, quotas, cost, consume, ban)
         except Exception as exc:
             msg = f"rate-limit storage call failed: {type(exc).__name__}"
             raise StorageError(msg) from exc
 
     async def _ahit(
         self,
-        scripts: dict[int, Any],
+        side: _AsyncSide,
         strategy: int,
         keys: Sequence[str],
         quotas: Sequence[Quota],
@@ -417,7 +452,7 @@ class RedisBackend:
         consume: bool,
         ban: str | None,
     ) -> HitResult:
-        fast = self._async_fast
+        fast = side.fast
         if ban is not None:
             keys = [*keys, ban]
         elif fast is not None and strategy == FIXED and cost == 1 and len(quotas) == 1 and consume:
@@ -430,15 +465,15 @@ class RedisBackend:
             if fast is not None:
                 raw = await fast.call(frame(self._heads[strategy], keys, quotas, cost, consume))
             else:
-                raw = await self._async_conn.execute_command(
+                raw = await side.conn.execute_command(
                     "EVALSHA",
-                    scripts[strategy].sha,
+                    side.scripts[strategy].sha,
                     _resp_int(len(keys)),
                     *keys,
                     *_args(quotas, cost, consume),
                 )
         except self._no_script:
-            raw = await scripts[strategy](keys=keys, args=_args(quotas, cost, consume))
+            raw = await side.scripts[strategy](keys=keys, args=_args(quotas, cost, consume))
         return _result(raw, len(quotas))
 
     def strike(self, strikes: str, ban: str, after: int, within: float, duration: float) -> bool:
@@ -463,25 +498,25 @@ class RedisBackend:
         """The same with the asyncio client, bounded by the storage timeout."""
         args = (after, _ms(within), _ms(duration))
         try:
-            scripts = self._async_client()
-            deadline = self._async_deadline
+            side = self._async_side()
+            deadline = side.deadline
             if deadline is not None:
                 async with deadline(self.timeout):
-                    raw = await self._astrike(scripts, [strikes, ban], args)
+                    raw = await self._astrike(side, [strikes, ban], args)
             else:
-                raw = await self._astrike(scripts, [strikes, ban], args)
+                raw = await self._astrike(side, [strikes, ban], args)
         except Exception as exc:
             msg = f"rate-limit storage call failed: {type(exc).__name__}"
             raise StorageError(msg) from exc
         return bool(raw)
 
-    async def _astrike(self, scripts: dict[int, Any], keys: list[str], args: Any) -> Any:
+    async def _astrike(self, side: _AsyncSide, keys: list[str], args: Any) -> Any:
         try:
-            return await self._async_conn.execute_command(
-                "EVALSHA", scripts[STRIKE].sha, 2, *keys, *args
+            return await side.conn.execute_command(
+                "EVALSHA", side.scripts[STRIKE].sha, 2, *keys, *args
             )
         except self._no_script:
-            return await scripts[STRIKE](keys=keys, args=args)
+            return await side.scripts[STRIKE](keys=keys, args=args)
 
     def forget(self, keys: Sequence[str]) -> None:
         """Delete *keys* (one ``DEL`` per key: they may sit on different Cluster slots)."""
@@ -524,7 +559,10 @@ class LimitsBackend:
         self.uri = uri
         self.options = dict(options or {})
         self._sync: dict[int, Any] | None = None
-        self._async: dict[int, Any] | None = None
+        #: limits' async strategies per event loop: its clients are bound to one.
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:
         return f"LimitsBackend({_redact(self.uri)!r})"
@@ -546,6 +584,13 @@ class LimitsBackend:
         return {
             code: module.STRATEGIES[name](storage) for code, name in self._STRATEGY_NAMES.items()
         }
+
+    def _alimiters(self) -> dict[int, Any]:
+        loop = asyncio.get_running_loop()
+        limiters = self._async.get(loop)
+        if limiters is None:
+            limiters = self._async[loop] = self._limiters(True)
+        return limiters
 
     def hit(
         self,
@@ -595,9 +640,7 @@ class LimitsBackend:
     ) -> HitResult:
         """The same with limits' async storage."""
         try:
-            if self._async is None:
-                self._async = self._limiters(True)
-            limiter = self._async[strategy]
+            limiter = self._alimiters()[strategy]
             if ban is not None and await limiter.storage.get(ban) > 0:
                 left = max(0.0, await limiter.storage.get_expiry(ban) - time.time())
                 return Banned.of(left, len(quotas))
@@ -640,9 +683,7 @@ class LimitsBackend:
     ) -> bool:
         """The same with limits' async storage."""
         try:
-            if self._async is None:
-                self._async = self._limiters(True)
-            storage = self._async[FIXED].storage
+            storage = self._alimiters()[FIXED].storage
             if await storage.incr(strikes, max(1, round(within))) < after:
                 return False
             await storage.incr(ban, max(1, round(duration)))

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from seawall._breaker.engine import CLOSED, HALF_OPEN, HALF_OPEN_RETRY_AFTER, OPEN
 from seawall._core import background
-from seawall._log import logger
+from seawall._log import logger, serving_wsgi
 from seawall._wire import (
     DEADLINE,
     AsyncConnections,
@@ -454,7 +454,13 @@ class RedisBreakerStore:
         return script(keys=keys, args=args)
 
     async def _run_async(self, index: int, keys: list[str], args: list[str]) -> Any:
-        """Run script *index* on the event loop, bounded by the timeout."""
+        """Run script *index* on the event loop, bounded by the timeout.
+
+        With the sync client when the loop serves a WSGI request: it was made
+        for that request alone (:func:`seawall._log.serving_wsgi`).
+        """
+        if serving_wsgi():
+            return self._run_sync(index, keys, args)
         scripts, fast = self._scripts_async()
         async with DEADLINE(self.timeout):
             return await self._run_async_once(scripts[index], _HEADS[index], fast, keys, args)

@@ -1188,9 +1188,15 @@ class RateLimit:
         return result
 
     async def acheck(self, request: RequestView) -> Rejected | None:
-        """:meth:`check` on the event loop, with the async storage."""
+        """:meth:`check` on the event loop, with the async storage.
+
+        A request that came in through WSGI is checked with :meth:`check`:
+        its loop was made for it alone (see :func:`seawall._log.serving_wsgi`).
+        """
         from seawall._run import arun_flow
 
+        if request.interface == "wsgi":
+            return self.check(request)
         rule = self._check_rule(request)
         if rule is None:
             return None

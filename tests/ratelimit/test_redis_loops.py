@@ -1,0 +1,97 @@
+"""Redis limits stay exact when every request runs on an event loop of its own.
+
+An async view under a WSGI server (Flask's async views, Django's under its
+WSGI handler) runs on a new event loop per request, in whichever thread
+serves it. The async Redis clients are bound to a loop, so a backend must
+keep one per loop: one slot shared by all would be rebuilt on every request
+and overwritten by the next thread mid-call, and the failures that follow
+(wrong-loop and timeout errors) go to the storage-failure policy, ``allow``
+by default: requests through uncounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import structlog
+
+from seawall._ratelimit.quota import FIXED, GCRA, MOVING, SLIDING, Quota
+from seawall.storage import storage_for
+
+pytestmark = pytest.mark.redis
+
+THREADS = 8
+EACH = 30
+LIMIT = 50
+
+
+def _in_threads(work: Callable[[], Any]) -> list[Any]:
+    """Run *work* EACH times in each of THREADS threads at once; every result, in any order."""
+    results: list[Any] = []
+    lock = threading.Lock()
+    start = threading.Barrier(THREADS)
+
+    def run() -> None:
+        start.wait()
+        for _ in range(EACH):
+            result = work()
+            with lock:
+                results.append(result)
+
+    threads = [threading.Thread(target=run) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@pytest.mark.parametrize(
+    "strategy", [FIXED, MOVING, SLIDING, GCRA], ids=["fixed", "moving", "sliding", "gcra"]
+)
+def test_a_backend_counts_exactly_with_a_new_loop_per_call(
+    redis_url: str, key_prefix: str, strategy: int
+) -> None:
+    backend = storage_for(redis_url, timeout=0.5, strategy=strategy)
+    quota = Quota(LIMIT, 60.0, "default")
+    key = f"{key_prefix}:loops:{strategy}"
+    errors: list[BaseException] = []
+
+    def one() -> bool:
+        try:
+            result = asyncio.run(backend.ahit(strategy, [key], [quota], 1))
+        except Exception as exc:  # recorded: the assertion below names it
+            errors.append(exc)
+            return False
+        return result[0]
+
+    allowed = _in_threads(one)
+    assert not errors, errors[:3]
+    assert sum(allowed) == LIMIT
+
+
+def test_flask_async_views_are_limited_exactly_from_many_threads(
+    redis_url: str, key_prefix: str
+) -> None:
+    from flask import Flask
+
+    from seawall.flask import Seawall
+
+    app = Flask(__name__)
+    guard = Seawall(app, layers=[])
+
+    @app.get("/a")
+    @guard.limit(f"{LIMIT}/minute", storage=redis_url, key_prefix=key_prefix, key=lambda r: "k")
+    async def view() -> str:
+        await asyncio.sleep(0)
+        return "ok"
+
+    with structlog.testing.capture_logs() as logs:
+        statuses = _in_threads(lambda: app.test_client().get("/a", buffered=True).status_code)
+    assert Counter(statuses) == {200: LIMIT, 429: THREADS * EACH - LIMIT}
+    assert not [e for e in logs if e["event"].endswith("storage_down")], logs[:3]
