@@ -19,6 +19,12 @@ exemptions pay nothing.
 
 The mark is an attribute, so it survives ``functools.wraps`` and can be put
 on a function view, a class-based view, a Flask blueprint or a method.
+
+A handler limit given ``override_defaults=True`` (``guard.limit``,
+Django's ``limit``, FastAPI's ``Depends(limit(...))``) sets a second mark,
+:data:`OVERRIDE_ATTR`: the adapters then serve that handler without the
+wall's ``RateLimit`` layers, so its own limit replaces the app-wide one
+(every other layer still runs).
 """
 
 from __future__ import annotations
@@ -28,10 +34,21 @@ from typing import Any, TypeVar, overload
 
 from seawall._core.layer import ORDER
 
-__all__ = ["EXEMPT_ATTR", "exempt", "exempt_layers", "is_exempt"]
+__all__ = [
+    "EXEMPT_ATTR",
+    "OVERRIDE_ATTR",
+    "exempt",
+    "exempt_layers",
+    "is_exempt",
+    "mark_of",
+    "overrides_defaults",
+]
 
 #: The attribute :func:`exempt` sets on what it marks.
 EXEMPT_ATTR = "__seawall_exempt__"
+
+#: The attribute a handler limit with ``override_defaults=True`` sets on what it guards.
+OVERRIDE_ATTR = "__seawall_overrides_defaults__"
 
 _T = TypeVar("_T")
 
@@ -68,14 +85,35 @@ def is_exempt(handler: Any) -> bool:
     ``cls`` (Django REST framework), ``func`` (``functools.partial``) and the
     ``__wrapped__`` chain of decorators.
     """
+    return _marked(handler, EXEMPT_ATTR)
+
+
+def overrides_defaults(handler: Any) -> bool:
+    """Whether *handler* carries a limit that replaces the wall's rate limits.
+
+    Looked for as :func:`is_exempt` looks (classes, partials, wrappers).
+    """
+    return _marked(handler, OVERRIDE_ATTR)
+
+
+def mark_of(handler: Any) -> str | None:
+    """``"exempt"``, ``"override"`` (its limit replaces the wall's) or ``None``."""
+    if _marked(handler, EXEMPT_ATTR):
+        return "exempt"
+    if _marked(handler, OVERRIDE_ATTR):
+        return "override"
+    return None
+
+
+def _marked(handler: Any, mark: str) -> bool:
     seen = 0
     while handler is not None and seen < 16:
         seen += 1
-        if getattr(handler, EXEMPT_ATTR, False) is True:
+        if getattr(handler, mark, False) is True:
             return True
         for attr in ("view_class", "cls"):
             inner = getattr(handler, attr, None)
-            if isinstance(inner, type) and getattr(inner, EXEMPT_ATTR, False) is True:
+            if isinstance(inner, type) and getattr(inner, mark, False) is True:
                 return True
         handler = getattr(handler, "__wrapped__", None) or getattr(handler, "func", None)
     return False

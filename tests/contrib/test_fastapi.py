@@ -203,6 +203,44 @@ class TestLayers:
         assert client.get("/nowhere", headers={"x-deny": "1"}).status_code == 429
 
 
+    def test_exempt_endpoint_of_an_included_router(self) -> None:
+        """@exempt reaches endpoints of routers included with a prefix, nested too.
+
+        FastAPI 0.165 stopped copying an included router's routes into
+        ``app.routes``: a scan of the top-level routes alone missed them.
+        """
+        from fastapi import APIRouter
+
+        app = FastAPI()
+        app.add_middleware(SeawallMiddleware, layers=[Timing(), Deny()])
+        router, inner = APIRouter(), APIRouter()
+
+        @router.get("/free/{id}")
+        @exempt
+        def free(id: int) -> str:
+            return "ok"
+
+        @inner.get("/deep")
+        @exempt
+        async def deep() -> str:
+            return "ok"
+
+        @router.get("/guarded")
+        def guarded() -> str:
+            return "ok"
+
+        router.include_router(inner, prefix="/in")
+        app.include_router(router, prefix="/api")
+        client = TestClient(app)
+        for path in ("/api/free/3", "/api/in/deep"):
+            response = client.get(path, headers={"x-deny": "1"})
+            assert response.status_code == 200, path
+            assert "server-timing" in response.headers
+        assert client.get("/api/guarded", headers={"x-deny": "1"}).status_code == 429
+        # The template decides, not the path alone: another method is not exempt.
+        assert client.post("/api/free/3", headers={"x-deny": "1"}).status_code == 429
+
+
 class TestOpenAPI:
     def test_document_adds_problem_responses(self) -> None:
         """document(app) lists the statuses the middleware's layers may send."""

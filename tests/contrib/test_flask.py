@@ -256,6 +256,34 @@ class TestLayers:
         assert big.status_code == 413
 
 
+@pytest.mark.parametrize(
+    "decorate",
+    [
+        lambda guard: guard.limit("5/minute"),
+        lambda guard: guard.validate(sanitize=["bio"]),
+        lambda guard: guard.breaker("order-check", fail_max=3),
+    ],
+    ids=["limit", "validate", "breaker"],
+)
+def test_a_guard_above_the_route_decorator_is_refused(decorate: Any) -> None:
+    """Above @app.route a guard wraps a function Flask never calls: say so, not run unguarded."""
+    app = Flask(__name__)
+    guard = Seawall(app, layers=[])
+    with pytest.raises(ConfigurationError, match=r"above @app\.route"):
+
+        @decorate(guard)
+        @app.get("/x")
+        def x() -> str:  # pragma: no cover - never registered guarded
+            return "ok"
+
+    @app.get("/y")
+    @decorate(guard)
+    def y() -> str:
+        return "ok"
+
+    assert app.test_client().get("/y", buffered=True).status_code == 200
+
+
 class TestExempt:
     def test_exempt_view_skips_rejecting_layers(self) -> None:
         """@exempt views skip Deny but keep the observing layers."""

@@ -1,6 +1,6 @@
 """Async views under WSGI keep their Redis limits and breakers exact, from many threads.
 
-Flask's async views and Django's async views under its WSGI handler run each
+Flask's async views, and Django's async views under its WSGI handler, run each
 request on an event loop of its own. Handler limits and breakers on Redis
 then use the sync client (``seawall._log.serving_wsgi``): an asyncio client
 per request's loop would connect on every request, and under load its
@@ -80,8 +80,9 @@ def test_django_async_view_under_wsgi_is_limited_exactly(redis_url: str, key_pre
         statuses = _in_threads(lambda: Client().get("/a").status_code)
     assert Counter(statuses) == {200: LIMIT, 429: THREADS * EACH - LIMIT}
     assert not _storage_events(logs), _storage_events(logs)[:3]
-    # The sync pool's connections, at most one per thread: not one per request.
-    assert _connections(redis_url) - before <= THREADS + 2
+    # The sync pool's connections, about one per thread: not one per request
+    # (160 here). Slack for anything else on the server meanwhile.
+    assert _connections(redis_url) - before <= 3 * THREADS
 
 
 def test_flask_async_view_breaker_on_redis_opens_from_many_threads(
@@ -104,8 +105,9 @@ def test_flask_async_view_breaker_on_redis_opens_from_many_threads(
     before = _connections(redis_url)
     with structlog.testing.capture_logs() as logs:
         statuses = _in_threads(lambda: app.test_client().get("/b", buffered=True).status_code)
-    # The sync pool's connections, at most one per thread: not one per request.
-    assert _connections(redis_url) - before <= THREADS + 2
+    # The sync pool's connections, about one per thread: not one per request
+    # (160 here). Slack for anything else on the server meanwhile.
+    assert _connections(redis_url) - before <= 3 * THREADS
     counts = Counter(statuses)
     assert set(counts) == {500, 503}, counts
     # Opened on Redis, not on one thread's local state: at most one failure

@@ -17,7 +17,7 @@ from seawall._app import Seawall
 from seawall._core.stack import Stack
 from seawall.handlers import exempt_layers
 
-__all__ = ["exempt_twin", "missing_extra", "settings_kwargs"]
+__all__ = ["Walls", "exempt_twin", "missing_extra", "settings_kwargs"]
 
 _W = TypeVar("_W", bound=Seawall)
 
@@ -60,7 +60,20 @@ def exempt_twin(wall: _W) -> _W | None:
     The copy shares the app, the client resolver, the request ids and the
     layer objects (so statistics are shared), only its stack is smaller.
     """
-    kept = exempt_layers(wall.stack.layers)
+    return _twin(wall, exempt_layers(wall.stack.layers))
+
+
+def limits_twin(wall: _W) -> _W | None:
+    """A copy of *wall* without its ``RateLimit`` layers; ``None`` if it has none.
+
+    What a handler whose own limit has ``override_defaults=True`` is served by.
+    """
+    from seawall.layers.ratelimit import RateLimit
+
+    return _twin(wall, [layer for layer in wall.stack.layers if not isinstance(layer, RateLimit)])
+
+
+def _twin(wall: _W, kept: list[object]) -> _W | None:
     if len(kept) == len(wall.stack.layers):
         return None
     # Not copy.copy: Seawall.__new__ needs the app to pick the driver class.
@@ -68,3 +81,44 @@ def exempt_twin(wall: _W) -> _W | None:
     twin.__dict__.update(wall.__dict__)
     twin.stack = Stack(kept, order="as given", on_layer_error=wall.stack.on_layer_error)
     return twin
+
+
+class Walls:
+    """A wall and the twins marked handlers are served by.
+
+    ``@exempt`` handlers get :func:`exempt_twin`, handlers whose limit has
+    ``override_defaults=True`` get :func:`limits_twin`. The twins follow the
+    wall's stack: when it is swapped (``seawall.testing.override``) they are
+    made again from the new one on the next marked request.
+    """
+
+    __slots__ = ("_exempt", "_override", "_source", "wall")
+
+    def __init__(self, wall: Any) -> None:
+        self.wall = wall
+        self._source: Any = None
+        self._exempt: Any = None
+        self._override: Any = None
+        self._refresh()
+
+    def _refresh(self) -> None:
+        wall = self.wall
+        self._source = wall.stack
+        self._exempt = exempt_twin(wall)
+        self._override = limits_twin(wall)
+
+    @property
+    def differ(self) -> bool:
+        """Whether a mark can change anything (else adapters need not resolve routes early)."""
+        if self._source is not self.wall.stack:
+            self._refresh()
+        return self._exempt is not None or self._override is not None
+
+    def for_mark(self, mark: str | None) -> Any:
+        """The wall to serve a handler with *mark* (:func:`seawall.handlers.mark_of`)."""
+        if mark is None:
+            return self.wall
+        if self._source is not self.wall.stack:
+            self._refresh()
+        twin = self._exempt if mark == "exempt" else self._override
+        return self.wall if twin is None else twin

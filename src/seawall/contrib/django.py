@@ -83,9 +83,9 @@ from seawall._core.request import RequestView
 from seawall._log import bind_request, current_request, unbind_request
 from seawall._run import arun_request, run_request, start_request
 from seawall.asgi import BodyTooLarge
-from seawall.contrib import exempt_twin, settings_kwargs
+from seawall.contrib import Walls, settings_kwargs
 from seawall.exceptions import ConfigurationError, Rejected, RequestTimeout
-from seawall.handlers import exempt, is_exempt
+from seawall.handlers import OVERRIDE_ATTR, exempt, mark_of
 from seawall.wsgi import _CountingInput
 
 __all__ = [
@@ -354,8 +354,8 @@ class SeawallMiddleware:
             hook(self.wall)
         global _last_wall
         _last_wall = weakref.ref(self.wall)
-        self._exempt_wall = exempt_twin(self.wall)
-        self._exempt_views: dict[Any, bool] = {}
+        self._walls = Walls(self.wall)
+        self._marked_views: dict[Any, bool] = {}
 
     def __repr__(self) -> str:
         mode = "async" if self.async_mode else "sync"
@@ -364,22 +364,21 @@ class SeawallMiddleware:
     # -- shared steps ----------------------------------------------------------
 
     def _pick(self, request: HttpRequest) -> Seawall:
-        """The exempt twin for a view marked ``@exempt``, else the wall (there is a twin)."""
+        """The twin a marked view is served by (exempt, override_defaults), else the wall."""
         # The URLconf Django resolves the view with (BaseHandler.resolve_request).
         urlconf = getattr(request, "urlconf", None) or settings.ROOT_URLCONF
-        has = self._exempt_views.get(urlconf)
+        has = self._marked_views.get(urlconf)
         if has is None:
-            # Only URLconfs with an exempt view pay for resolving early.
-            has = _any_exempt(get_resolver(urlconf).url_patterns)
-            self._exempt_views[urlconf] = has
+            # Only URLconfs with a marked view pay for resolving early.
+            has = _any_marked(get_resolver(urlconf).url_patterns)
+            self._marked_views[urlconf] = has
         if not has:
             return self.wall
         try:
             match = resolve(request.path_info, urlconf)
         except Resolver404:
             return self.wall
-        twin = self._exempt_wall
-        return twin if twin is not None and is_exempt(match.func) else self.wall
+        return self._walls.for_mark(_view_mark(match.func, request.method))  # type: ignore[no-any-return]
 
     def _begin(self, request: HttpRequest, wall: Seawall) -> _State:
         started = perf_counter()
@@ -484,7 +483,7 @@ class SeawallMiddleware:
         """Serve one request (a coroutine when the middleware is in async mode)."""
         if self.async_mode:
             return self._acall(request)
-        wall = self.wall if self._exempt_wall is None else self._pick(request)
+        wall = self._pick(request) if self._walls.differ else self.wall
         stack = wall.stack
         state = self._begin(request, wall)
         view = state.view
@@ -517,7 +516,7 @@ class SeawallMiddleware:
     # -- async -----------------------------------------------------------------
 
     async def _acall(self, request: HttpRequest) -> Any:
-        wall = self.wall if self._exempt_wall is None else self._pick(request)
+        wall = self._pick(request) if self._walls.differ else self.wall
         stack = wall.stack
         state = self._begin(request, wall)
         view = state.view
@@ -593,15 +592,38 @@ class SeawallMiddleware:
         return _to_response(answer)
 
 
-def _any_exempt(patterns: Any) -> bool:
+def _any_marked(patterns: Any) -> bool:
     for pattern in patterns:
         inner = getattr(pattern, "url_patterns", None)
         if inner is not None:
-            if _any_exempt(inner):
+            if _any_marked(inner):
                 return True
-        elif is_exempt(getattr(pattern, "callback", None)):
-            return True
+        else:
+            callback = getattr(pattern, "callback", None)
+            if mark_of(callback) is not None:
+                return True
+            view_class = getattr(callback, "view_class", None)
+            if view_class is not None and any(
+                getattr(getattr(view_class, m, None), OVERRIDE_ATTR, False) is True
+                for m in getattr(view_class, "http_method_names", ())
+            ):
+                return True
     return False
+
+
+def _view_mark(func: Any, method: str | None) -> str | None:
+    """The mark of view *func*, or of the class-based view's handler for *method*.
+
+    ``method_decorator(limit(..., override_defaults=True))`` marks one method
+    of the class, not the class.
+    """
+    mark = mark_of(func)
+    if mark is None and method:
+        view_class = getattr(func, "view_class", None)
+        handler = getattr(view_class, method.lower(), None) if view_class is not None else None
+        if getattr(handler, OVERRIDE_ATTR, False) is True:
+            return "override"
+    return mark
 
 
 # -- decorators ----------------------------------------------------------------
@@ -659,12 +681,15 @@ def _django_decorator(decorator: Callable[[Any], Any]) -> Callable[[_F], _F]:
     guarded_methods: dict[Any, Any] = {}
 
     def apply(view: Any) -> Any:
+        overrides = getattr(decorator, "override_defaults", False) is True
         if getattr(view, "__qualname__", "").endswith(_METHOD_DECORATOR_DUMMY):
             # method_decorator decorates a dummy once, only to copy the
             # decorator's attributes: guarding it would name the bucket (or
             # an unnamed breaker) after the dummy, one name shared by every
             # method so decorated (one bucket in Redis for all of them).
             view.__seawall_handlers__ = [decorator]
+            if overrides:
+                setattr(view, OVERRIDE_ATTR, True)
             return view
         if isinstance(view, type):
             from django.utils.decorators import (  # type: ignore[import-untyped]
@@ -676,6 +701,8 @@ def _django_decorator(decorator: Callable[[Any], Any]) -> Callable[[_F], _F]:
                 *guarded_class.__dict__.get("__seawall_handlers__", ()),
                 decorator,
             ]
+            if overrides:
+                setattr(guarded_class, OVERRIDE_ATTR, True)
             return guarded_class
         bound = getattr(view, "func", None)
         function = getattr(bound, "__func__", None)
@@ -714,6 +741,8 @@ def _django_decorator(decorator: Callable[[Any], Any]) -> Callable[[_F], _F]:
         # update_wrapper points __wrapped__ at the view, past the guard:
         # keep the guards findable (seawall.testing.reset resets their limits).
         wrapper.__seawall_handlers__ = [*getattr(view, "__seawall_handlers__", ()), decorator]
+        if overrides:
+            setattr(wrapper, OVERRIDE_ATTR, True)
         return wrapper
 
     return apply

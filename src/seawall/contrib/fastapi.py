@@ -39,7 +39,7 @@ from seawall.contrib import missing_extra
 
 try:
     from starlette.requests import HTTPConnection, Request
-    from starlette.routing import Match
+    from starlette.routing import Mount, compile_path
 except ModuleNotFoundError as exc:  # the framework's extra is not installed
     raise missing_extra("seawall.fastapi", "fastapi", exc) from exc
 
@@ -52,8 +52,8 @@ from seawall.asgi import (
     Send,
     mark_coroutine_function,
 )
-from seawall.contrib import exempt_twin, settings_kwargs
-from seawall.handlers import is_exempt
+from seawall.contrib import Walls, settings_kwargs
+from seawall.handlers import OVERRIDE_ATTR, is_exempt, mark_of
 
 __all__ = [
     "SeawallMiddleware",
@@ -171,7 +171,7 @@ class SeawallMiddleware:
         data.pop("interface", None)
         self.app = app
         self._wall = ASGIMiddleware(app, **settings_kwargs(data, layers=layers))
-        self._exempt_wall = exempt_twin(self._wall)
+        self._walls = Walls(self._wall)
         self._routes_key: tuple[int, int] | None = None
         self._routes: tuple[Any, ...] = ()
 
@@ -191,26 +191,35 @@ class SeawallMiddleware:
         would only add a frame to every await of every request. Marked a
         coroutine function (below): servers tell ASGI 3 from ASGI 2 by it.
         """
-        if self._exempt_wall is not None and scope["type"] == "http" and self._exempt(scope):
-            return self._exempt_wall(scope, receive, send)
+        if scope["type"] == "http" and self._walls.differ:
+            mark = self._mark(scope)
+            if mark is not None:
+                return self._walls.for_mark(mark)(scope, receive, send)  # type: ignore[no-any-return]
         return self._wall(scope, receive, send)
 
-    def _exempt(self, scope: Scope) -> bool:
+    def _mark(self, scope: Scope) -> str | None:
+        """The mark of the endpoint *scope* goes to (``@exempt``, ``override_defaults``)."""
         app = scope.get("app")
         routes = getattr(getattr(app, "router", app), "routes", None)
         if not routes:
-            return False
+            return None
         key = (id(routes), len(routes))
         if key != self._routes_key:
-            # Only apps with an exempt endpoint pay for route matching.
+            # Only apps with a marked endpoint pay for matching routes here.
             self._routes_key = key
-            has = any(is_exempt(getattr(r, "endpoint", None)) for r in routes)
-            self._routes = tuple(routes) if has else ()
-        for route in self._routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return is_exempt(getattr(route, "endpoint", None))
-        return False
+            table = _route_table(routes)
+            self._routes = tuple(table) if any(mark for _, _, mark in table) else ()
+        if not self._routes:
+            return None
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        method = scope.get("method")
+        for pattern, methods, mark in self._routes:
+            if (methods is None or method in methods) and pattern.match(path):
+                return mark  # type: ignore[no-any-return]
+        return None
 
     @property
     def layers(self) -> tuple[object, ...]:
@@ -223,6 +232,60 @@ class SeawallMiddleware:
 
 
 mark_coroutine_function(SeawallMiddleware.__call__)
+
+
+def _route_mark(route: Any) -> str | None:
+    """``"exempt"``/``"override"``: a marked endpoint, or one with an overriding limit."""
+    mark = mark_of(getattr(route, "endpoint", None))
+    if mark is not None:
+        return mark
+    # A RouteContext (FastAPI 0.165+) answers for its effective route.
+    dependant = getattr(route, "dependant", None)
+    if dependant is not None:
+        # Path-decorator and router dependencies are in here too (FastAPI merges them).
+        stack = list(dependant.dependencies)
+        while stack:
+            dep = stack.pop()
+            if getattr(dep.call, OVERRIDE_ATTR, False) is True:
+                return "override"
+            stack.extend(dep.dependencies)
+    return None
+
+
+def _route_table(
+    routes: Iterable[Any], prefix: str = "", depth: int = 0
+) -> list[tuple[Any, frozenset[str] | None, str | None]]:
+    """Every route as ``(path regex, methods or None, mark)``, in the order routing tries them.
+
+    Looks into mounted apps (``app.mount``) and, on FastAPI versions that
+    no longer copy an included router's routes into ``app.routes``, into
+    included routers through ``fastapi.routing.iter_route_contexts``, whose
+    paths carry the prefixes and whose dependencies the router's.
+    Matched here rather than through each route's ``matches()``: that
+    needs FastAPI's private routing state for included routes.
+    """
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before 0.165, or plain Starlette: routes are flat
+        contexts: Iterable[Any] = routes
+    else:
+        contexts = iter_route_contexts(list(routes))
+    table: list[tuple[Any, frozenset[str] | None, str | None]] = []
+    for ctx in contexts:
+        original = getattr(ctx, "original_route", ctx)
+        inner = getattr(original, "routes", None)
+        if isinstance(original, Mount):
+            if depth < 8 and inner is not None:
+                table.extend(_route_table(inner, prefix + original.path, depth + 1))
+            continue
+        path = getattr(ctx, "path", None)
+        if inner is not None or not isinstance(path, str):
+            continue  # a Host, or a route that is not matched by path
+        methods = getattr(ctx, "methods", None)
+        pattern, _, _ = compile_path(prefix + path)
+        table.append((pattern, frozenset(methods) if methods else None, _route_mark(ctx)))
+    return table
+
 
 # -- dependencies --------------------------------------------------------------
 
@@ -304,6 +367,9 @@ def limit(*args: Any, **kwargs: Any) -> Callable[[HTTPConnection], Awaitable[Non
 
     # seawall.testing.reset finds the limiters (one per route) here.
     dependency.__seawall_handlers__ = made  # type: ignore[attr-defined]
+    if first.override_defaults:
+        # The middleware serves the routes it guards without the app's RateLimit.
+        setattr(dependency, OVERRIDE_ATTR, True)
     return _mark(dependency, (429,))  # type: ignore[no-any-return]
 
 

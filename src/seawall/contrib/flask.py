@@ -54,10 +54,10 @@ except ModuleNotFoundError as exc:  # the framework's extra is not installed
 
 from seawall._core.decisions import Respond
 from seawall._log import _current, current_request
-from seawall.contrib import exempt_twin, settings_kwargs
-from seawall.exceptions import Rejected
+from seawall.contrib import Walls, settings_kwargs
+from seawall.exceptions import ConfigurationError, Rejected
+from seawall.handlers import OVERRIDE_ATTR, mark_of
 from seawall.handlers import exempt as _mark_exempt
-from seawall.handlers import is_exempt
 from seawall.wsgi import WSGIMiddleware
 
 if TYPE_CHECKING:
@@ -71,49 +71,60 @@ _ANSWER = "seawall.flask.answer"
 
 
 class _Entry:
-    """What ``app.wsgi_app`` becomes: the wall, or its exempt twin for exempt views."""
+    """What ``app.wsgi_app`` becomes: the wall, or the twin a marked view is served by.
 
-    __slots__ = ("_app", "_exempt_wall", "_scanned", "_wall", "has_exempt")
+    Views marked ``@exempt`` get the exempt twin, views whose limit has
+    ``override_defaults=True`` the twin without the RateLimit layers
+    (:class:`seawall.contrib.Walls`); a blueprint's mark covers its views.
+    """
+
+    __slots__ = ("_app", "_scanned", "_wall", "_walls", "has_marks")
 
     def __init__(self, app: Flask, wall: WSGIMiddleware) -> None:
         self._app = app
         self._wall = wall
-        self._exempt_wall = exempt_twin(wall)
+        self._walls = Walls(wall)
         self._scanned = -1
-        self.has_exempt = False
+        self.has_marks = False
 
     def _scan(self) -> None:
         app = self._app
         self._scanned = len(app.view_functions) + len(app.blueprints)
-        self.has_exempt = any(is_exempt(v) for v in app.view_functions.values()) or any(
-            is_exempt(bp) for bp in app.blueprints.values()
+        self.has_marks = any(mark_of(v) for v in app.view_functions.values()) or any(
+            mark_of(bp) for bp in app.blueprints.values()
         )
 
-    def _exempt(self, environ: WSGIEnvironment) -> bool:
+    def _mark(self, environ: WSGIEnvironment) -> str | None:
         app = self._app
         try:
             rule, _ = app.url_map.bind_to_environ(environ).match(return_rule=True)
         except HTTPException:
-            return False  # no route: the wall applies in full
+            return None  # no route: the wall applies in full
         endpoint = rule.endpoint
-        if is_exempt(app.view_functions.get(endpoint)):
-            return True
+        mark = mark_of(app.view_functions.get(endpoint))
+        if mark == "exempt":
+            return mark
         name = endpoint.rpartition(".")[0]
         while name:
-            if is_exempt(app.blueprints.get(name)):
-                return True
+            # An exempt blueprint wins over a view's own override.
+            found = mark_of(app.blueprints.get(name))
+            if found == "exempt":
+                return found
+            mark = mark or found
             name = name.rpartition(".")[0]
-        return False
+        return mark
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        """Serve one request through the wall (or the exempt twin)."""
-        twin = self._exempt_wall
-        if twin is not None:
+        """Serve one request through the wall (or the twin its view's mark asks for)."""
+        walls = self._walls
+        if walls.differ:
             app = self._app
             if self._scanned != len(app.view_functions) + len(app.blueprints):
                 self._scan()
-            if self.has_exempt and self._exempt(environ):
-                return twin(environ, start_response)
+            if self.has_marks:
+                mark = self._mark(environ)
+                if mark is not None:
+                    return walls.for_mark(mark)(environ, start_response)  # type: ignore[no-any-return]
         return self._wall(environ, start_response)
 
 
@@ -137,6 +148,7 @@ class Seawall:
         self.settings = settings
         self.layers = None if layers is None else list(layers)
         self.wall: WSGIMiddleware | None = None
+        self._apps: list[Flask] = []
         if app is not None:
             self.init_app(app)
 
@@ -153,6 +165,7 @@ class Seawall:
         kwargs = settings_kwargs(config, layers=self.layers)
         wall = WSGIMiddleware(app.wsgi_app, **kwargs)
         self.wall = wall
+        self._apps.append(app)
         entry = _Entry(app, wall)
         app.wsgi_app = entry  # type: ignore[method-assign]
         app.extensions["seawall"] = entry
@@ -187,6 +200,22 @@ class Seawall:
 
     # -- decorators -----------------------------------------------------------
 
+    def _check_order(self, target: Any, decorator: str) -> None:
+        """Refuse a view the app already registered: the guard would never run.
+
+        ``@app.route`` registers the function it is given, so a guard
+        written above it wraps a copy nobody calls (the view would run
+        unlimited, with no error). Written below, as documented, it is fine.
+        """
+        for app in self._apps:
+            if any(view is target for view in app.view_functions.values()):
+                msg = (
+                    f"@guard.{decorator} on {getattr(target, '__qualname__', target)!r} sits "
+                    f"above @app.route: Flask registered the view unguarded. Put "
+                    f"@guard.{decorator} below the route decorator"
+                )
+                raise ConfigurationError(msg)
+
     def limit(self, *args: Any, **kwargs: Any) -> Callable[[_F], _F]:
         """Rate-limit a view, or a whole blueprint (``seawall.limit`` arguments).
 
@@ -196,8 +225,12 @@ class Seawall:
 
         def apply(target: _F) -> _F:
             if isinstance(target, Blueprint):
-                target.before_request(limit(*args, **kwargs)(_blueprint_check(target)))
+                limiter = limit(*args, **kwargs)
+                target.before_request(limiter(_blueprint_check(target)))
+                if limiter.override_defaults:
+                    setattr(target, OVERRIDE_ATTR, True)
                 return target
+            self._check_order(target, "limit")
             return limit(*args, **kwargs)(target)  # type: ignore[return-value]
 
         return apply
@@ -210,6 +243,7 @@ class Seawall:
             if isinstance(target, Blueprint):
                 target.before_request(validate(*args, **kwargs)(_blueprint_check(target)))
                 return target
+            self._check_order(target, "validate")
             return validate(*args, **kwargs)(target)
 
         return apply
@@ -227,6 +261,7 @@ class Seawall:
             if isinstance(target, Blueprint):
                 _blueprint_breaker(target, name or f"blueprint:{target.name}", options)
                 return target
+            self._check_order(target, "breaker")
             guarded: _F = breaker(name, **options)(_responding(target))
             return guarded
 

@@ -71,6 +71,7 @@ from seawall._ratelimit.quota import (
 from seawall._ratelimit.rules import Matcher
 from seawall._workers import watch
 from seawall.exceptions import ConfigurationError, Overloaded, RateLimited, Rejected, StorageError
+from seawall.handlers import OVERRIDE_ATTR
 from seawall.keys import client as client_key
 from seawall.keys import is_async_key, resolve_key
 from seawall.storage import MemoryBackend, _redact, storage_for
@@ -1293,9 +1294,13 @@ class Limiter:
     one limiter decorates share its bucket.
     """
 
-    def __init__(self, ratelimit: RateLimit, *, name: str | None = None) -> None:
+    def __init__(
+        self, ratelimit: RateLimit, *, name: str | None = None, override_defaults: bool = False
+    ) -> None:
         self.ratelimit = ratelimit
         self.name = name
+        #: The handlers it guards skip the wall's RateLimit layers (adapters honour it).
+        self.override_defaults = override_defaults
         self._bound = False
 
     def __repr__(self) -> str:
@@ -1343,6 +1348,8 @@ class Limiter:
                 return await func(*args, **kwargs)
 
             async_wrapper.__seawall_limit__ = self  # type: ignore[attr-defined]
+            if self.override_defaults:
+                setattr(async_wrapper, OVERRIDE_ATTR, True)
             return async_wrapper
 
         @functools.wraps(func)
@@ -1353,6 +1360,8 @@ class Limiter:
             return func(*args, **kwargs)
 
         wrapper.__seawall_limit__ = self  # type: ignore[attr-defined]
+        if self.override_defaults:
+            setattr(wrapper, OVERRIDE_ATTR, True)
         return wrapper
 
 
@@ -1373,6 +1382,7 @@ def limit(
     *,
     key: str | Callable[..., Any] | None = None,
     name: str | None = None,
+    override_defaults: bool = False,
     **options: Any,
 ) -> Limiter:
     """Rate limit one handler: ``@seawall.limit("5/minute", key=...)``.
@@ -1384,9 +1394,20 @@ def limit(
     the handler's response. *options* are :class:`RateLimit`'s (``storage``,
     ``strategy``, ``cost``, ``shadow``...). Each decorated handler has its
     own bucket, named after it unless *name* is given.
+
+    The limit applies on top of the wall's ``RateLimit`` layers, unless
+    *override_defaults* is true: the framework adapters (Flask, Django,
+    FastAPI) then serve the handler without them, so this limit replaces
+    the app-wide one there (the way flask-limiter's ``override_defaults``
+    does). On a plain ASGI or WSGI app, which has no routes to resolve
+    before the layers run, the flag changes nothing.
     """
     for option in ("rules", "websocket_messages"):
         if option in options:
             msg = f"limit: {option} apply to the RateLimit layer, not to one handler"
             raise ConfigurationError(msg)
-    return Limiter(RateLimit(limit, key=key, policy=name or "handler", **options), name=name)
+    return Limiter(
+        RateLimit(limit, key=key, policy=name or "handler", **options),
+        name=name,
+        override_defaults=bool(override_defaults),
+    )
