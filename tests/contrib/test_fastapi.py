@@ -202,7 +202,6 @@ class TestLayers:
         assert client.get("/items/1", headers={"x-deny": "1"}).status_code == 429
         assert client.get("/nowhere", headers={"x-deny": "1"}).status_code == 429
 
-
     def test_exempt_endpoint_of_an_included_router(self) -> None:
         """@exempt reaches endpoints of routers included with a prefix, nested too.
 
