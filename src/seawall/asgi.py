@@ -40,7 +40,7 @@ from seawall._log import _current, _structlog_request_id, bind_request, logger, 
 from seawall._run import arun_request, start_request
 from seawall.exceptions import Rejected, RequestTimeout, ValidationFailed
 
-__all__ = ["ASGIApp", "ASGIMiddleware", "Receive", "Scope", "Send", "route_of"]
+__all__ = ["ASGIApp", "ASGIMiddleware", "Receive", "Scope", "Send", "full_template", "route_of"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,6 +49,63 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _ENDPOINT_ROUTES: dict[int, str | None] = {}
+
+#: id(app.routes) -> (its length, {id(route): ((path regex, full template), ...)}).
+_INCLUDED: dict[int, tuple[int, dict[int, tuple[tuple[Any, str], ...]]]] = {}
+
+
+def full_template(scope: Scope, matched: Any, template: str) -> str:
+    """*template* of the FastAPI route *matched* with the prefixes of the routers it is in.
+
+    FastAPI 0.165 and later keep an included router's routes out of
+    ``app.routes`` and put the router's own route, unprefixed, in
+    ``scope["route"]``: ``/items/{id}`` for ``/v1/items/{id}``. Two routers
+    (or one router included twice) would then share one template, and so
+    one set of statistics, metrics labels and per-route breakers.
+    ``fastapi.routing.iter_route_contexts`` gives every route with its
+    prefixed template; a route included under several prefixes is told
+    apart by matching the request's path.
+    """
+    app = scope.get("app")
+    routes = getattr(app, "routes", None)
+    if not routes:
+        return template
+    cached = _INCLUDED.get(id(routes))
+    if cached is None or cached[0] != len(routes):
+        if len(_INCLUDED) >= 64:
+            _INCLUDED.clear()
+        cached = _INCLUDED[id(routes)] = (len(routes), _prefixed_templates(routes))
+    found = cached[1].get(id(matched))
+    if not found:
+        return template
+    if len(found) == 1:
+        return found[0][1]
+    path = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    for pattern, full in found:
+        if pattern.match(path):
+            return full
+    return template
+
+
+def _prefixed_templates(routes: Any) -> dict[int, tuple[tuple[Any, str], ...]]:
+    try:
+        from fastapi.routing import iter_route_contexts
+        from starlette.routing import compile_path
+    except ImportError:  # FastAPI before 0.165: app.routes has them, prefixed
+        return {}
+    table: dict[int, list[tuple[Any, str]]] = {}
+    for ctx in iter_route_contexts(list(routes)):
+        original = ctx.original_route
+        full, path = ctx.path_format, ctx.path
+        if not isinstance(full, str) or not isinstance(path, str):
+            continue
+        if full == getattr(original, "path_format", None):
+            continue  # not included under a prefix: scope["route"] says it already
+        table.setdefault(id(original), []).append((compile_path(path)[0], full))
+    return {key: tuple(value) for key, value in table.items()}
 
 
 def route_of(scope: Scope) -> str | None:
@@ -63,6 +120,9 @@ def route_of(scope: Scope) -> str | None:
     if matched is not None:
         path = getattr(matched, "path_format", None) or getattr(matched, "path", None)
         if path:
+            if "fastapi" in scope:
+                # FastAPI 0.165+ leaves an included router's route unprefixed.
+                return full_template(scope, matched, str(path))
             return str(path)
     endpoint = scope.get("endpoint")
     if endpoint is None:

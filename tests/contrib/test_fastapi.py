@@ -300,3 +300,54 @@ class TestOpenAPI:
         assert set(responses) >= {"429", "503"}
         schema = responses["429"]["content"]["application/problem+json"]["schema"]
         assert schema["required"] == ["type", "title", "status"]
+
+
+class TestIncludedRouters:
+    """Routes of included routers keep their prefixes in templates, buckets and OpenAPI.
+
+    FastAPI 0.165 put the router's own, unprefixed route in
+    ``scope["route"]``: one router included at ``/v1`` and ``/v2`` looked
+    like one route, ``/items/{id}``.
+    """
+
+    @staticmethod
+    def make() -> FastAPI:
+        from fastapi import APIRouter, Depends
+
+        from seawall.fastapi import limit
+
+        app = FastAPI()
+        router = APIRouter()
+
+        @router.get("/items/{id}", dependencies=[Depends(limit("2/minute"))])
+        def item(id: int) -> int:
+            return id
+
+        app.include_router(router, prefix="/v1")
+        app.include_router(router, prefix="/v2")
+        app.add_middleware(SeawallMiddleware, layers=[Timing()], circuit_breaker=True)
+        return app
+
+    def test_templates_carry_the_prefix(self) -> None:
+        import seawall
+
+        app = self.make()
+        client = TestClient(app)
+        assert client.get("/v1/items/1").status_code == 200
+        assert client.get("/v2/items/2").status_code == 200
+        routes = seawall.stats(app)["timing"]["routes"]
+        assert set(routes) == {"/v1/items/{id}", "/v2/items/{id}"}
+
+    def test_each_prefix_has_its_own_bucket(self) -> None:
+        client = TestClient(self.make())
+        assert [client.get("/v1/items/1").status_code for _ in range(3)] == [200, 200, 429]
+        assert [client.get("/v2/items/1").status_code for _ in range(3)] == [200, 200, 429]
+
+    def test_document_covers_included_routes(self) -> None:
+        app = self.make()
+        document(app)
+        paths = app.openapi()["paths"]
+        for prefix in ("/v1", "/v2"):
+            responses = paths[f"{prefix}/items/{{id}}"]["get"]["responses"]
+            # The dependency's 429 and the middleware breaker's 503.
+            assert {"429", "503"} <= set(responses), (prefix, sorted(responses))

@@ -50,6 +50,7 @@ from seawall.asgi import (
     Receive,
     Scope,
     Send,
+    full_template,
     mark_coroutine_function,
 )
 from seawall.contrib import Walls, settings_kwargs
@@ -295,6 +296,8 @@ def _route_of(request: HTTPConnection) -> str | None:
     route = request.scope.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     if template:
+        if "fastapi" in request.scope:
+            template = full_template(request.scope, route, str(template))
         request.scope["seawall.route"] = template
         view = current_request()
         if view is not None:
@@ -330,13 +333,14 @@ def limit(*args: Any, **kwargs: Any) -> Callable[[HTTPConnection], Awaitable[Non
     caller = sys._getframe(1)
     site = f"{caller.f_globals.get('__name__', '')}:{caller.f_lineno}"
     tag = hashlib.blake2b(site.encode(), digest_size=4).hexdigest()
-    # id(route) -> (route, guard): routes are not hashable; holding the route
-    # keeps its id from being reused by another one.
-    guards: dict[int, tuple[Any, Callable[[], Awaitable[None]]]] = {}
+    # (id(route), template) -> (route, guard): routes are not hashable;
+    # holding the route keeps its id from being reused by another one. The
+    # template too: one router included under two prefixes is one route.
+    guards: dict[tuple[int, str | None], tuple[Any, Callable[[], Awaitable[None]]]] = {}
     spare = [first]
     made = [first]
 
-    def guard_for(matched: Any) -> Callable[[], Awaitable[None]]:
+    def guard_for(matched: Any, template: str | None) -> Callable[[], Awaitable[None]]:
         if spare:
             limiter = spare.pop()
         else:
@@ -348,21 +352,23 @@ def limit(*args: Any, **kwargs: Any) -> Callable[[HTTPConnection], Awaitable[Non
 
         # The bucket is named after the function the limiter guards: name it
         # after the route so every route keeps its own counts.
-        template = getattr(matched, "path_format", None) or getattr(matched, "path", None)
         methods = " ".join(sorted(getattr(matched, "methods", None) or ()))
         route.__module__ = tag
         route.__qualname__ = f"{methods} {template}".strip() if template else "<unmatched>"
         guarded: Callable[[], Awaitable[None]] = limiter(route)
-        guards[id(matched)] = (matched, guarded)
+        guards[id(matched), template] = (matched, guarded)
         return guarded
 
     # HTTPConnection, not Request: FastAPI gives it on websocket routes too,
     # where the limit applies to the handshake.
     async def dependency(request: HTTPConnection) -> None:
-        _route_of(request)
+        template = _route_of(request)
         matched = request.scope.get("route")
-        entry = guards.get(id(matched))
-        guarded = entry[1] if entry is not None and entry[0] is matched else guard_for(matched)
+        entry = guards.get((id(matched), template))
+        if entry is not None and entry[0] is matched:
+            guarded = entry[1]
+        else:
+            guarded = guard_for(matched, template)
         await guarded()
 
     # seawall.testing.reset finds the limiters (one per route) here.
@@ -484,10 +490,17 @@ def document(app: Any) -> None:
     """
     from fastapi.routing import APIRoute
 
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before 0.165: app.routes has every route, prefixed
+        routes: list[Any] = list(app.routes)
+    else:
+        # Included routers' routes, with their prefixes and the routers' dependencies.
+        routes = list(iter_route_contexts(list(app.routes)))
     wall = _wall_statuses(app)
     plan: dict[tuple[str, str], list[int]] = {}
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
+    for route in routes:
+        if not isinstance(getattr(route, "original_route", route), APIRoute):
             continue
         statuses = set() if is_exempt(route.endpoint) else set(wall)
         stack = list(route.dependant.dependencies)
