@@ -91,6 +91,29 @@ def delete_keys(url: str, prefix: str) -> None:
         client.close()
 
 
+def in_threads(work: Callable[[], Any], threads: int, each: int) -> list[Any]:
+    """Run *work* *each* times in each of *threads* threads started together; every result."""
+    import threading
+
+    results: list[Any] = []
+    lock = threading.Lock()
+    start = threading.Barrier(threads)
+
+    def run() -> None:
+        start.wait()
+        for _ in range(each):
+            result = work()
+            with lock:
+                results.append(result)
+
+    started = [threading.Thread(target=run) for _ in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join()
+    return results
+
+
 @pytest.fixture(params=["asgi", "wsgi"])
 def interface(request: pytest.FixtureRequest) -> str:
     """Each test using it runs once per driver."""

@@ -11,7 +11,6 @@ uncounted, a breaker on local state).
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +22,8 @@ from django.http import HttpResponse
 from django.test import Client, override_settings
 from django.urls import path
 
+from tests.conftest import in_threads
+
 pytestmark = pytest.mark.redis
 
 THREADS = 8
@@ -31,23 +32,7 @@ LIMIT = 40
 
 
 def _in_threads(work: Callable[[], Any]) -> list[Any]:
-    results: list[Any] = []
-    lock = threading.Lock()
-    start = threading.Barrier(THREADS)
-
-    def run() -> None:
-        start.wait()
-        for _ in range(EACH):
-            result = work()
-            with lock:
-                results.append(result)
-
-    threads = [threading.Thread(target=run) for _ in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    return in_threads(work, THREADS, EACH)
 
 
 def _connections(redis_url: str) -> int:

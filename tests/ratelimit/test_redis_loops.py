@@ -12,7 +12,6 @@ by default: requests through uncounted.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +21,7 @@ import structlog
 
 from seawall._ratelimit.quota import FIXED, GCRA, MOVING, SLIDING, Quota
 from seawall.storage import storage_for
+from tests.conftest import in_threads
 
 pytestmark = pytest.mark.redis
 
@@ -31,24 +31,7 @@ LIMIT = 50
 
 
 def _in_threads(work: Callable[[], Any]) -> list[Any]:
-    """Run *work* EACH times in each of THREADS threads at once; every result, in any order."""
-    results: list[Any] = []
-    lock = threading.Lock()
-    start = threading.Barrier(THREADS)
-
-    def run() -> None:
-        start.wait()
-        for _ in range(EACH):
-            result = work()
-            with lock:
-                results.append(result)
-
-    threads = [threading.Thread(target=run) for _ in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    return in_threads(work, THREADS, EACH)
 
 
 @pytest.mark.parametrize(
