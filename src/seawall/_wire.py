@@ -48,10 +48,11 @@ redis-py's command-level OpenTelemetry metrics do not see these calls.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from seawall._timeout import timeout
 
@@ -71,9 +72,56 @@ __all__ = [
     "kept",
     "no_script_error",
     "pexpire_frame",
+    "PerLoop",
     "pool_of",
     "require_redis",
 ]
+
+_T = TypeVar("_T")
+
+
+class PerLoop(Generic[_T]):
+    """One value per event loop (an asyncio client is bound to the loop it was made on).
+
+    Loops that have closed are forgotten when a new loop asks: weak keys
+    would not do, since a client's connections refer to their loop, so
+    the value would keep its own key alive. A program that runs a loop
+    per call (``asyncio.run`` in a loop, an async view under WSGI without a
+    seawall request) then holds the clients of its live loops only.
+    """
+
+    __slots__ = ("_last", "_values")
+
+    def __init__(self) -> None:
+        self._values: dict[asyncio.AbstractEventLoop, _T] = {}
+        self._last: tuple[asyncio.AbstractEventLoop, _T] | None = None
+
+    def get(self, make: Callable[[], _T]) -> _T:
+        """The running loop's value, made by *make* on its first call there."""
+        loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0] is loop:
+            return last[1]
+        value = self._values.get(loop)
+        if value is None:
+            # list(): another thread may add or drop a loop meanwhile.
+            for old in list(self._values):
+                if old.is_closed():
+                    self._values.pop(old, None)
+            value = self._values[loop] = make()
+        self._last = (loop, value)
+        return value
+
+    def pop(self) -> _T | None:
+        """Forget the running loop's value and return it (``None`` if it had none)."""
+        loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0] is loop:
+            self._last = None
+        return self._values.pop(loop, None)
+
+    def __len__(self) -> int:
+        return len(self._values)
 
 
 def require_redis(setting: str) -> None:

@@ -23,9 +23,7 @@ timeouts, no retries) and any failure surfaces as
 
 from __future__ import annotations
 
-import asyncio
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from math import ceil
 from typing import Any, ClassVar, Protocol
@@ -38,6 +36,7 @@ from seawall._wire import (
     AsyncConnections,
     Connections,
     NeverRaised,
+    PerLoop,
     akept,
     evalsha_head,
     fixed_frame,
@@ -227,18 +226,16 @@ def _fixed(count: int, ttl_ms: int, quota: Quota) -> HitResult:
 class _AsyncSide:
     """What :class:`RedisBackend` keeps per event loop: its asyncio client and scripts."""
 
-    __slots__ = ("conn", "deadline", "fast", "loop", "scripts", "storage")
+    __slots__ = ("conn", "deadline", "fast", "scripts", "storage")
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
         storage: Any,
         conn: Any,
         scripts: dict[int, Any],
         fast: AsyncConnections | None,
         deadline: Callable[[float], Any] | None,
     ) -> None:
-        self.loop = loop
         #: limits' storage, kept: it owns the connection pool.
         self.storage = storage
         self.conn = conn
@@ -276,12 +273,8 @@ class RedisBackend:
         # redis-py's NoScriptError, bound when a client is built (redis is an extra).
         self._no_script: type[Exception] = NeverRaised
         self._sync_fast: Connections | None = None
-        #: The asyncio side of each event loop that used this backend, and the
-        #: last one used (the common case, one loop, costs one identity test).
-        self._asides: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSide] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._aside: _AsyncSide | None = None
+        #: The asyncio side of each event loop that uses this backend.
+        self._asides: PerLoop[_AsyncSide] = PerLoop()
         #: Each script's ``EVALSHA <sha>``, framed once (the SHA is the same on both paths).
         self._heads: dict[int, bytes] = {}
 
@@ -337,16 +330,9 @@ class RedisBackend:
         server runs each request on a new loop, in whichever thread serves
         it, and a client bound to another thread's loop fails there.
         """
-        loop = asyncio.get_running_loop()
-        side = self._aside
-        if side is None or side.loop is not loop:
-            side = self._asides.get(loop)
-            if side is None:
-                side = self._asides[loop] = self._new_async_side(loop)
-            self._aside = side
-        return side
+        return self._asides.get(self._new_async_side)
 
-    def _new_async_side(self, loop: asyncio.AbstractEventLoop) -> _AsyncSide:
+    def _new_async_side(self) -> _AsyncSide:
         from limits.storage import storage_from_string
 
         options = self._client_options(True)
@@ -362,7 +348,7 @@ class RedisBackend:
         self._heads = {code: evalsha_head(s.sha) for code, s in scripts.items()}
         self._no_script = no_script_error()
         deadline = DEADLINE if options["socket_timeout"] is None else None
-        return _AsyncSide(loop, storage, conn, scripts, akept(conn), deadline)
+        return _AsyncSide(storage, conn, scripts, akept(conn), deadline)
 
     def hit(
         self,
@@ -560,9 +546,7 @@ class LimitsBackend:
         self.options = dict(options or {})
         self._sync: dict[int, Any] | None = None
         #: limits' async strategies per event loop: its clients are bound to one.
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Any]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._async: PerLoop[dict[int, Any]] = PerLoop()
 
     def __repr__(self) -> str:
         return f"LimitsBackend({_redact(self.uri)!r})"
@@ -586,11 +570,7 @@ class LimitsBackend:
         }
 
     def _alimiters(self) -> dict[int, Any]:
-        loop = asyncio.get_running_loop()
-        limiters = self._async.get(loop)
-        if limiters is None:
-            limiters = self._async[loop] = self._limiters(True)
-        return limiters
+        return self._async.get(lambda: self._limiters(True))
 
     def hit(
         self,

@@ -60,6 +60,33 @@ def test_a_backend_counts_exactly_with_a_new_loop_per_call(
     allowed = _in_threads(one)
     assert not errors, errors[:3]
     assert sum(allowed) == LIMIT
+    # Clients of loops that closed are let go: at most the loops alive at the last call.
+    assert len(backend._asides) <= THREADS  # type: ignore[union-attr]
+
+
+def test_one_value_per_loop_and_closed_loops_forgotten() -> None:
+    from seawall._wire import PerLoop
+
+    cache: PerLoop[object] = PerLoop()
+    made: list[object] = []
+
+    def make() -> object:
+        made.append(object())
+        return made[-1]
+
+    async def twice() -> bool:
+        return cache.get(make) is cache.get(make)
+
+    assert all(asyncio.run(twice()) for _ in range(20))
+    assert len(made) == 20  # one per loop, the same within a loop
+    assert len(cache) == 1  # the 19 closed loops were forgotten
+
+    async def pop() -> tuple[object, object | None]:
+        value = cache.get(make)
+        return value, cache.pop()
+
+    value, popped = asyncio.run(pop())
+    assert popped is value
 
 
 def test_flask_async_views_are_limited_exactly_from_many_threads(

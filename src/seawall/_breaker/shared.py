@@ -38,7 +38,6 @@ import contextlib
 import hashlib
 import threading
 import time
-import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -50,6 +49,7 @@ from seawall._wire import (
     AsyncConnections,
     Connections,
     NeverRaised,
+    PerLoop,
     akept,
     evalsha_frame,
     evalsha_head,
@@ -332,9 +332,7 @@ class RedisBreakerStore:
         self._sync_fast: Connections | None = None
         self._lock = threading.Lock()
         # Per event loop: its scripts and, when its client has a pool, its kept connections.
-        self._async: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[tuple[Any, Any, Any], AsyncConnections | None]
-        ] = weakref.WeakKeyDictionary()
+        self._async: PerLoop[tuple[tuple[Any, Any, Any], AsyncConnections | None]] = PerLoop()
         # redis-py's NoScriptError, bound when a client is built (redis is an extra).
         self._no_script: type[Exception] = NeverRaised
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -421,26 +419,24 @@ class RedisBreakerStore:
         return scripts
 
     def _scripts_async(self) -> tuple[tuple[Any, Any, Any], AsyncConnections | None]:
-        loop = asyncio.get_running_loop()
-        both = self._async.get(loop)
-        if both is None:
-            import redis.asyncio
+        return self._async.get(self._new_async)
 
-            client = redis.asyncio.Redis.from_url(
-                self.uri,
-                # One deadline per call instead (seawall._wire.DEADLINE).
-                socket_timeout=None,
-                socket_connect_timeout=self.timeout,
-            )
-            scripts = (
-                client.register_script(_ACQUIRE),
-                client.register_script(_RECORD),
-                client.register_script(_SET),
-            )
-            self._no_script = no_script_error()
-            both = (scripts, akept(client))
-            self._async[loop] = both
-        return both
+    def _new_async(self) -> tuple[tuple[Any, Any, Any], AsyncConnections | None]:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(
+            self.uri,
+            # One deadline per call instead (seawall._wire.DEADLINE).
+            socket_timeout=None,
+            socket_connect_timeout=self.timeout,
+        )
+        scripts = (
+            client.register_script(_ACQUIRE),
+            client.register_script(_RECORD),
+            client.register_script(_SET),
+        )
+        self._no_script = no_script_error()
+        return scripts, akept(client)
 
     def _run_sync(self, index: int, keys: list[str], args: list[str]) -> Any:
         """Run script *index* (ACQUIRE, RECORD, SET) with the sync client."""

@@ -59,6 +59,7 @@ from seawall._wire import (
     AsyncConnections,
     Connections,
     NeverRaised,
+    PerLoop,
     akept,
     evalsha_frame,
     evalsha_head,
@@ -241,9 +242,7 @@ class RedisSlots:
         self._sync_fast: Connections | None = None
         self._sync_lock = threading.Lock()
         # Per event loop: its client and, when it has a pool, its kept connections.
-        self._async: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[Any, AsyncConnections | None]
-        ] = weakref.WeakKeyDictionary()
+        self._async: PerLoop[tuple[Any, AsyncConnections | None]] = PerLoop()
         #: DEADLINE when the asyncio clients have no socket timeout of their own.
         self._deadline = DEADLINE if self.scheme != "redis+cluster" else None
         # redis-py's NoScriptError, bound when a client is built (redis is an extra).
@@ -346,13 +345,12 @@ class RedisSlots:
         return self._aclients()[0]
 
     def _aclients(self) -> tuple[Any, AsyncConnections | None]:
-        loop = asyncio.get_running_loop()
-        both = self._async.get(loop)
-        if both is None:
-            client = self._build(asynchronous=True)
-            self._no_script = no_script_error()
-            both = self._async[loop] = (client, akept(client))
-        return both
+        return self._async.get(self._new_async)
+
+    def _new_async(self) -> tuple[Any, AsyncConnections | None]:
+        client = self._build(asynchronous=True)
+        self._no_script = no_script_error()
+        return client, akept(client)
 
     def _eval(self, args: tuple[Any, ...]) -> Any:
         client = self.client()
@@ -576,8 +574,7 @@ class RedisSlots:
     async def aclose(self) -> None:
         """Send pending releases, then close the running loop's async client."""
         await self.asend_pending()
-        loop = asyncio.get_running_loop()
-        both = self._async.pop(loop, None)
+        both = self._async.pop()
         if both is not None:
             client, fast = both
             if fast is not None:
