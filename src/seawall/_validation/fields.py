@@ -41,8 +41,11 @@ def apply_to_fields(
     def visit(node: Any, path: tuple[str, ...]) -> Any:
         nonlocal changed
         if isinstance(node, list):
+            # "tags.*" names each item, and so does a bare "tags": a "*"
+            # here is used up by the array, not passed on to its items.
+            inner = path[1:] if path and path[0] == "*" else path
             for i, item in enumerate(node):
-                node[i] = visit(item, path)
+                node[i] = visit(item, inner)
             return node
         if not path:
             if isinstance(node, str):

@@ -126,6 +126,7 @@ class Policy:
         "threat_budget",
         "threat_headers",
         "threat_ignore",
+        "threat_ignore_headers",
         "threats",
         "url_cap",
         "wants_body",
@@ -173,9 +174,10 @@ class Policy:
         self.threat_body = bool(settings["threat_body"])
         budget = _limit(settings["threat_scan_budget"], f"{where}threat_scan_budget")
         self.threat_budget = 1 << 62 if budget is None else budget
-        self.threat_ignore = frozenset(
-            _names(settings["threat_ignore_fields"], f"{where}threat_ignore_fields")
-        )
+        ignored = _names(settings["threat_ignore_fields"], f"{where}threat_ignore_fields")
+        self.threat_ignore = frozenset(ignored)
+        #: The same names lower-cased: header names are matched without regard to case.
+        self.threat_ignore_headers = frozenset(name.lower() for name in ignored)
         self.sanitize_query = frozenset(
             _names(settings["sanitize_query"], f"{where}sanitize_query")
         )

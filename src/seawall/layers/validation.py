@@ -29,10 +29,12 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
+import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar, cast
-from urllib.parse import parse_qsl, unquote_plus, urlencode
+from urllib.parse import parse_qsl, quote_plus, unquote_plus
 
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import ORDER
@@ -86,6 +88,62 @@ def _body_kind(media: str) -> str | None:
     if media == "application/x-www-form-urlencoded":
         return _FORM
     return None
+
+
+def rewrite_pairs(
+    text: str, wanted: Callable[[str], bool], clean: Callable[[str], str]
+) -> str | None:
+    """*text* (``a=1&b=2``) with the values of the *wanted* names cleaned; ``None`` if none changed.
+
+    Each pair is rewritten only if its value changed: every other pair keeps
+    its bytes (its escapes, a bare ``flag`` with no ``=``, a ``%E9`` of a
+    latin-1 form), where parsing and re-encoding all of them would not.
+    """
+    pieces = text.split("&")
+    changed = False
+    for i, piece in enumerate(pieces):
+        name, eq, value = piece.partition("=")
+        if not eq or not wanted(unquote_plus(name)):
+            continue
+        plain = unquote_plus(value)
+        cleaned = clean(plain)
+        if cleaned != plain:
+            pieces[i] = f"{name}={quote_plus(cleaned)}"
+            changed = True
+    return "&".join(pieces) if changed else None
+
+
+def rewrite_json(
+    body: bytes, paths: tuple[tuple[str, ...], ...], clean: Callable[[str], str]
+) -> bytes:
+    r"""*body* (valid JSON) with the strings at *paths* cleaned, every other value as written.
+
+    Numbers and the ``NaN``/``Infinity`` constants come back with the text
+    they were sent with: parsed into placeholders (a random token no client
+    can guess) and put back after ``json.dumps``, which would otherwise
+    print ``1e400`` as ``Infinity`` (not JSON) and round long decimals. A
+    duplicated key keeps its last value, as the app's parser would. A lone
+    surrogate (``"\ud800"``) is written escaped, as it came.
+    """
+    token = secrets.token_hex(8)
+    mark = f"\x00{token}:"
+    written: list[str] = []
+
+    def number(text: str) -> str:
+        written.append(text)
+        return f"{mark}{len(written) - 1}\x00"
+
+    doc = json.loads(body, parse_float=number, parse_int=number, parse_constant=number)
+    doc, _ = apply_to_fields(doc, paths, lambda s: s if s.startswith(mark) else clean(s))
+    placeholder = re.compile('"\\\\u0000' + token + ':(\\d+)\\\\u0000"')
+    for ascii_only in (False, True):
+        out = json.dumps(doc, ensure_ascii=ascii_only, separators=(",", ":"))
+        out = placeholder.sub(lambda m: written[int(m.group(1))], out)
+        try:
+            return out.encode("utf-8")
+        except UnicodeEncodeError:
+            continue  # a lone surrogate: escaped, in the second pass
+    raise AssertionError("unreachable: ensure_ascii output is ASCII")  # pragma: no cover
 
 
 def _form_doc(pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -419,7 +477,16 @@ class Validation:
                     f"The query has more than {limit} parameters.",
                     max_query_params=limit,
                 )
-        if framed or not policy.simple:
+        if (
+            framed
+            or not policy.simple
+            # HTTP/2 may send a body unframed (see _after_headers).
+            or (
+                policy.wants_body
+                and request.method not in _BODILESS
+                and request.interface == "asgi"
+            )
+        ):
             return self._after_headers(request, policy, query, framed)
         # No body to speak of, nothing more to check: what _after_headers()
         # concludes for such a request, without the call.
@@ -433,14 +500,15 @@ class Validation:
         # refuse early: the body itself is always counted. With neither
         # Content-Length nor Transfer-Encoding there is no body to speak of.
         length: int | None = None
-        has_body = False
+        has_body = unframed = False
         media = ""
         if framed:
             headers = request.headers
             raw_length = headers.get("content-length")
             if raw_length:
                 text = raw_length[0].strip()
-                if not text.isdigit() or len(raw_length) > 1:
+                # isascii(): "²" is a digit to isdigit() and not to int().
+                if not (text.isascii() and text.isdigit()) or len(raw_length) > 1:
                     return self._reject(
                         request,
                         "invalid_content_length",
@@ -451,23 +519,31 @@ class Validation:
                     )
                 length = int(text)
             has_body = (length is not None and length > 0) or "transfer-encoding" in headers
-            if has_body:
-                ctype = headers.get("content-type")
-                media = ctype[0].split(";", 1)[0].strip().lower() if ctype else ""
-                if policy.content_types is not None and not _media_allowed(
-                    media, policy.content_types
-                ):
-                    return self._reject(
-                        request,
-                        "unsupported_media_type",
-                        415,
-                        "unsupported-media-type",
-                        "Unsupported Media Type",
-                        "The body's content type is not accepted here.",
-                        accepted=list(policy.content_types),
-                    )
-                if policy.max_body is not None and length is not None and length > policy.max_body:
-                    return self._body_too_large(request, policy.max_body)
+        elif (
+            request.interface == "asgi"
+            and request.method not in _BODILESS
+            and "content-type" in request.headers
+        ):
+            # HTTP/2 and HTTP/3 may send a body with neither header: one with
+            # a content type is checked like any other (an empty one passes,
+            # as with Content-Length: 0).
+            has_body = unframed = True
+        if has_body:
+            headers = request.headers
+            ctype = headers.get("content-type")
+            media = ctype[0].split(";", 1)[0].strip().lower() if ctype else ""
+            if policy.content_types is not None and not _media_allowed(media, policy.content_types):
+                return self._reject(
+                    request,
+                    "unsupported_media_type",
+                    415,
+                    "unsupported-media-type",
+                    "Unsupported Media Type",
+                    "The body's content type is not accepted here.",
+                    accepted=list(policy.content_types),
+                )
+            if policy.max_body is not None and length is not None and length > policy.max_body:
+                return self._body_too_large(request, policy.max_body)
         if policy.detector is not None:
             found = self._scan_request(request, policy, [policy.threat_budget])
             if found:
@@ -478,7 +554,7 @@ class Validation:
             self._sanitize_query(request, policy)
         kind = _body_kind(media) if has_body else None
         if kind is not None and policy.wants_body:
-            return self._body_flow(request, policy, kind)
+            return self._body_flow(request, policy, kind, unframed)
         if policy.max_body is not None and (
             has_body or (length is None and request.method not in _BODILESS)
         ):
@@ -537,7 +613,7 @@ class Validation:
                     where = safe_loc(unquote_plus(qname))
                     found.setdefault(f"query:{where}", set()).update(ids)
         for hname in policy.threat_headers:
-            if hname in ignore:
+            if hname in policy.threat_ignore_headers:
                 continue
             for value in request.header_list(hname):
                 ids = self._scan(policy, value, budget)
@@ -561,18 +637,10 @@ class Validation:
         return policy.detector.scan(value)
 
     def _sanitize_query(self, request: RequestView, policy: Policy) -> None:
-        pairs = parse_qsl(request.query_string, keep_blank_values=True)
-        changed = False
-        out = []
-        for qname, value in pairs:
-            if qname in policy.sanitize_query:
-                clean = self.sanitizer(value)
-                changed = changed or clean != value
-                value = clean
-            out.append((qname, value))
-        if not changed:
+        names = policy.sanitize_query
+        query = rewrite_pairs(request.query_string, names.__contains__, self.sanitizer)
+        if query is None:
             return
-        query = urlencode(out)
         # The request view is read-only; the query lives in the scope/environ
         # the app reads (both are mutable mappings owned by this request).
         raw = cast("dict[str, Any]", request.raw)
@@ -582,16 +650,25 @@ class Validation:
             raw["QUERY_STRING"] = query
         request.query_string = query
 
-    def _body_flow(self, request: RequestView, policy: Policy, kind: str) -> Any:
+    def _body_flow(
+        self, request: RequestView, policy: Policy, kind: str, unframed: bool = False
+    ) -> Any:
         limit = policy.max_body if policy.max_body is not None else READ_CAP
         body = yield ReadBody(limit)
         if body is None:
             return self._body_too_large(request, limit)
+        if unframed and not body:
+            return None  # no body after all, as with Content-Length: 0
         self.bodies_read += 1
         form_pairs: list[tuple[str, str]] | None = None
+        form_text: str | None = None
         if kind == _JSON:
             doc, error = parse_json(body)
-            if error is not None:
+            if error is not None and not policy.json and policy.schema is None:
+                # JSON checks are off: the app judges the body. Threats, if
+                # on, read it as text; nothing in it can be sanitized.
+                doc = body.decode("utf-8", "replace")
+            elif error is not None:
                 return self._reject(
                     request,
                     "malformed_json",
@@ -636,6 +713,7 @@ class Validation:
                     max_query_params=max_fields,
                 )
             form_pairs = parse_qsl(text, keep_blank_values=True)
+            form_text = text
             doc = _form_doc(form_pairs)
         if policy.schema is not None:
             errors = policy.schema(doc)
@@ -662,31 +740,35 @@ class Validation:
                 answer = self._threat(request, policy, found)
                 if answer is not None:
                     return answer
-        if policy.sanitize_fields:
-            new_body = self._sanitize_body(doc, form_pairs, policy)
+        if policy.sanitize_fields and not isinstance(doc, str):
+            new_body = self._sanitize_body(body, doc, form_text, policy)
             if new_body is not None:
                 self.bodies_rewritten += 1
                 yield ReplaceBody(new_body)
         return None
 
     def _sanitize_body(
-        self, doc: Any, form_pairs: list[tuple[str, str]] | None, policy: Policy
+        self, body: bytes, doc: Any, form_text: str | None, policy: Policy
     ) -> bytes | None:
-        if form_pairs is None:
-            doc, changed = apply_to_fields(doc, policy.sanitize_fields, self.sanitizer)
+        """The body with its sanitize fields cleaned, or ``None`` if none changed.
+
+        Only the cleaned fields change: the other form pairs keep their bytes,
+        and the other JSON values their text (numbers as written, not as a
+        float would print them; see :func:`rewrite_json`).
+        """
+        if form_text is None:
+            _, changed = apply_to_fields(doc, policy.sanitize_fields, self.sanitizer)
             if not changed:
                 return None
-            return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            return rewrite_json(body, policy.sanitize_fields, self.sanitizer)
         names = {p[0] for p in policy.sanitize_fields if p}
-        changed = False
-        out = []
-        for fname, value in form_pairs:
-            if fname in names or "*" in names:
-                clean = self.sanitizer(value)
-                changed = changed or clean != value
-                value = clean
-            out.append((fname, value))
-        return urlencode(out).encode("ascii") if changed else None
+        text = rewrite_pairs(form_text, lambda name: name in names or "*" in names, self.sanitizer)
+        if text is None:
+            return None
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:  # a latin-1 body, decoded as such
+            return text.encode("latin-1")
 
     # -- stats ------------------------------------------------------------------
 

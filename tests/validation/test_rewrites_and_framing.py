@@ -1,0 +1,173 @@
+"""Sanitizing changes the named fields only; odd framing and header spellings do not slip past.
+
+Each test here failed before its fix: ``*`` over arrays sanitized nothing,
+a rewrite re-printed every number (``1e400`` as ``Infinity``, long decimals
+rounded) and re-encoded every form pair, a lone surrogate made the rewrite
+fail open with the body unsanitized, an ASGI body with neither
+Content-Length nor Transfer-Encoding (HTTP/2) skipped every body check, a
+``Content-Length: ²`` made the layer fail, ``threat_ignore_fields`` missed a
+header spelled ``User-Agent``, and turning threat monitoring on refused
+malformed JSON that ``json=False`` lets through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from typing import Any
+
+import pytest
+
+from seawall import Seawall, Validation
+from tests.apps import asgi_app, client_for, wrap
+
+SCRIPT = "<script>alert(1)</script>"
+
+
+def _echo(interface: str, layer: Validation, body: bytes, ctype: str, query: str = "") -> Any:
+    with client_for(wrap(interface, [layer])) as client:
+        return client.post(f"/echo{query}", content=body, headers={"content-type": ctype})
+
+
+def test_wildcards_over_arrays_sanitize_each_item(interface: str) -> None:
+    layer = Validation(sanitize={"POST /echo": ["tags.*", "items.*.name", "author.name"]})
+    doc = {
+        "tags": [SCRIPT, "ok"],
+        "items": [{"name": SCRIPT, "qty": 1}],
+        "author": {"name": SCRIPT},
+    }
+    response = _echo(interface, layer, json.dumps(doc).encode(), "application/json")
+    assert response.status_code == 200
+    echoed = json.loads(response.content)
+    assert "<script>" not in json.dumps(echoed)
+    assert echoed["tags"][1] == "ok"
+    assert echoed["items"][0]["qty"] == 1
+
+
+def test_a_json_rewrite_keeps_every_other_value_as_written(interface: str) -> None:
+    layer = Validation(sanitize={"POST /echo": ["comment"]})
+    body = (
+        b'{"comment": "<b>hi</b><script>x</script>", "amount": 12345678901234567890.12345,'
+        b' "ratio": 1.10, "huge": 1e400, "count": -0, "n": "\\ud800", "t": "caf\xc3\xa9"}'
+    )
+    response = _echo(interface, layer, body, "application/json")
+    assert response.status_code == 200
+    out = response.content
+    assert b"<script>" not in out
+    for kept in (b"12345678901234567890.12345", b"1.10", b"1e400", b"-0", b'"\\ud800"'):
+        assert kept in out, (kept, out)
+    # Valid JSON still, with the non-ASCII text intact.
+    assert json.loads(out)["t"] == "café"
+
+
+def test_a_form_rewrite_keeps_every_other_pair_as_sent(interface: str) -> None:
+    layer = Validation(sanitize={"POST /echo": ["comment"]}, sanitize_query=["q"])
+    body = b"name=Jos%E9&comment=%3Cscript%3Ex%3C%2Fscript%3Ehi&flag&x=a+b"
+    response = _echo(
+        interface,
+        layer,
+        body,
+        "application/x-www-form-urlencoded",
+        "?city=M%FCnchen&q=%3Cscript%3E&debug",
+    )
+    assert response.status_code == 200
+    pieces = response.content.split(b"&")
+    assert pieces[0] == b"name=Jos%E9"
+    assert b"script" not in pieces[1]
+    assert pieces[2:] == [b"flag", b"x=a+b"]
+
+
+def _asgi_call(app: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes]:
+    """One HTTP/2-style request: the body framed by the protocol, not by a header."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "2",
+        "method": "POST",
+        "scheme": "https",
+        "path": "/echo",
+        "raw_path": b"/echo",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("203.0.113.9", 4711),
+        "server": ("testserver", 443),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+@pytest.mark.parametrize("threats", ["off", "block"])
+def test_an_unframed_asgi_body_is_checked_like_a_framed_one(threats: str) -> None:
+    schema = {"type": "object", "required": ["name"]}
+    app = Seawall(
+        asgi_app,
+        layers=[
+            Validation(
+                schemas={"POST /echo": schema}, sanitize={"POST /echo": ["c"]}, threats=threats
+            )
+        ],
+    )
+    json_type = [(b"content-type", b"application/json")]
+    status, _ = _asgi_call(app, json_type, b'{"c": "x"}')
+    assert status == 422
+    status, _ = _asgi_call(app, json_type, b"{not json")
+    assert status == 400
+    status, body = _asgi_call(app, json_type, json.dumps({"name": "a", "c": SCRIPT}).encode())
+    if threats == "block":
+        assert status == 403  # the script is a threat before it is a field to clean
+    else:
+        assert status == 200
+        assert b"script" not in body
+    # No body after all: passes, as Content-Length: 0 does.
+    assert _asgi_call(app, json_type, b"")[0] == 200
+
+
+def test_a_content_length_that_is_no_ascii_number_is_a_400(interface: str) -> None:
+    layer = Validation(sanitize={"POST /echo": ["c"]})
+    if interface == "asgi":
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"\xb2")]
+        status, _ = _asgi_call(Seawall(asgi_app, layers=[layer]), headers, b'{"c": 1}')
+    else:
+        wall = wrap("wsgi", [layer])
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/echo",
+            "SERVER_NAME": "x",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": "\xb2",
+            "wsgi.input": io.BytesIO(b'{"c": 1}'),
+            "wsgi.url_scheme": "http",
+            "REMOTE_ADDR": "203.0.113.9",
+        }
+        seen: list[str] = []
+        b"".join(wall(environ, lambda s, h, e=None: seen.append(s)))
+        status = int(seen[0][:3])
+    assert status == 400
+
+
+def test_threat_ignore_fields_match_header_names_in_any_case(interface: str) -> None:
+    layer = Validation(threats="block", threat_ignore_fields=["User-Agent"])
+    with client_for(wrap(interface, [layer])) as client:
+        response = client.get("/", headers={"user-agent": "x' OR '1'='1' --"})
+    assert response.status_code == 200
+
+
+def test_monitoring_threats_does_not_refuse_what_json_false_lets_through(interface: str) -> None:
+    layer = Validation(json=False, threats="monitor")
+    response = _echo(interface, layer, b"{not json", "application/json")
+    assert response.status_code == 200
+    assert response.content == b"{not json"
