@@ -29,7 +29,7 @@ import inspect
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
-from typing import Any
+from typing import Any, TypeVar
 
 from seawall._app import Seawall
 from seawall._core import background
@@ -40,13 +40,25 @@ from seawall._log import _current, _structlog_request_id, bind_request, logger, 
 from seawall._run import arun_request, start_request
 from seawall.exceptions import Rejected, RequestTimeout, ValidationFailed
 
-__all__ = ["ASGIApp", "ASGIMiddleware", "Receive", "Scope", "Send", "full_template", "route_of"]
+__all__ = [
+    "ASGIApp",
+    "ASGIMiddleware",
+    "DeadlineExpired",
+    "Receive",
+    "Scope",
+    "Send",
+    "full_template",
+    "route_of",
+    "with_deadline",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_T = TypeVar("_T")
 
 _ENDPOINT_ROUTES: dict[int, str | None] = {}
 
@@ -207,12 +219,35 @@ def _counting(receive: Receive, limit: int) -> Receive:
     return counted
 
 
-async def _with_deadline(call: Awaitable[None], seconds: float) -> None:
+class DeadlineExpired(TimeoutError):
+    """The request's own deadline (a Timeout layer's) ran out: not a ``TimeoutError`` of the app's.
+
+    An app that times out a call of its own (``asyncio.wait_for`` on a
+    slow API) raises ``TimeoutError`` too; that one is the app's error, a
+    500 for ErrorCapture and a failure for a breaker, not our 504.
+    """
+
+
+async def with_deadline(call: Awaitable[_T], seconds: float) -> _T:
+    """Await *call* within *seconds*; :class:`DeadlineExpired` if they ran out first."""
     if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            await call
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                return await call
+        except TimeoutError:
+            if deadline.expired():
+                raise DeadlineExpired from None
+            raise
     else:  # pragma: no cover
-        await asyncio.wait_for(call, seconds)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            return await asyncio.wait_for(call, seconds)
+        except asyncio.TimeoutError:
+            if loop.time() - start >= seconds:
+                raise DeadlineExpired from None
+            raise
 
 
 async def _nothing() -> None:
@@ -538,12 +573,12 @@ class ASGIMiddleware(Seawall):
                         cycle.send,
                     )
                 else:
-                    await _with_deadline(
+                    await with_deadline(
                         self.app(scope, cycle.app_receive(), cycle.send), view.deadline
                     )
-            except (asyncio.TimeoutError, TimeoutError) as exc:
-                if view.deadline is None:
-                    raise
+            except DeadlineExpired as exc:
+                # Only our own deadline: an app's TimeoutError is an error like any other.
+                assert view.deadline is not None
                 cycle.timed_out = True
                 cycle.exception = exc
                 if cycle.started_response:

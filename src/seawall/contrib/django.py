@@ -39,10 +39,8 @@ Theory of operation:
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import io
-import sys
 import weakref
 from collections.abc import Callable
 from time import perf_counter
@@ -82,7 +80,7 @@ from seawall._core.layer import Outcome, ResponseHead
 from seawall._core.request import RequestView
 from seawall._log import bind_request, current_request, unbind_request
 from seawall._run import arun_request, run_request, start_request
-from seawall.asgi import BodyTooLarge
+from seawall.asgi import BodyTooLarge, DeadlineExpired, with_deadline
 from seawall.contrib import Walls, settings_kwargs
 from seawall.exceptions import ConfigurationError, Rejected, RequestTimeout
 from seawall.handlers import OVERRIDE_ATTR, exempt, mark_of
@@ -560,11 +558,8 @@ class SeawallMiddleware:
 
     async def _with_deadline(self, request: HttpRequest, state: _State, seconds: float) -> Any:
         try:
-            if sys.version_info >= (3, 11):
-                async with asyncio.timeout(seconds):
-                    return await self.get_response(request)
-            return await asyncio.wait_for(self.get_response(request), seconds)  # pragma: no cover
-        except (asyncio.TimeoutError, TimeoutError) as exc:
+            return await with_deadline(self.get_response(request), seconds)
+        except DeadlineExpired as exc:
             state.timed_out = True
             state.exception = exc
             return self._rejection(

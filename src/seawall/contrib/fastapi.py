@@ -392,6 +392,7 @@ def breaker(name: str, /, **options: Any) -> Callable[[HTTPConnection], Any]:
     import time
 
     from seawall._breaker.registry import breakers
+    from seawall.layers.breaker import exception_failed, held_by_request
 
     found = breakers.get(name, **options)
     clock = getattr(found, "_clock", time.monotonic)
@@ -400,6 +401,10 @@ def breaker(name: str, /, **options: Any) -> Callable[[HTTPConnection], Any]:
     # and an open one refuses the handshake.
     async def dependency(request: HTTPConnection) -> Any:
         _route_of(request)
+        if held_by_request(found):
+            # The CircuitBreaker layer holds this breaker's permit for the request.
+            yield None
+            return
         permit = await found.aacquire()
         if type(permit) is float:
             raise found.refusal(permit)
@@ -409,10 +414,7 @@ def breaker(name: str, /, **options: Any) -> Callable[[HTTPConnection], Any]:
         except Exception as exc:
             # As the layer and the decorator judge: a Rejected or an ignored
             # type is not counted, an HTTPException by its status (4xx: not counted).
-            failed = found.failure_of(exc)
-            status = getattr(exc, "status_code", None)
-            if isinstance(status, int):
-                failed = True if status >= 500 else None
+            failed = exception_failed(found, exc)
             await found.arecord(permit, failed, clock() - start, exc=exc)
             raise
         await found.arecord(permit, False, clock() - start)

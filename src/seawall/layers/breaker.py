@@ -15,8 +15,10 @@ Which breaker (``per=``):
   layer uses ``request.route`` when an adapter set it before the app ran;
   else the template it learned for this very path; else the first learned
   template that matches the path (static ones before ones with parameters);
-  else the raw path. Learned templates and distinct keys are bounded by
-  *max_routes*; beyond it requests share the ``"<other>"`` breaker. An app
+  else the raw path. Learned templates are bounded by *max_routes*, and so,
+  apart, are raw-path keys (paths no template matched yet: a scanner's
+  404s). Beyond either bound requests share the ``"<other>"`` breaker, so
+  a flood of unknown paths never takes a real route's own breaker. An app
   that never reports templates (a bare ASGI/WSGI app) is keyed by raw path:
   give it ``per={groups}`` instead.
 - ``{"group": ["/pay/*", "/checkout/{id}"], ...}``: one breaker per group of
@@ -33,6 +35,7 @@ import functools
 import importlib
 import inspect
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -44,7 +47,7 @@ from seawall._breaker.registry import breakers
 from seawall._breaker.shared import RedisBreakerStore
 from seawall._core.layer import ORDER, Outcome
 from seawall._core.request import RequestView
-from seawall._log import logger
+from seawall._log import current_request, logger
 from seawall.exceptions import ConfigurationError, StorageError
 
 __all__ = ["CircuitBreaker", "breaker"]
@@ -197,6 +200,8 @@ class CircuitBreaker:
         self.shadow_refusals = 0
         self._lock = threading.Lock()
         self._breakers: dict[str, Breaker] = {}
+        #: Breakers made for raw paths (see breaker()).
+        self._raw_keys = 0
         # per="route": learned templates (static first) and path -> key memo.
         self._templates: list[tuple[int, str, re.Pattern[str]]] = []
         self._known: set[str] = set()
@@ -230,15 +235,26 @@ class CircuitBreaker:
         self._breakers[key] = found
         return found
 
-    def breaker(self, key: str = "global") -> Breaker:
-        """The breaker for *key* (a route template, a group name, or ``"global"``)."""
+    def breaker(self, key: str = "global", *, raw: bool = False) -> Breaker:
+        """The breaker for *key* (a route template, a group name, or ``"global"``).
+
+        *raw*: *key* is a raw path no template matched yet; those have a
+        budget of their own (*max_routes*), so unknown paths never use up
+        the templates' one.
+        """
         found = self._breakers.get(key)
         if found is None:
             with self._lock:
                 found = self._breakers.get(key)
                 if found is None:
-                    if len(self._breakers) >= self.max_routes:
-                        key = OTHER  # bounded memory whatever paths clients invent
+                    # Bounded memory whatever paths clients invent.
+                    if raw:
+                        if self._raw_keys >= self.max_routes:
+                            key = OTHER
+                        else:
+                            self._raw_keys += 1
+                    elif len(self._breakers) - self._raw_keys >= self.max_routes:
+                        key = OTHER
                     found = self._breakers.get(key) or self._make(key)
         return found
 
@@ -291,7 +307,8 @@ class CircuitBreaker:
         key = self._key_for(request)
         if key is None:
             return None
-        found = self.breaker(key)
+        raw = self._per_route and request.route is None and key == request.path
+        found = self.breaker(key, raw=raw and key not in self._known)
         if self.per == "route" and request.route is None:
             path = request.path
             self._by_path[path] = found
@@ -375,7 +392,11 @@ class CircuitBreaker:
         status = outcome.status
         if status is None:
             return None  # the client left before any answer
-        return status >= 500
+        if status >= 500:
+            return True
+        # A response the client left in the middle of says nothing of the
+        # app's health (a cancelled call is not counted): no success either.
+        return None if outcome.disconnected else False
 
     def on_complete(self, request: RequestView, outcome: Outcome) -> None:
         """Give the permit back with the outcome; learn the route template."""
@@ -397,6 +418,7 @@ class CircuitBreaker:
             and outcome.exception is None
             and outcome.responded_by is None
             and not outcome.timed_out
+            and not outcome.disconnected
         ):
             # What classify() says, inline: the common case. A success on a
             # quiet permit is _succeeded()'s lock-free case, inline too.
@@ -442,6 +464,62 @@ class CircuitBreaker:
         return out
 
 
+def held_by_request(found: Breaker) -> bool:
+    """Whether the current request already holds a permit of *found*.
+
+    The ``CircuitBreaker`` layer took it (``breaker_name=`` shares a breaker
+    with ``@seawall.breaker`` of that name): a handler guard inside it uses
+    that permit, and the layer gives it back with the request's outcome.
+    Taking a second permit would count each request twice, and in
+    half-open, with one probe allowed, refuse the handler its own probe, so
+    the breaker would never close again.
+    """
+    view = current_request()
+    if view is None or not view.state:
+        return False
+    return any(getattr(held, "owner", None) is found for held in list(view.state.values()))
+
+
+def http_status_of(exc: BaseException) -> int | None:
+    """The HTTP status an exception stands for, when it is a framework's HTTP error.
+
+    Starlette's and FastAPI's ``HTTPException`` (``status_code``), werkzeug's
+    (Flask's ``abort``), Django's ``Http404``, ``PermissionDenied``,
+    ``SuspiciousOperation`` and ``BadRequest``; ``None`` for anything else.
+    """
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and 100 <= status <= 599:
+        return status
+    werkzeug = sys.modules.get("werkzeug.exceptions")
+    if werkzeug is not None and isinstance(exc, werkzeug.HTTPException):
+        return exc.code if isinstance(exc.code, int) else None
+    http = sys.modules.get("django.http")
+    if http is not None and isinstance(exc, http.Http404):
+        return 404
+    core = sys.modules.get("django.core.exceptions")
+    if core is not None:
+        if isinstance(exc, core.PermissionDenied):
+            return 403
+        if isinstance(exc, (core.SuspiciousOperation, core.BadRequest)):
+            return 400
+    return None
+
+
+def exception_failed(found: Breaker, exc: BaseException) -> bool | None:
+    """Whether *exc* from a guarded call is a failure of *found*.
+
+    An HTTP error below 500 raised on purpose (``abort(404)``,
+    ``HTTPException(403)``) is an answer, not a failure, and is not counted
+    (``None``), as FastAPI's ``Depends(breaker(...))`` has always judged it;
+    one of 500 or more is a failure; the rest is :meth:`Breaker.failure_of`'s
+    to say.
+    """
+    status = http_status_of(exc)
+    if status is not None:
+        return True if status >= 500 else None
+    return found.failure_of(exc)
+
+
 def _failed_result(result: Any) -> bool:
     # Framework responses (Flask, Starlette, Django) all carry status_code.
     status = getattr(result, "status_code", None)
@@ -480,6 +558,8 @@ def breaker(name: Any = None, /, **options: Any) -> Any:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if held_by_request(found):
+                    return await func(*args, **kwargs)
                 permit = await found.aacquire()
                 if type(permit) is float:
                     raise found.refusal(permit)
@@ -487,7 +567,7 @@ def breaker(name: Any = None, /, **options: Any) -> Any:
                 try:
                     result = await func(*args, **kwargs)
                 except BaseException as exc:
-                    failed = found.failure_of(exc)
+                    failed = exception_failed(found, exc)
                     await found.arecord(permit, failed, clock() - start, exc=exc)
                     raise
                 await found.arecord(permit, _failed_result(result), clock() - start)
@@ -497,6 +577,8 @@ def breaker(name: Any = None, /, **options: Any) -> Any:
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if held_by_request(found):
+                return func(*args, **kwargs)
             permit = found.acquire()
             if type(permit) is float:
                 raise found.refusal(permit)
@@ -504,7 +586,7 @@ def breaker(name: Any = None, /, **options: Any) -> Any:
             try:
                 result = func(*args, **kwargs)
             except BaseException as exc:
-                failed = found.failure_of(exc)
+                failed = exception_failed(found, exc)
                 found.record(permit, failed, clock() - start, exc=exc)
                 raise
             found.record(permit, _failed_result(result), clock() - start)
