@@ -168,3 +168,71 @@ class TestAliases:
             Seawall.from_config(
                 app, {"rate_limit": {"default": "7/minute", "limit": "8/minute"}}, env={}
             )
+
+
+class TestSourcesMeet:
+    """A setting given partly in one source and partly in another keeps both parts.
+
+    Each failed before its fix: a shorthand in one source and a table in
+    another lost the shorthand; the ``default`` alias in settings clashed
+    with the ``LIMIT`` variable meant to override it; ``from_config``'s
+    keyword overrides were neither merged nor checked; keys outside a
+    ``[seawall]`` table were dropped without a word.
+    """
+
+    def test_a_shorthand_and_a_table_merge(self) -> None:
+        env = {"SEAWALL_TIMEOUT__RULES": '{ "/slow" = 30 }'}
+        for source in ({"timeout": 2}, {}):
+            more = {} if source else {"SEAWALL_TIMEOUT": "2"}
+            (layer,) = load_config(source, env={**env, **more})["layers"]
+            assert layer.seconds == 2.0
+            assert [(rule[0], rule[-1]) for rule in layer.rules] == [("/slow", 30.0)]
+        (limit,) = load_config(
+            {"rate_limit": "100/minute"}, env={"SEAWALL_RATE_LIMIT__STRATEGY": "moving-window"}
+        )["layers"]
+        assert limit.strategy == "moving-window"
+        assert "100 per 1 minute" in repr(limit)
+
+    def test_a_table_and_a_later_shorthand_merge(self) -> None:
+        (layer,) = load_config({"timeout": {"rules": {"/slow": 30}}}, env={"SEAWALL_TIMEOUT": "2"})[
+            "layers"
+        ]
+        assert layer.seconds == 2.0
+        assert [(rule[0], rule[-1]) for rule in layer.rules] == [("/slow", 30.0)]
+        assert load_config({"timing": {"slow": 0.5}}, env={"SEAWALL_TIMING": "false"}) == {
+            "layers": []
+        }
+
+    def test_the_default_alias_is_overridden_by_the_limit_variable(self) -> None:
+        (limit,) = load_config(
+            {"rate_limit": {"default": "100/minute"}},
+            env={"SEAWALL_RATE_LIMIT__LIMIT": "50/minute"},
+        )["layers"]
+        assert "50 per 1 minute" in repr(limit)
+        with pytest.raises(ConfigurationError, match="not both"):
+            load_config({"rate_limit": {"default": "1/second", "limit": "2/second"}}, env={})
+
+    def test_from_config_overrides_are_settings(self) -> None:
+        def app(environ: object, start_response: object) -> list[bytes]:  # pragma: no cover
+            return []
+
+        wall = Seawall.from_config(app, {"timing": True}, env={}, timing={"slow": 0.5})
+        (timing,) = wall.layers
+        assert isinstance(timing, Timing)
+        assert timing.slow == 0.5
+        with pytest.raises(ConfigurationError, match="trusted_hops"):
+            Seawall.from_config(app, {}, env={}, trusted_hops="x")
+        given = ErrorCapture()
+        assert Seawall.from_config(app, {"timing": True}, env={}, layers=[given]).layers == (given,)
+
+    def test_seawall_keys_outside_the_seawall_table_are_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "app.toml"
+        path.write_text(
+            'trusted_proxies = ["10.0.0.0/8"]\n[database]\nurl = "x"\n[seawall.timing]\nslow = 2\n'
+        )
+        with pytest.raises(ConfigurationError, match=r"trusted_proxies outside the \[seawall\]"):
+            load_config(path, env={})
+        # Another program's tables beside it are its own business.
+        path.write_text('[database]\nurl = "x"\n[seawall.timing]\nslow = 2\n')
+        (timing,) = load_config(path, env={})["layers"]
+        assert timing.slow == 2

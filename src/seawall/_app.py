@@ -140,8 +140,7 @@ class Seawall:
         """
         from seawall.config import load_config
 
-        settings = load_config(source, env=env)
-        settings.update(overrides)
+        settings = load_config(source, env=env, overrides=overrides)
         return cls(app, **settings)
 
     @property

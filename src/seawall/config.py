@@ -114,6 +114,16 @@ def _from_file(path: Path) -> dict[str, Any]:
     if path.name == "pyproject.toml":
         data = data.get("tool", {}).get("seawall", {})
     elif "seawall" in data and isinstance(data["seawall"], dict):
+        # Seawall's own settings outside the table would be dropped without
+        # a word ([seawall.timing] makes a [seawall] table): say so. Other
+        # keys may be another program's, in a shared file.
+        stray = sorted(k for k in data if k != "seawall" and (k in _TOP_LEVEL or k in LAYER_KEYS))
+        if stray:
+            msg = (
+                f"config file {str(path)!r}: {', '.join(stray)} outside the [seawall] table "
+                "would be ignored; put every seawall setting under [seawall]"
+            )
+            raise ConfigurationError(msg)
         data = data["seawall"]
     return dict(data)
 
@@ -172,24 +182,67 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], over: Mapping[str, Any], *, top: bool = True) -> dict[str, Any]:
+    """*over* laid on *base*, tables merged key by key.
+
+    A layer given as a shorthand on one side (``timeout = 2``,
+    ``rate_limit = "100/minute"``, ``timing = true``) and as a table on the
+    other keeps both: the shorthand goes in the table as ``__enabled__``,
+    which :func:`build_layer` reads as the shorthand it is.
+    """
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(dict(out[key]), value)
+        current = out.get(key)
+        layer = top and key in LAYER_KEYS
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            out[key] = _merge(dict(current), value, top=False)
+        elif layer and isinstance(value, Mapping) and key in out and current is not None:
+            out[key] = _merge({"__enabled__": current}, value, top=False)
+        elif layer and isinstance(current, Mapping) and value is not None:
+            out[key] = {**current, "__enabled__": value}
         else:
             out[key] = value
     return out
 
 
+def _canonical(data: dict[str, Any]) -> dict[str, Any]:
+    """*data* with each layer table's aliases (``default``) under their own names (``limit``).
+
+    Done on each source apart, before they are merged, so that an alias in
+    the settings and the plain name in an environment variable are one
+    setting, the variable winning, not two that clash.
+    """
+    for key, aliases in _ALIASES.items():
+        section = data.get(key)
+        if not isinstance(section, Mapping):
+            continue
+        section = dict(section)
+        for alias, name in aliases.items():
+            if alias in section:
+                if name in section:
+                    msg = (
+                        f"{key}: give {key}.{name} or {key}.{alias}, not both "
+                        "(they are one setting)"
+                    )
+                    raise ConfigurationError(msg)
+                section[name] = section.pop(alias)
+        data[key] = section
+    return data
+
+
 def load_config(
-    source: ConfigSource = None, *, env: Mapping[str, str] | None = None
+    source: ConfigSource = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Read settings and return the keyword arguments for :class:`~seawall.Seawall`.
 
     *source* is a dict, a path to a TOML file (a ``seawall`` table in it, or
     ``[tool.seawall]`` in ``pyproject.toml``), or ``None``. Environment
-    variables (*env*, default ``os.environ``) override it.
+    variables (*env*, default ``os.environ``) override it, and *overrides*
+    (settings in the same form) override both; ``layers=`` in *overrides*
+    (layer objects) replaces the layers the settings build.
     """
     if source is None:
         data: dict[str, Any] = {}
@@ -200,8 +253,15 @@ def load_config(
     else:
         msg = f"config: expected a dict, a TOML file path or None, got {type(source).__name__}"
         raise ConfigurationError(msg)
-    data = _merge(data, _from_env(os.environ if env is None else env))
-    return settings_to_kwargs(data)
+    data = _merge(_canonical(data), _canonical(_from_env(os.environ if env is None else env)))
+    extra = dict(overrides or {})
+    layers = extra.pop("layers", None)
+    if extra:
+        data = _merge(data, _canonical(extra))
+    kwargs = settings_to_kwargs(data)
+    if layers is not None:
+        kwargs["layers"] = list(layers)
+    return kwargs
 
 
 def settings_to_kwargs(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -258,6 +318,9 @@ def build_layer(key: str, section: Any) -> object | None:
     enabled = section.pop("__enabled__", True)
     if enabled is False:
         return None
+    if enabled is not True and enabled is not None:
+        # A shorthand merged with a table from another source (see _merge).
+        section.setdefault(_first_param(key), enabled)
     for alias, name in _ALIASES.get(key, {}).items():
         if alias in section:
             if name in section:
