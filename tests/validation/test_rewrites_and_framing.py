@@ -171,3 +171,21 @@ def test_monitoring_threats_does_not_refuse_what_json_false_lets_through(interfa
     response = _echo(interface, layer, b"{not json", "application/json")
     assert response.status_code == 200
     assert response.content == b"{not json"
+
+
+def test_max_url_measures_the_target_as_sent(interface: str) -> None:
+    """A percent-encoded path is as long as it was sent, not as it decodes."""
+    layer = Validation(max_url=200)
+    long, short = "/" + "%C3%A9" * 40, "/" + "%C3%A9" * 30  # 241 and 181 sent, 41 and 31 decoded
+    if interface == "wsgi":
+        # werkzeug's test client gives REQUEST_URI and RAW_URI, as WSGI servers do
+        # (httpx's WSGI transport gives neither).
+        from werkzeug.test import Client
+
+        client = Client(wrap("wsgi", [layer]))
+        assert client.get(long).status_code == 414
+        assert client.get(short).status_code == 200
+        return
+    with client_for(wrap(interface, [layer])) as asgi_client:
+        assert asgi_client.get(long).status_code == 414
+        assert asgi_client.get(short).status_code == 200

@@ -34,7 +34,7 @@ import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar, cast
-from urllib.parse import parse_qsl, quote_plus, unquote_plus
+from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus
 
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import ORDER
@@ -88,6 +88,27 @@ def _body_kind(media: str) -> str | None:
     if media == "application/x-www-form-urlencoded":
         return _FORM
     return None
+
+
+def _sent_length(request: RequestView, decoded: int) -> int:
+    """The request target's length as the client sent it, when the server kept it."""
+    raw = request.raw
+    query = request.query_string
+    if request.interface == "asgi":
+        path = raw.get("raw_path")
+        if isinstance(path, bytes):
+            return len(path) + len(query) + 1 if query else len(path)
+        return decoded
+    uri = raw.get("RAW_URI") or raw.get("REQUEST_URI")
+    if isinstance(uri, str) and uri:
+        return len(uri)
+    # No raw URI from this server: the path as a client must have sent it
+    # (a byte outside the URI's characters can only come percent-encoded).
+    try:
+        sent = quote(request.path.encode("latin-1"), safe="/:@!$&'()*+,;=-._~%")
+    except UnicodeEncodeError:
+        return decoded
+    return len(sent) + len(query) + 1 if query else len(sent)
 
 
 def rewrite_pairs(
@@ -430,6 +451,10 @@ class Validation:
         query = request.query_string
         # len(request.target), without building the string.
         url_length = len(request.path) + len(query) + 1 if query else len(request.path)
+        if url_length * 12 > policy.url_cap:
+            # The path is decoded, and a character took up to 12 as sent
+            # (%F0%9F%98%80): measure what was sent, where the server says.
+            url_length = _sent_length(request, url_length)
         # The caps are the limits as numbers (no limit: one never reached).
         if url_length > policy.url_cap:
             return self._reject(
