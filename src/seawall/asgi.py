@@ -704,7 +704,7 @@ class ASGIMiddleware(Seawall):
         headers = [
             (k, v)
             for k, v in scope.get("headers", [])
-            if k not in (b"content-length", b"transfer-encoding")
+            if k not in (b"content-length", b"transfer-encoding", b"content-encoding")
             and not (effect.content_type and k == b"content-type")
         ]
         headers.append((b"content-length", str(len(effect.body)).encode("latin-1")))

@@ -230,6 +230,7 @@ class _Request:
             environ["wsgi.input"] = io.BytesIO(effect.body)
             environ["CONTENT_LENGTH"] = str(len(effect.body))
             environ.pop("HTTP_TRANSFER_ENCODING", None)
+            environ.pop("HTTP_CONTENT_ENCODING", None)
             if effect.content_type:
                 environ["CONTENT_TYPE"] = effect.content_type
             view.body = effect.body

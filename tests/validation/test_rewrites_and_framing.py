@@ -189,3 +189,62 @@ def test_max_url_measures_the_target_as_sent(interface: str) -> None:
     with client_for(wrap(interface, [layer])) as asgi_client:
         assert asgi_client.get(long).status_code == 414
         assert asgi_client.get(short).status_code == 200
+
+
+async def _echo_coding_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    coding = dict(scope["headers"]).get(b"content-encoding", b"-")
+    headers = [(b"x-coding", coding)]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _echo_coding_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("X-Coding", environ.get("HTTP_CONTENT_ENCODING", "-"))])
+    return [body]
+
+
+def test_gzip_bodies_are_checked_decoded(interface: str) -> None:
+    import gzip
+
+    app = _echo_coding_asgi if interface == "asgi" else _echo_coding_wsgi
+    layer = Validation(
+        max_body=1000,
+        schemas={"POST /*": {"type": "object", "required": ["name"]}},
+        sanitize={"POST /*": ["bio"]},
+    )
+    with client_for(Seawall(app, layers=[layer])) as client:
+
+        def post(body: bytes, coding: str = "gzip") -> Any:
+            headers = {"content-type": "application/json", "content-encoding": coding}
+            return client.post("/", content=body, headers=headers)
+
+        good = gzip.compress(b'{"name": "a", "bio": "plain"}')
+        response = post(good)
+        assert response.status_code == 200
+        assert response.content == good  # unchanged: the app gets what was sent
+        assert response.headers["x-coding"] == "gzip"
+        assert post(gzip.compress(b'{"bio": "x"}')).status_code == 422
+        cleaned = post(gzip.compress(json.dumps({"name": "a", "bio": SCRIPT}).encode()))
+        assert cleaned.status_code == 200
+        assert b"script" not in cleaned.content
+        assert json.loads(cleaned.content)["name"] == "a"  # plain JSON now
+        assert cleaned.headers["x-coding"] == "-"  # and no longer said to be gzip
+        # Small on the wire, past max_body once decoded: no bomb gets through.
+        bomb = gzip.compress(b'{"name": "' + b"a" * 100_000 + b'"}')
+        assert len(bomb) < 1000
+        assert post(bomb).status_code == 413
+        assert post(b"not gzip at all").status_code == 400
+        assert post(good, "br").status_code == 415

@@ -121,7 +121,11 @@ class ReadBody:
 
 @dataclass(frozen=True, slots=True)
 class ReplaceBody:
-    """Ask the driver to give the app *body* instead of the original one."""
+    """Ask the driver to give the app *body* instead of the original one.
+
+    *body* is plain: the driver drops the request's ``Content-Encoding``
+    (a layer that read a gzip body hands back what it decoded).
+    """
 
     body: bytes
     content_type: str | None = None

@@ -319,6 +319,7 @@ def _replace_body(request: HttpRequest, view: RequestView, effect: ReplaceBody) 
         if hasattr(request, attr):
             delattr(request, attr)
     request.META["CONTENT_LENGTH"] = str(len(body))
+    request.META.pop("HTTP_CONTENT_ENCODING", None)
     if effect.content_type:
         request.META["CONTENT_TYPE"] = effect.content_type
         request.content_type = effect.content_type.split(";", 1)[0].strip()

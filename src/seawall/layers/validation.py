@@ -32,6 +32,7 @@ import json
 import re
 import secrets
 import sys
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus
@@ -88,6 +89,17 @@ def _body_kind(media: str) -> str | None:
     if media == "application/x-www-form-urlencoded":
         return _FORM
     return None
+
+
+_IDENTITY = 0
+#: Content codings the layer reads (zlib's wbits for each); others get a 415.
+_WBITS: dict[str, int] = {
+    "identity": _IDENTITY,
+    "gzip": 16 + zlib.MAX_WBITS,
+    "x-gzip": 16 + zlib.MAX_WBITS,
+    # RFC 9110's deflate is zlib-wrapped; 32 + MAX_WBITS also takes gzip.
+    "deflate": 32 + zlib.MAX_WBITS,
+}
 
 
 def _sent_length(request: RequestView, decoded: int) -> int:
@@ -579,7 +591,21 @@ class Validation:
             self._sanitize_query(request, policy)
         kind = _body_kind(media) if has_body else None
         if kind is not None and policy.wants_body:
-            return self._body_flow(request, policy, kind, unframed)
+            coding = request.headers.get("content-encoding")
+            wbits: int | None = None
+            if coding:
+                wbits = _WBITS.get(",".join(coding).strip().lower())
+                if wbits is None:
+                    return self._reject(
+                        request,
+                        "unsupported_content_encoding",
+                        415,
+                        "unsupported-media-type",
+                        "Unsupported Media Type",
+                        "The body's content encoding is not accepted here.",
+                        accepted_encodings=["gzip", "deflate", "identity"],
+                    )
+            return self._body_flow(request, policy, kind, unframed, wbits)
         if policy.max_body is not None and (
             has_body or (length is None and request.method not in _BODILESS)
         ):
@@ -676,7 +702,12 @@ class Validation:
         request.query_string = query
 
     def _body_flow(
-        self, request: RequestView, policy: Policy, kind: str, unframed: bool = False
+        self,
+        request: RequestView,
+        policy: Policy,
+        kind: str,
+        unframed: bool = False,
+        wbits: int | None = None,
     ) -> Any:
         limit = policy.max_body if policy.max_body is not None else READ_CAP
         body = yield ReadBody(limit)
@@ -684,6 +715,23 @@ class Validation:
             return self._body_too_large(request, limit)
         if unframed and not body:
             return None  # no body after all, as with Content-Length: 0
+        if wbits is not None and wbits != _IDENTITY:
+            # Checked decoded; max_body bounds the decoded size too (no bomb).
+            decoder = zlib.decompressobj(wbits)
+            try:
+                decoded = decoder.decompress(body, limit + 1)
+            except zlib.error:
+                return self._reject(
+                    request,
+                    "undecodable_body",
+                    400,
+                    "malformed-body",
+                    "Bad Request",
+                    "The body does not decode with its content encoding.",
+                )
+            if len(decoded) > limit or decoder.unconsumed_tail:
+                return self._body_too_large(request, limit)
+            body = decoded
         self.bodies_read += 1
         form_pairs: list[tuple[str, str]] | None = None
         form_text: str | None = None
