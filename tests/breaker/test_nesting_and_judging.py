@@ -15,6 +15,7 @@ import io
 import uuid
 from typing import Any
 
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -156,3 +157,23 @@ def test_unknown_paths_never_take_a_routes_own_breaker() -> None:
     # /items/{id} fails until its breaker opens; /users/{id} has its own.
     assert [get("/items/500") for _ in range(3)] == [500, 500, 503]
     assert get("/users/2") == 200
+
+
+def test_the_layer_takes_every_documented_setting() -> None:
+    layer = CircuitBreaker(max_wait_in_half_open=7, wait_in_open=3)
+    assert layer.breaker().config.max_wait_in_half_open == 7
+
+
+@pytest.mark.redis
+def test_an_open_shared_breaker_reports_its_retry_after(redis_url: str, key_prefix: str) -> None:
+    clock = ManualClock()
+    layer = CircuitBreaker(
+        fail_max=1, wait_in_open=20, storage=redis_url, key_prefix=key_prefix, clock=clock
+    )
+    found = layer.breaker()
+    permit = found.acquire()
+    found.record(permit, True, 0.01)
+    assert found.current_state == "open"
+    assert found.stats()["retry_after"] == pytest.approx(20, abs=1)
+    clock.advance(15)
+    assert found.stats()["retry_after"] == pytest.approx(5, abs=1)

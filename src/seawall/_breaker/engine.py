@@ -1025,10 +1025,14 @@ class Breaker(pybreaker.CircuitBreaker):
             "rejected": self.rejected,
             "transitions": dict(self.transitions),
         }
-        if epoch.state == OPEN:
-            out["retry_after"] = round(max(0.0, opened_at + self.config.wait_in_open - now), 3)
-        if epoch.state == HALF_OPEN:
-            out["probes_in_flight"] = epoch.probes - epoch.done
         if store is not None:
+            # Shared: the state Redis last gave, and when that open lets a call probe.
+            at = store._half_open_at
+            if state == OPEN and at is not None:
+                out["retry_after"] = round(max(0.0, at - store._local_clock()), 3)
             out["shared"] = store.stats()
+        elif epoch.state == OPEN:
+            out["retry_after"] = round(max(0.0, opened_at + self.config.wait_in_open - now), 3)
+        if store is None and epoch.state == HALF_OPEN:
+            out["probes_in_flight"] = epoch.probes - epoch.done
         return out

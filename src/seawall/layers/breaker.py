@@ -118,7 +118,8 @@ class CircuitBreaker:
             ``None``: private breakers.
         fail_max, failure_rate_threshold, slow_call_rate_threshold,
         slow_call_duration, sliding_window_type, sliding_window_size,
-        minimum_number_of_calls, permitted_calls_in_half_open, wait_in_open:
+        minimum_number_of_calls, permitted_calls_in_half_open, wait_in_open,
+        max_wait_in_half_open:
             the breaker settings (see docs/breakers.md).
         ignore: exception types (or ``"module:Name"`` strings, for settings
             files) that are not counted (neither success nor failure).
@@ -149,6 +150,7 @@ class CircuitBreaker:
         minimum_number_of_calls: int = 20,
         permitted_calls_in_half_open: int = 1,
         wait_in_open: float | timedelta = 30.0,
+        max_wait_in_half_open: float | timedelta | None = None,
         ignore: Iterable[type[BaseException] | str] = (),
         is_failure: Callable[[Outcome], bool | None] | None = None,
         storage: str | None = None,
@@ -184,6 +186,7 @@ class CircuitBreaker:
             "minimum_number_of_calls": minimum_number_of_calls,
             "permitted_calls_in_half_open": permitted_calls_in_half_open,
             "wait_in_open": wait_in_open,
+            "max_wait_in_half_open": max_wait_in_half_open,
             "exclude": tuple(ignore),
             "storage": storage,
             "key_prefix": key_prefix,
