@@ -248,3 +248,36 @@ def test_gzip_bodies_are_checked_decoded(interface: str) -> None:
         assert post(bomb).status_code == 413
         assert post(b"not gzip at all").status_code == 400
         assert post(good, "br").status_code == 415
+
+
+def test_a_methods_list_lets_head_and_cors_preflights_through(interface: str) -> None:
+    layer = Validation(methods=["GET", "POST"])
+    with client_for(wrap(interface, [layer])) as client:
+        assert client.head("/").status_code == 200  # GET listed: HEAD is its body-less twin
+        preflight = {"origin": "https://app.example", "access-control-request-method": "POST"}
+        assert client.options("/", headers=preflight).status_code == 200
+        refused = client.options("/")
+        assert refused.status_code == 405
+        assert refused.headers["allow"] == "GET, HEAD, POST"
+        assert client.delete("/").status_code == 405
+
+
+def test_a_structured_suffix_pattern_takes_its_media_types(interface: str) -> None:
+    layer = Validation(content_types=["application/*+json"])
+    body = b'{"data": {"type": "items"}}'
+    assert _echo(interface, layer, body, "application/vnd.api+json").status_code == 200
+    assert _echo(interface, layer, body, "application/xml").status_code == 415
+
+
+def test_an_empty_chunked_json_body_passes_as_an_empty_framed_one(interface: str) -> None:
+    layer = Validation(sanitize={"POST /echo": ["c"]})
+
+    def empty() -> Any:
+        yield b""
+
+    with client_for(wrap(interface, [layer])) as client:
+        response = client.post(
+            "/echo", content=empty(), headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 200
+    assert response.content == b""

@@ -144,6 +144,8 @@ class Policy:
             self.allow = ""
         else:
             names = [m.upper() for m in _names(methods, f"{where}methods")]
+            if "GET" in names and "HEAD" not in names:
+                names.append("HEAD")  # a GET without its body, as every server answers it
             self.methods = frozenset(names)
             self.allow = ", ".join(sorted(self.methods))
         self.content_types = _media_types(settings["content_types"], f"{where}content_types")

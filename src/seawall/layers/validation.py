@@ -199,6 +199,12 @@ def _media_allowed(media: str, allowed: tuple[str, ...]) -> bool:
             return True
         if item == "*/*":
             return True
+        if "/*+" in item:
+            # A structured-syntax suffix: "application/*+json" takes
+            # application/vnd.api+json and application/problem+json.
+            kind, _, suffix = item.partition("/*")
+            if media.startswith(kind + "/") and media.endswith(suffix):
+                return True
     return False
 
 
@@ -449,7 +455,15 @@ class Validation:
             if self._rules
             else self._global
         )
-        if policy.methods is not None and request.method not in policy.methods:
+        if (
+            policy.methods is not None
+            and request.method not in policy.methods
+            # A CORS preflight asks whether a listed method may be used: it
+            # must reach the CORS middleware, not be refused as a method.
+            and not (
+                request.method == "OPTIONS" and "access-control-request-method" in request.headers
+            )
+        ):
             return self._reject(
                 request,
                 "method_not_allowed",
@@ -537,7 +551,7 @@ class Validation:
         # refuse early: the body itself is always counted. With neither
         # Content-Length nor Transfer-Encoding there is no body to speak of.
         length: int | None = None
-        has_body = unframed = False
+        has_body = False
         media = ""
         if framed:
             headers = request.headers
@@ -564,7 +578,7 @@ class Validation:
             # HTTP/2 and HTTP/3 may send a body with neither header: one with
             # a content type is checked like any other (an empty one passes,
             # as with Content-Length: 0).
-            has_body = unframed = True
+            has_body = True
         if has_body:
             headers = request.headers
             ctype = headers.get("content-type")
@@ -605,7 +619,7 @@ class Validation:
                         "The body's content encoding is not accepted here.",
                         accepted_encodings=["gzip", "deflate", "identity"],
                     )
-            return self._body_flow(request, policy, kind, unframed, wbits)
+            return self._body_flow(request, policy, kind, wbits)
         if policy.max_body is not None and (
             has_body or (length is None and request.method not in _BODILESS)
         ):
@@ -706,15 +720,14 @@ class Validation:
         request: RequestView,
         policy: Policy,
         kind: str,
-        unframed: bool = False,
         wbits: int | None = None,
     ) -> Any:
         limit = policy.max_body if policy.max_body is not None else READ_CAP
         body = yield ReadBody(limit)
         if body is None:
             return self._body_too_large(request, limit)
-        if unframed and not body:
-            return None  # no body after all, as with Content-Length: 0
+        if not body:
+            return None  # no body after all (chunked or unframed), as with Content-Length: 0
         if wbits is not None and wbits != _IDENTITY:
             # Checked decoded; max_body bounds the decoded size too (no bomb).
             decoder = zlib.decompressobj(wbits)
