@@ -281,3 +281,21 @@ def test_an_empty_chunked_json_body_passes_as_an_empty_framed_one(interface: str
         )
     assert response.status_code == 200
     assert response.content == b""
+
+
+def test_validate_reads_the_frameworks_content_type_without_a_wall() -> None:
+    """With no seawall wall around the app, a form is still a form (it was parsed as JSON)."""
+    from flask import Flask
+
+    import seawall
+
+    app = Flask(__name__)
+
+    @app.post("/signup")
+    @seawall.validate({"type": "object", "required": ["email"]}, into="doc")
+    def signup(doc: dict[str, Any]) -> dict[str, Any]:
+        return {"got": doc}
+
+    response = app.test_client().post("/signup", data={"email": "a@b.c"}, buffered=True)
+    assert response.status_code == 200
+    assert response.get_json() == {"got": {"email": "a@b.c"}}

@@ -900,6 +900,21 @@ def _frame_body(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes | None:
     return None
 
 
+def _frame_content_type(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """The Content-Type of a framework request among the handler's arguments (or Flask's)."""
+    for arg in (*args, *kwargs.values()):
+        meta = getattr(arg, "META", None)
+        if isinstance(meta, Mapping):  # Django's HttpRequest
+            return str(meta.get("CONTENT_TYPE") or "")
+        headers = getattr(arg, "headers", None)
+        if headers is not None and hasattr(arg, "scope"):  # Starlette's Request
+            return str(headers.get("content-type") or "")
+    flask = sys.modules.get("flask")
+    if flask is not None and flask.has_request_context():
+        return str(flask.request.content_type or "")
+    return ""
+
+
 async def _aframe_body(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes | None:
     for arg in (*args, *kwargs.values()):
         body = getattr(arg, "body", None)
@@ -944,7 +959,7 @@ def validate(
     limits = JsonLimits(max_json_depth, None, None, None)
     is_model = isinstance(schema, type) and hasattr(schema, "model_validate")
 
-    def process(body: bytes | None) -> Any:
+    def process(body: bytes | None, frame_ctype: str = "") -> Any:
         if body is None:
             msg = (
                 "validate(): no request body available; let a Validation layer read it "
@@ -952,7 +967,7 @@ def validate(
             )
             raise ConfigurationError(msg)
         view = current_request()
-        ctype = (view.header("content-type") if view is not None else None) or ""
+        ctype = (view.header("content-type") if view is not None else frame_ctype) or ""
         if _body_kind(ctype.split(";", 1)[0].strip().lower()) == _FORM:
             doc: Any = _form_doc(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         else:
@@ -998,7 +1013,7 @@ def validate(
                 body = view.body if view is not None and view.body is not None else None
                 if body is None:
                     body = await _aframe_body(args, kwargs)
-                doc = process(body)
+                doc = process(body, "" if view is not None else _frame_content_type(args, kwargs))
                 if into is not None:
                     kwargs[into] = doc
                 return await fn(*args, **kwargs)
@@ -1011,7 +1026,7 @@ def validate(
             body = view.body if view is not None and view.body is not None else None
             if body is None:
                 body = _frame_body(args, kwargs)
-            doc = process(body)
+            doc = process(body, "" if view is not None else _frame_content_type(args, kwargs))
             if into is not None:
                 kwargs[into] = doc
             return fn(*args, **kwargs)
