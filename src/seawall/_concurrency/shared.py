@@ -266,6 +266,8 @@ class RedisSlots:
         """The sorted sets a request of *key* takes a slot in."""
         if self.per_key is None or key is None:
             return [self.global_key]
+        if not isinstance(key, str):
+            key = str(key)  # as the in-process slots take any hashable key, and RateLimit str()s
         if len(key) > 100:
             # Bound key length whatever a key function returns (a header value...).
             key = hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()

@@ -35,7 +35,9 @@ DEFAULT_KEY_PATTERN = (
     r"|auth|credential|session|cookie|card[-_ ]?(number|num|no)?|cc[-_ ]?(number|num|no)"
     r"|cvv|cvc|ssn|signature"
 )
-_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+#: A run of digits, spaced or dashed, long enough to hold a card somewhere in it.
+_CARD = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,}(?!\d)")
+_GROUP = re.compile(r"\d+")
 _MAX_DEPTH = 32
 _MAX_ITEMS = 200
 
@@ -50,6 +52,48 @@ def _luhn(digits: str) -> bool:
                 n -= 9
         total += n
     return total % 10 == 0
+
+
+def _hide_cards(match: re.Match[str]) -> str:
+    """The run with each card number in it hidden.
+
+    A card is a group of 13-19 digits, or consecutive groups of 3-6 digits
+    (``4111 1111 1111 1111``, ``3782 822463 10005``) adding up to 13-19,
+    passing the Luhn check. Looking at groups, not at the run as a whole,
+    finds the card beside an expiry (``4111 1111 1111 1111 12/25``), a CVV
+    or a quantity; a run of one-digit groups is never read as a card, and
+    costs one pass.
+    """
+    text = match.group(0)
+    groups = [(g.start(), g.end(), g.group()) for g in _GROUP.finditer(text)]
+    out: list[str] = []
+    pos = 0
+    i = 0
+    while i < len(groups):
+        found = -1
+        first = groups[i][2]
+        if 13 <= len(first) <= 19 and _luhn(first):
+            found = i
+        elif 3 <= len(first) <= 6:
+            digits = first
+            for j in range(i + 1, len(groups)):
+                part = groups[j][2]
+                if not 3 <= len(part) <= 6 or len(digits) + len(part) > 19:
+                    break
+                digits += part
+                if len(digits) >= 13 and _luhn(digits):
+                    found = j  # the longest that passes
+        if found < 0:
+            i += 1
+            continue
+        out.append(text[pos : groups[i][0]])
+        out.append(SCRUBBED)
+        pos = groups[found][1]
+        i = found + 1
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
 
 
 class Scrubber:
@@ -98,11 +142,7 @@ class Scrubber:
         if not self._cards or len(value) < 13:
             return value
 
-        def repl(m: re.Match[str]) -> str:
-            digits = re.sub(r"[ -]", "", m.group(0))
-            return SCRUBBED if 13 <= len(digits) <= 19 and _luhn(digits) else m.group(0)
-
-        return _CARD.sub(repl, value)
+        return _CARD.sub(_hide_cards, value)
 
     def headers(self, headers: Mapping[str, Iterable[str]]) -> dict[str, str]:
         """Headers as ``{name: value}`` with secret values hidden."""

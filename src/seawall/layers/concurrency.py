@@ -274,7 +274,8 @@ class ConcurrencyLimit:
 
     def _wait_local(self, request: RequestView, key: str | None) -> Generator[Any, Any, None]:
         got = yield LocalWait(self._local, key, self.max_wait)
-        self.waited += 1
+        if got != QUEUE_FULL:
+            self.waited += 1  # refused at once, the queue being full: no wait
         if got == OK:
             request.state[self] = _LocalHold(self._local, key)
             self.admitted += 1

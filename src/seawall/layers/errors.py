@@ -100,6 +100,17 @@ class _Group:
         self.recent = SlidingCounter(60.0, 60, clock)
 
 
+def _text_of(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception's own ``__str__`` fails.
+
+    A broken ``__str__`` must not cost the client its 500 problem response.
+    """
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"
+
+
 class ErrorCapture:
     """Turn unhandled exceptions into a 500 problem response, logged once.
 
@@ -243,7 +254,8 @@ class ErrorCapture:
                     error_id=error_id,
                     fingerprint=key,
                     exception_type=kind,
-                    message=self.scrubber.text(str(exc))[:500],
+                    # A card starting before 500 ends before 600: scrubbed whole.
+                    message=self.scrubber.text(_text_of(exc)[:600])[:500],
                     location=location,
                     request_id=request.request_id,
                     method=request.method,
@@ -259,7 +271,7 @@ class ErrorCapture:
         extensions: dict[str, Any] = {"request_id": request.request_id, "error_id": error_id}
         detail = "The server failed to handle this request; quote the error id when reporting it."
         if self.debug:
-            detail = f"{type(exc).__name__}: {exc}"
+            detail = f"{type(exc).__name__}: {_text_of(exc)}"
             extensions["traceback"] = traceback.format_exception(exc)
         return Respond.problem(
             500,

@@ -168,8 +168,10 @@ class Metrics:
                 "The metrics endpoint answers GET and HEAD.", headers=(("Allow", "GET, HEAD"),),
             )  # fmt: skip
         if self._token is not None:
-            given = (request.header("authorization") or "").encode("latin-1", "replace")
-            if not hmac.compare_digest(given, b"Bearer " + self._token):
+            scheme, _, given = (request.header("authorization") or "").strip().partition(" ")
+            # The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
+            token = given.strip().encode("latin-1", "replace")
+            if not (scheme.lower() == "bearer" and hmac.compare_digest(token, self._token)):
                 return Respond.problem(
                     401, "unauthorized", "Unauthorized", "A valid bearer token is required.",
                     headers=(("WWW-Authenticate", 'Bearer realm="metrics"'),),

@@ -243,6 +243,48 @@ class CallKey:
         return f"CallKey({self.func!r})"
 
 
+def _check_shared(entries: Sequence[tuple[str, Any]]) -> None:
+    """Refuse rules that name one ``shared`` bucket with different limits.
+
+    A bucket is counted per limit: ``2/minute`` and ``1/minute`` under one
+    name would be two counters, not the one the name promises.
+    """
+    limits: dict[str, tuple[str, str]] = {}
+    for pattern, rule in entries:
+        if not isinstance(rule, _Rule) or not rule.scope.startswith("s.") or rule.dynamic:
+            continue
+        given = ", ".join(q.tag for q in rule.quotas)
+        first = limits.setdefault(rule.scope, (pattern, given))
+        if first[1] != given:
+            msg = (
+                f"rules[{pattern!r}]: shares its bucket with rules[{first[0]!r}] but gives "
+                f"another limit ({given} against {first[1]}); rules sharing a bucket must "
+                "give the same limit"
+            )
+            raise ConfigurationError(msg)
+
+
+def _whole_seconds(seconds: float) -> int:
+    """*seconds* as the headers state them: rounded up, and never 0.
+
+    The reset is still ahead when a header is written (a window ending this
+    millisecond, Redis ``PTTL`` 0, is "in 1 s", not "now"), and a float's
+    last-bit error never rounds a full window past it (60.000000001 s is 60).
+    """
+    return max(1, ceil(seconds - 1e-6))
+
+
+def _checked_cost(value: Any) -> int:
+    """A cost callable's answer as a cost: a whole number, never below 0.
+
+    A negative cost would give quota back (on memory) or make the request
+    free (the Redis scripts skip it): a client able to pick its cost (a
+    batch size from a header) could then pass any limit. It counts as 1.
+    """
+    cost = int(value)
+    return cost if cost >= 0 else 1
+
+
 class _Rule:
     """One compiled rule: its quotas, key, cost, shadow flag and counters."""
 
@@ -552,6 +594,7 @@ class RateLimit:
         if self._default is None and not entries:
             msg = "RateLimit: give a limit (e.g. '100/minute') or rules"
             raise ConfigurationError(msg)
+        _check_shared(entries)
         self._rules = Matcher(entries)
         self._has_rules = bool(entries)
         self._rule_list = [r for _, r in entries if r is not _EXCLUDED]
@@ -851,7 +894,7 @@ class RateLimit:
             suffixes = tuple(f"}}:{rule.scope}:{q.tag}" for q in quotas)
         base = rule.base + ident
         keys = [base + suffixes[0]] if len(suffixes) == 1 else [base + s for s in suffixes]
-        cost = rule.cost if rule.cost_fn is None else int(rule.cost_fn(request))
+        cost = rule.cost if rule.cost_fn is None else _checked_cost(rule.cost_fn(request))
         return keys, quotas, local, cost, ident
 
     def _decide(self, request: RequestView, rule: _Rule, render: bool = False) -> Any:
@@ -1071,7 +1114,7 @@ class RateLimit:
                 request.response_headers.extend(
                     (
                         rule.policy_header or ("RateLimit-Policy", quota.policy),
-                        ("RateLimit", f"{quota.head}{remaining};t={ceil(reset)}"),
+                        ("RateLimit", f"{quota.head}{remaining};t={_whole_seconds(reset)}"),
                     )
                 )
             return None
@@ -1081,10 +1124,10 @@ class RateLimit:
             for quota, (remaining, reset, retry) in zip(quotas, stats, strict=True):
                 if retry > 0.0:
                     # Invariant 3: the refusing policy's t is its retry time.
-                    seconds = ceil(retry)
+                    seconds = _whole_seconds(retry)
                     retry_after = max(retry_after, retry)
                 else:
-                    seconds = ceil(reset)
+                    seconds = _whole_seconds(reset)
                 items.append(f'"{quota.name}";r={remaining};t={seconds}')
             append = request.response_headers.append
             if self.headers:
@@ -1094,7 +1137,7 @@ class RateLimit:
                 i = min(range(len(stats)), key=lambda j: stats[j][0])
                 append(("X-RateLimit-Limit", str(quotas[i].amount)))
                 append(("X-RateLimit-Remaining", str(stats[i][0])))
-                append(("X-RateLimit-Reset", str(ceil(stats[i][2] or stats[i][1]))))
+                append(("X-RateLimit-Reset", str(_whole_seconds(stats[i][2] or stats[i][1]))))
         if allowed:
             rule.allowed += 1
             return None
@@ -1107,19 +1150,22 @@ class RateLimit:
                 "seawall.ratelimit.shadow",
                 rule=rule.name,
                 policy=refusing,
-                retry_after=ceil(retry_after),
+                retry_after=_whole_seconds(retry_after),
             )
             return None
         rule.limited += 1
+        # A refusal always says when to come back: a window that ends this
+        # very millisecond (Redis PTTL 0) still means "in a second".
+        seconds = _whole_seconds(retry_after)
         logger.info(
             "seawall.ratelimit.rejected",
             rule=rule.name,
             policy=refusing,
-            retry_after=ceil(retry_after),
+            retry_after=seconds,
         )
         return RateLimited(
             "Too many requests: the rate limit for this client was reached.",
-            retry_after=float(ceil(retry_after)) if retry_after else None,
+            retry_after=float(seconds),
             policy=refusing,
         )
 
