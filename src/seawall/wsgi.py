@@ -338,11 +338,14 @@ class _Request:
             ("Content-Type", answer.content_type),
             ("Content-Length", str(len(answer.body))),
             *answer.headers,
-            (self.wall._rid_header, self.view.request_id),
         ]
-        exc_info = sys.exc_info() if hasattr(self, "ttfb") else None
-        self.server_start_response(_status_line(answer.status), headers, exc_info)
-        self.status = answer.status
+        started = hasattr(self, "ttfb")
+        exc_info = sys.exc_info() if started else None
+        # Through our start_response, as every answer of ours: the layers'
+        # header edits (Server-Timing...) and the request id go on it too.
+        self.start_response(_status_line(answer.status), headers, exc_info, answer.status)
+        if not started:
+            del self.ttfb  # the app never started a response: no time to first byte
         return answer.body
 
     def close(self) -> None:

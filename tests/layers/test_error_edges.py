@@ -110,3 +110,25 @@ def test_metrics_takes_the_bearer_scheme_in_any_case(interface: str) -> None:
         for header, status in (("Bearer t0k", 200), ("bearer t0k", 200), ("Bearer nope", 401)):
             assert client.get("/metrics", headers={"authorization": header}).status_code == status
         assert client.get("/metrics").status_code == 401
+
+
+def test_a_wsgi_500_replacing_a_failed_body_carries_the_layers_headers() -> None:
+    """The app started its response, then its iterable failed before any byte."""
+    from seawall import Timing
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body() -> Any:
+            raise Boom("before the first chunk")
+            yield b""  # pragma: no cover
+
+        return body()
+
+    wall = Seawall(wsgi, layers=[Timing(), ErrorCapture()])
+    with client_for(wall, raise_server_exceptions=False) as client:
+        response = client.get("/", headers={"x-request-id": "rid-1"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "server-timing" in response.headers
+    assert response.headers["x-request-id"] == "rid-1"
