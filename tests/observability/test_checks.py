@@ -285,3 +285,48 @@ class TestRedis:
         """Passwords and schemes never reach the report."""
         assert redact_url("redis://:s3cret@cache.internal:6380/2") == "cache.internal:6380/2"
         assert RedisCheck("async+redis://u:p@h:1/0").component_id == "h:1/0"
+
+
+class TestAHungCheck:
+    """A check that never returns keeps one thread, never readiness's others.
+
+    Each run used to take a thread of a shared pool (8) or of the loop's
+    default executor: a hung non-critical check took them all in a few
+    probes, and then a healthy critical check timed out for want of one.
+    """
+
+    def test_sync_probes_keep_the_healthy_check_passing(self) -> None:
+        import threading
+
+        release = threading.Event()
+        hung = CustomCheck("optional:hangs", release.wait, timeout=0.05, critical=False)
+        quick = CustomCheck("db:quick", lambda: True, timeout=0.5)
+        threads = threading.active_count()
+        try:
+            for _ in range(12):
+                results = by_name(run_checks([hung, quick]))
+                assert results["db:quick"].status == "pass"
+                assert results["optional:hangs"].status == "warn"
+            # One run of the hung check in flight, not one per probe.
+            assert threading.active_count() - threads <= 2
+        finally:
+            release.set()
+
+    def test_async_probes_keep_the_healthy_check_passing(self) -> None:
+        import threading
+
+        release = threading.Event()
+        hung = CustomCheck("optional:hangs", release.wait, timeout=0.05, critical=False)
+        quick = CustomCheck("db:quick", lambda: True, timeout=0.5)
+        threads = threading.active_count()
+
+        async def probes() -> list[dict[str, CheckResult]]:
+            return [by_name(await arun_checks([hung, quick])) for _ in range(12)]
+
+        try:
+            for results in asyncio.run(probes()):
+                assert results["db:quick"].status == "pass"
+                assert results["optional:hangs"].status == "warn"
+            assert threading.active_count() - threads <= 2
+        finally:
+            release.set()

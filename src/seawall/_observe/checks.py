@@ -18,14 +18,12 @@ check never blocks the loop).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -180,27 +178,79 @@ def _is_async(check: Any) -> bool:
 
 # -- running ------------------------------------------------------------------
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
+
+class _Run:
+    """One run of a sync check, on a daemon thread of its own.
+
+    Not a pool: a check that hangs keeps its thread, and in a pool the hung
+    runs of one non-critical check would take every thread in turn, until a
+    healthy critical check found none and timed out (readiness 503 on a
+    healthy instance). Here a check has at most one run in flight (see
+    :func:`_start`), so hung threads are bounded by the checks, and daemon
+    threads never hold up the process's exit.
+    """
+
+    __slots__ = ("_loop", "_waiter", "done", "error", "value")
+
+    def __init__(self, check: Any) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        name = f"seawall-health:{getattr(check, 'name', '?')}"
+        threading.Thread(target=self._go, args=(check,), name=name, daemon=True).start()
+
+    def _go(self, check: Any) -> None:
+        try:
+            self.value = _call_sync(check)
+        except BaseException as exc:  # reported as the check's failure
+            self.error = exc
+        finally:
+            self.done.set()
+            loop, waiter = self._loop, self._waiter
+            if loop is not None and waiter is not None:
+                # A loop that has closed since: nobody waits any more.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_wake, waiter)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait on the event loop up to *timeout* s; whether the run ended."""
+        loop = asyncio.get_running_loop()
+        self._loop, self._waiter = loop, loop.create_future()
+        if self.done.is_set():
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._waiter), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return self.done.is_set()
+        return True
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        with _POOL_LOCK:
-            if _POOL is None:
-                _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="seawall-health")
-    return _POOL
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
-def _forget_pool() -> None:
-    global _POOL, _POOL_LOCK
-    _POOL = None
-    _POOL_LOCK = threading.Lock()
+#: The run of each sync check still in flight, by check.
+_RUNNING: dict[int, tuple[Any, _Run]] = {}
+_RUNNING_LOCK = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
+def _start(check: Any) -> _Run | None:
+    """A new run of *check*, or ``None`` while its last run has not returned."""
+    with _RUNNING_LOCK:
+        held = _RUNNING.get(id(check))
+        if held is not None and held[0] is check and not held[1].done.is_set():
+            return None
+        run = _Run(check)
+        _RUNNING[id(check)] = (check, run)
+        return run
+
+
+def _still_running(check: Any) -> CheckResult:
+    timeout = float(getattr(check, "timeout", 1.0))
+    return _failed(check, f"timed out after {timeout:g} s (its last run has not returned)", 0.0)
 
 
 def _call_sync(check: Any) -> Any:
@@ -212,7 +262,7 @@ def _call_sync(check: Any) -> Any:
 def run_checks(checks: Sequence[Any]) -> list[CheckResult]:
     """Run *checks* concurrently in threads, each under its own timeout."""
     results: list[CheckResult | None] = [None] * len(checks)
-    futures: list[tuple[int, Any, Future[Any], float]] = []
+    runs: list[tuple[int, Any, _Run, float]] = []
     for i, check in enumerate(checks):
         start = time.perf_counter()
         if getattr(check, "local", False) and not _is_async(check):
@@ -223,19 +273,20 @@ def run_checks(checks: Sequence[Any]) -> list[CheckResult]:
             else:
                 results[i] = _normalise(check, value, time.perf_counter() - start)
             continue
-        futures.append((i, check, _pool().submit(_call_sync, check), start))
-    for i, check, future, start in futures:
+        run = _start(check)
+        if run is None:
+            results[i] = _still_running(check)
+            continue
+        runs.append((i, check, run, start))
+    for i, check, run, start in runs:
         timeout = float(getattr(check, "timeout", 1.0))
         remaining = max(0.0, start + timeout - time.perf_counter())
-        try:
-            value = future.result(timeout=remaining)
-        except FutureTimeout:
-            future.cancel()
+        if not run.done.wait(remaining):
             results[i] = _failed(check, f"timed out after {timeout:g} s", timeout)
-        except Exception as exc:
-            results[i] = _failed(check, type(exc).__name__, time.perf_counter() - start)
+        elif run.error is not None:
+            results[i] = _failed(check, type(run.error).__name__, time.perf_counter() - start)
         else:
-            results[i] = _normalise(check, value, time.perf_counter() - start)
+            results[i] = _normalise(check, run.value, time.perf_counter() - start)
     return [r for r in results if r is not None]
 
 
@@ -248,7 +299,14 @@ async def _arun_one(check: Any) -> CheckResult:
         elif getattr(check, "local", False):
             value = check()
         else:
-            value = await asyncio.wait_for(asyncio.to_thread(check), timeout)
+            run = _start(check)
+            if run is None:
+                return _still_running(check)
+            if not await run.wait(timeout):
+                raise TimeoutError
+            if run.error is not None:
+                raise run.error
+            value = run.value
     except (asyncio.TimeoutError, TimeoutError):
         return _failed(check, f"timed out after {timeout:g} s", time.perf_counter() - start)
     except Exception as exc:
