@@ -120,7 +120,7 @@ class TestMethodsAndTypes:
         assert client.post("/", content=b"x").status_code == 200
         response = client.put("/", content=b"x")
         assert response.status_code == 405
-        assert response.headers["allow"] == "GET, POST"
+        assert response.headers["allow"] == "GET, HEAD, POST"  # HEAD goes with GET
 
     def test_content_type_allowlist(self, interface: str) -> None:
         client = echo_client(interface, [Validation(content_types=["application/json", "text/*"])])

@@ -57,14 +57,19 @@ def _luhn(digits: str) -> bool:
 def _hide_cards(match: re.Match[str]) -> str:
     """The run with each card number in it hidden.
 
-    A card is a group of 13-19 digits, or consecutive groups of 3-6 digits
-    (``4111 1111 1111 1111``, ``3782 822463 10005``) adding up to 13-19,
-    passing the Luhn check. Looking at groups, not at the run as a whole,
+    A card is the whole run when it holds 13-19 digits, however spaced; or,
+    in a longer run, a group of 13-19 digits, or consecutive groups of 3-6
+    digits (``4111 1111 1111 1111``, ``3782 822463 10005``; the last may be
+    shorter: ``1000 0000 0000 9``) adding up to 13-19; each passing the Luhn
+    check. Looking at groups, not at the run as a whole,
     finds the card beside an expiry (``4111 1111 1111 1111 12/25``), a CVV
     or a quantity; a run of one-digit groups is never read as a card, and
     costs one pass.
     """
     text = match.group(0)
+    whole = text.replace(" ", "").replace("-", "")
+    if 13 <= len(whole) <= 19 and _luhn(whole):
+        return SCRUBBED  # one card, however it is spaced
     groups = [(g.start(), g.end(), g.group()) for g in _GROUP.finditer(text)]
     out: list[str] = []
     pos = 0
@@ -78,11 +83,13 @@ def _hide_cards(match: re.Match[str]) -> str:
             digits = first
             for j in range(i + 1, len(groups)):
                 part = groups[j][2]
-                if not 3 <= len(part) <= 6 or len(digits) + len(part) > 19:
+                if len(part) > 6 or len(digits) + len(part) > 19:
                     break
                 digits += part
                 if len(digits) >= 13 and _luhn(digits):
                     found = j  # the longest that passes
+                if len(part) < 3:
+                    break  # a short group only ends a card (4-4-4-1)
         if found < 0:
             i += 1
             continue
