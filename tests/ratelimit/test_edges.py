@@ -91,3 +91,14 @@ def test_a_concurrency_key_that_is_not_a_string_works_on_redis(
         assert client.get("/").status_code == 200
     # The autouse guard fails the test had the layer raised (and been passed over).
     assert layer.stats()["admitted"] == 1
+
+
+def test_during_an_outage_the_headers_state_the_local_share(interface: str) -> None:
+    """on_storage_error="local" counts each worker's share: the headers say that share."""
+    layer = RateLimit(
+        "4/minute", storage="redis://127.0.0.1:1/0", on_storage_error="local", workers=2
+    )  # nothing listens on port 1
+    with client_for(wrap(interface, [layer])) as client:
+        responses = [client.get("/") for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    assert {r.headers["ratelimit-policy"] for r in responses} == {'"default";q=2;w=60'}

@@ -1113,7 +1113,10 @@ class RateLimit:
                 quota = quotas[0]
                 request.response_headers.extend(
                     (
-                        rule.policy_header or ("RateLimit-Policy", quota.policy),
+                        # The rule's own policy, unless these are other quotas
+                        # (the local share during a storage outage, a dynamic limit).
+                        (rule.policy_header if quotas is rule.quotas else None)
+                        or ("RateLimit-Policy", quota.policy),
                         ("RateLimit", f"{quota.head}{remaining};t={_whole_seconds(reset)}"),
                     )
                 )
@@ -1131,7 +1134,8 @@ class RateLimit:
                 items.append(f'"{quota.name}";r={remaining};t={seconds}')
             append = request.response_headers.append
             if self.headers:
-                append(("RateLimit-Policy", rule.policy or ", ".join(q.policy for q in quotas)))
+                policy = rule.policy if quotas is rule.quotas else ""
+                append(("RateLimit-Policy", policy or ", ".join(q.policy for q in quotas)))
                 append(("RateLimit", ", ".join(items)))
             if self.legacy_headers:
                 i = min(range(len(stats)), key=lambda j: stats[j][0])
