@@ -28,6 +28,20 @@ from seawall.resilience import breakers
 from seawall.testing import ManualClock
 
 
+def environ(path: str) -> dict[str, Any]:
+    """A GET of *path*, as a WSGI server gives it."""
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.url_scheme": "http",
+        "REMOTE_ADDR": "203.0.113.7",
+    }
+
+
 def test_a_handler_guard_inside_the_layer_shares_its_permit() -> None:
     name = f"nest-{uuid.uuid4().hex[:8]}"
     clock = ManualClock()
@@ -97,18 +111,6 @@ def test_an_abandoned_streaming_probe_is_not_counted() -> None:
     layer = CircuitBreaker(fail_max=1, wait_in_open=5, clock=clock)
     wall = Seawall(app, layers=[layer])
 
-    def environ(path: str) -> dict[str, Any]:
-        return {
-            "REQUEST_METHOD": "GET",
-            "PATH_INFO": path,
-            "SERVER_NAME": "x",
-            "SERVER_PORT": "80",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.input": io.BytesIO(),
-            "wsgi.url_scheme": "http",
-            "REMOTE_ADDR": "203.0.113.7",
-        }
-
     failing = wall(environ("/fail"), lambda *a: None)
     list(failing)
     failing.close()  # type: ignore[attr-defined]
@@ -134,17 +136,7 @@ def test_unknown_paths_never_take_a_routes_own_breaker() -> None:
 
     def get(path: str) -> int:
         seen: list[str] = []
-        environ = {
-            "REQUEST_METHOD": "GET",
-            "PATH_INFO": path,
-            "SERVER_NAME": "x",
-            "SERVER_PORT": "80",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.input": io.BytesIO(),
-            "wsgi.url_scheme": "http",
-            "REMOTE_ADDR": "203.0.113.7",
-        }
-        result = wall(environ, lambda status, headers, exc=None: seen.append(status))
+        result = wall(environ(path), lambda status, headers, exc=None: seen.append(status))
         b"".join(result)
         result.close()  # type: ignore[attr-defined]
         return int(seen[0][:3])

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from seawall import Seawall, Validation
-from tests.apps import asgi_app, client_for, wrap
+from tests.apps import asgi_app, client_for, lifespan, wrap
 
 SCRIPT = "<script>alert(1)</script>"
 
@@ -194,11 +194,8 @@ def test_max_url_measures_the_target_as_sent(interface: str) -> None:
 
 async def _echo_coding_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        await lifespan(receive, send)
+        return
     body = b""
     while True:
         message = await receive()
