@@ -330,3 +330,29 @@ class TestAHungCheck:
             assert threading.active_count() - threads <= 2
         finally:
             release.set()
+
+
+def test_a_forked_child_runs_a_check_its_parent_left_running() -> None:
+    """The parent's run lives on a thread the child does not have."""
+    import os
+    import threading
+
+    release = threading.Event()
+    hung = CustomCheck("optional:hangs", release.wait, timeout=0.05, critical=False)
+    try:
+        assert run_checks([hung])[0].status == "warn"  # its run is now in flight
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            result = run_checks([hung])[0]
+            os.write(write, result.output.encode() if result.output else b"ran")
+            os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        said = os.read(read, 1000).decode()
+        os.close(read)
+        # The child started a run of its own (it timed out, as the check hangs):
+        # not "its last run has not returned", the parent's run.
+        assert "last run" not in said
+    finally:
+        release.set()

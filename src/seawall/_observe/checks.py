@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import inspect
 import math
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -235,6 +236,18 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 #: The run of each sync check still in flight, by check.
 _RUNNING: dict[int, tuple[Any, _Run]] = {}
 _RUNNING_LOCK = threading.Lock()
+
+
+def _forget_runs() -> None:
+    # A forked child has none of its parent's threads: runs in flight there
+    # would never end here, and their checks would never run again.
+    global _RUNNING_LOCK
+    _RUNNING.clear()
+    _RUNNING_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_runs)
 
 
 def _start(check: Any) -> _Run | None:
