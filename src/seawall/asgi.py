@@ -62,8 +62,9 @@ _T = TypeVar("_T")
 
 _ENDPOINT_ROUTES: dict[int, str | None] = {}
 
-#: id(app.routes) -> (its length, {id(route): ((path regex, full template), ...)}).
-_INCLUDED: dict[int, tuple[int, dict[int, tuple[tuple[Any, str], ...]]]] = {}
+#: id(app.routes) -> (that list, its length, {id(route): ((path regex, full template), ...)}).
+#: The list is held: the route ids in the table stay those of live routes.
+_INCLUDED: dict[int, tuple[Any, int, dict[int, tuple[tuple[Any, str], ...]]]] = {}
 
 
 def full_template(scope: Scope, matched: Any, template: str) -> str:
@@ -83,11 +84,11 @@ def full_template(scope: Scope, matched: Any, template: str) -> str:
     if not routes:
         return template
     cached = _INCLUDED.get(id(routes))
-    if cached is None or cached[0] != len(routes):
+    if cached is None or cached[0] is not routes or cached[1] != len(routes):
         if len(_INCLUDED) >= 64:
             _INCLUDED.clear()
-        cached = _INCLUDED[id(routes)] = (len(routes), _prefixed_templates(routes))
-    found = cached[1].get(id(matched))
+        cached = _INCLUDED[id(routes)] = (routes, len(routes), _prefixed_templates(routes))
+    found = cached[2].get(id(matched))
     if not found:
         return template
     if len(found) == 1:
