@@ -492,14 +492,11 @@ class Policy:
         clock = self._clock
         start = clock()
         try:
-            if self.timeout is None:
+            try:
                 result = await self._abulk(func, args, kwargs)
-            else:
-                try:
-                    result = await _with_timeout(self._abulk(func, args, kwargs), self.timeout)
-                except (asyncio.TimeoutError, TimeoutError):
-                    self._overran(clock() - start, cancelled=True)
-                    raise
+            except (asyncio.TimeoutError, TimeoutError):
+                self._overran(clock() - start, cancelled=True)
+                raise
         except BaseException as exc:
             failed = self._classify(exc)
             if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
@@ -513,14 +510,32 @@ class Policy:
         return result
 
     async def _abulk(self, func: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
-        bulkhead = self.bulkhead
-        if bulkhead is None:
-            return await func(*args, **kwargs)
-        await bulkhead.aacquire()
+        """The call through the bulkhead, the timeout bounding the call itself.
+
+        A wait for a slot is bounded by the timeout too, and one that runs out
+        is the bulkhead's refusal (:class:`BulkheadFull`, not counted by a
+        breaker): the downstream was never called, and local congestion must
+        not open its breaker.
+        """
+        bulkhead, timeout = self.bulkhead, self.timeout
+        if bulkhead is not None:
+            if timeout is None:
+                await bulkhead.aacquire()
+            else:
+                try:
+                    await _with_timeout(bulkhead.aacquire(), timeout)
+                except (asyncio.TimeoutError, TimeoutError):
+                    self.rejected += 1
+                    bulkhead.rejected += 1
+                    msg = f"No slot within the {timeout:g} s timeout."
+                    raise BulkheadFull(msg, bulkhead=self.name) from None
         try:
-            return await func(*args, **kwargs)
+            if timeout is None:
+                return await func(*args, **kwargs)
+            return await _with_timeout(func(*args, **kwargs), timeout)
         finally:
-            bulkhead.release()
+            if bulkhead is not None:
+                bulkhead.release()
 
     def _overran(self, duration: float, *, cancelled: bool) -> None:
         self.timeouts += 1

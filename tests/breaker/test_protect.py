@@ -422,3 +422,46 @@ class TestContextManager:
 def test_public_name() -> None:
     """seawall.protect is the decorator of this module."""
     assert seawall.protect is protect
+
+
+class TestTimeoutBoundsTheCall:
+    """The timeout bounds the downstream call, not the wait for a bulkhead slot.
+
+    A call that timed out while queued (never reaching the downstream) was
+    recorded as a breaker failure, so local congestion could open it; and a
+    queued call that then ran in time was cut short by the wait it did.
+    """
+
+    def test_a_queued_call_gets_its_whole_timeout(self) -> None:
+        name = f"queued-{id(self)}"
+        breakers.get(name, failure_rate_threshold=0.5, minimum_number_of_calls=100)
+
+        @protect(timeout=0.1, bulkhead=Bulkhead(1, max_queue=5), breaker=name)
+        async def held(seconds: float) -> float:
+            await asyncio.sleep(seconds)
+            return seconds
+
+        async def both() -> list[Any]:
+            return await asyncio.gather(held(0.08), held(0.05), return_exceptions=True)
+
+        assert asyncio.run(both()) == [0.08, 0.05]
+        assert breakers[name].failures == 0
+
+    def test_a_wait_past_the_timeout_is_the_bulkheads_refusal(self) -> None:
+        name = f"waited-{id(self)}"
+        breakers.get(name, failure_rate_threshold=0.5, minimum_number_of_calls=100)
+        bulkhead = Bulkhead(1, max_queue=5)
+
+        @protect(timeout=0.05, bulkhead=bulkhead, breaker=name)
+        async def held(seconds: float) -> float:
+            await asyncio.sleep(seconds)
+            return seconds
+
+        async def both() -> list[Any]:
+            return await asyncio.gather(held(0.2), held(0.01), return_exceptions=True)
+
+        first, second = asyncio.run(both())
+        assert isinstance(first, TimeoutError)  # the call itself overran: a failure
+        assert isinstance(second, BulkheadFull)  # never called: not the downstream's fault
+        assert breakers[name].failures == 1
+        assert bulkhead.rejected == 1
