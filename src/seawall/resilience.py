@@ -66,7 +66,8 @@ __all__ = ["Bulkhead", "BulkheadFull", "BreakerRegistry", "Policy", "breakers", 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _NO_FALLBACK: Any = object()
-_cms: ContextVar[tuple[Any, ...]] = ContextVar("seawall_protect_cms", default=())
+#: The blocks open in this context, as ``(policy, block)`` pairs, innermost last.
+_cms: ContextVar[tuple[tuple[Any, Any], ...]] = ContextVar("seawall_protect_cms", default=())
 
 
 class BulkheadFull(Overloaded):
@@ -340,6 +341,11 @@ class Policy:
         self.failures = 0
         self.fallbacks = 0
         self.rejected = 0
+        # Blocks entered and not yet exited, whatever context they were
+        # entered in: a generator resumed on another thread (Starlette runs
+        # each step of a sync one in a worker) exits in another context.
+        self._open: list[Any] = []
+        self._open_lock = threading.Lock()
         self.timeouts = 0
 
     def stats(self) -> dict[str, Any]:
@@ -752,25 +758,47 @@ class Policy:
         if breaker is not None:
             await breaker.arecord(permit, False, self._clock() - start)
 
+    def _opened(self, block: Any) -> None:
+        _cms.set((*_cms.get(), (self, block)))
+        with self._open_lock:
+            self._open.append(block)
+
+    def _closing(self) -> Any:
+        """The block the ending ``with`` opened: this policy's innermost one here.
+
+        By policy, not the innermost of any: two generators each in a block of
+        their own may end in either order. In a context that did not open it
+        (a copy made for another thread), the last one this policy opened.
+        """
+        stack = _cms.get()
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i][0] is self:
+                block = stack[i][1]
+                _cms.set(stack[:i] + stack[i + 1 :])
+                break
+        else:
+            with self._open_lock:
+                return self._open.pop()
+        with self._open_lock:
+            if block in self._open:
+                self._open.remove(block)
+        return block
+
     def __enter__(self) -> None:
-        cm = self._block()
-        cm.__enter__()
-        _cms.set((*_cms.get(), cm))
+        block = self._block()
+        block.__enter__()
+        self._opened(block)
 
     def __exit__(self, *exc_info: Any) -> bool | None:
-        stack = _cms.get()
-        _cms.set(stack[:-1])
-        return stack[-1].__exit__(*exc_info)  # type: ignore[no-any-return]
+        return self._closing().__exit__(*exc_info)  # type: ignore[no-any-return]
 
     async def __aenter__(self) -> None:
-        cm = self._ablock()
-        await cm.__aenter__()
-        _cms.set((*_cms.get(), cm))
+        block = self._ablock()
+        await block.__aenter__()
+        self._opened(block)
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
-        stack = _cms.get()
-        _cms.set(stack[:-1])
-        return await stack[-1].__aexit__(*exc_info)  # type: ignore[no-any-return]
+        return await self._closing().__aexit__(*exc_info)  # type: ignore[no-any-return]
 
 
 def _attempts(retrying: Any) -> int:

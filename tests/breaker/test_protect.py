@@ -465,3 +465,53 @@ class TestTimeoutBoundsTheCall:
         assert isinstance(second, BulkheadFull)  # never called: not the downstream's fault
         assert breakers[name].failures == 1
         assert bulkhead.rejected == 1
+
+
+class TestBlocksEndTheirOwn:
+    """Each ``with protect(...)`` ends the block it opened.
+
+    The open blocks sat on one stack for all policies, popped innermost
+    first: of two generators each in a block of its own, the first to end
+    released the other's slot; and a sync generator that Starlette steps
+    through on worker threads (each with a copy of the context) found no
+    block to end at all (IndexError).
+    """
+
+    def test_interleaved_generators_release_their_own_slots(self) -> None:
+        first, second = Bulkhead(1), Bulkhead(1)
+        guard_a, guard_b = protect(bulkhead=first), protect(bulkhead=second)
+
+        def rows(guard: Any) -> Any:
+            with guard:
+                yield 1
+                yield 2
+
+        a, b = rows(guard_a), rows(guard_b)
+        next(a)
+        next(b)
+        list(a)  # a ends first, while b's block is the innermost
+        assert (first.active, second.active) == (0, 1)
+        list(b)
+        assert (first.active, second.active) == (0, 0)
+
+    def test_a_generator_stepped_on_other_threads_ends_its_block(self) -> None:
+        import contextvars
+        from concurrent.futures import ThreadPoolExecutor
+
+        bulkhead = Bulkhead(2)
+        guard = protect(bulkhead=bulkhead)
+
+        def rows() -> Any:
+            with guard:
+                yield 1
+                yield 2
+
+        gen = rows()
+        with ThreadPoolExecutor(2) as pool:
+            # As Starlette's iterate_in_threadpool: each step in a copied context.
+            got = [pool.submit(contextvars.copy_context().run, next, gen, None).result()]
+            got.append(pool.submit(contextvars.copy_context().run, next, gen, None).result())
+            got.append(pool.submit(contextvars.copy_context().run, next, gen, None).result())
+        assert got == [1, 2, None]
+        assert bulkhead.active == 0
+        assert guard.stats()["failures"] == 0
