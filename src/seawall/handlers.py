@@ -39,6 +39,7 @@ __all__ = [
     "OVERRIDE_ATTR",
     "exempt",
     "exempt_layers",
+    "handler_name",
     "is_exempt",
     "mark_of",
     "overrides_defaults",
@@ -94,6 +95,29 @@ def overrides_defaults(handler: Any) -> bool:
     Looked for as :func:`is_exempt` looks (classes, partials, wrappers).
     """
     return _marked(handler, OVERRIDE_ATTR)
+
+
+def handler_name(func: Any) -> str:
+    """The name state is kept under for a guarded handler: its module and qualified name.
+
+    A class-based view's ``as_view()`` function (Django's, Flask's
+    ``MethodView``) is named after its class, and Flask's after its endpoint
+    too: they are all ``View.as_view.<locals>.view`` otherwise, and every
+    such view would share one bucket or breaker.
+    """
+    view_class = getattr(func, "view_class", None)
+    if isinstance(view_class, type):
+        name = f"{view_class.__module__}.{view_class.__qualname__}"
+        endpoint = getattr(func, "__name__", "")
+        return name if endpoint in ("", "view", view_class.__name__) else f"{name}:{endpoint}"
+    qualname = getattr(func, "__qualname__", "")
+    name = f"{getattr(func, '__module__', '')}.{qualname}"
+    endpoint = getattr(func, "__name__", "")
+    # Renamed after it was made (Flask names a MethodView's function after its
+    # endpoint before applying its ``decorators``): the new name tells it apart.
+    if endpoint and endpoint != qualname.rpartition(".")[2]:
+        name = f"{name}:{endpoint}"
+    return name
 
 
 def mark_of(handler: Any) -> str | None:

@@ -600,7 +600,7 @@ def _any_marked(patterns: Any) -> bool:
                 return True
             view_class = getattr(callback, "view_class", None)
             if view_class is not None and any(
-                getattr(getattr(view_class, m, None), OVERRIDE_ATTR, False) is True
+                mark_of(getattr(view_class, m, None)) is not None
                 for m in getattr(view_class, "http_method_names", ())
             ):
                 return True
@@ -610,15 +610,15 @@ def _any_marked(patterns: Any) -> bool:
 def _view_mark(func: Any, method: str | None) -> str | None:
     """The mark of view *func*, or of the class-based view's handler for *method*.
 
-    ``method_decorator(limit(..., override_defaults=True))`` marks one method
-    of the class, not the class.
+    ``method_decorator(exempt)`` and ``method_decorator(limit(...,
+    override_defaults=True))`` mark one method of the class, not the class.
     """
     mark = mark_of(func)
     if mark is None and method:
         view_class = getattr(func, "view_class", None)
         handler = getattr(view_class, method.lower(), None) if view_class is not None else None
-        if getattr(handler, OVERRIDE_ATTR, False) is True:
-            return "override"
+        if handler is not None:
+            mark = mark_of(handler)
     return mark
 
 
@@ -672,6 +672,24 @@ def _named_after(function: Any, owner: type) -> Any:
     return named
 
 
+def _view_is_async(owner: type) -> bool:
+    """Whether a class-based view's handlers are async (Django's ``View.view_is_async``)."""
+    try:
+        return bool(getattr(owner, "view_is_async", False))
+    except ImproperlyConfigured:
+        return False  # mixed sync and async handlers: Django refuses the view itself
+
+
+def _awaiting(function: Callable[..., Any]) -> Callable[..., Any]:
+    """*function* (returning a coroutine) as a coroutine function awaiting it."""
+
+    async def awaiting(*args: Any, **kwargs: Any) -> Any:
+        return await function(*args, **kwargs)
+
+    functools.update_wrapper(awaiting, function)
+    return awaiting
+
+
 def _django_decorator(decorator: Callable[[Any], Any]) -> Callable[[_F], _F]:
     """Adapt a handler decorator to Django views: functions, classes, ``method_decorator``."""
     guarded_methods: dict[Any, Any] = {}
@@ -702,17 +720,23 @@ def _django_decorator(decorator: Callable[[Any], Any]) -> Callable[[_F], _F]:
             return guarded_class
         bound = getattr(view, "func", None)
         function = getattr(bound, "__func__", None)
+        is_async = iscoroutinefunction(view)
         if function is not None:
+            owner = type(bound.__self__)  # type: ignore[union-attr]
+            # A class of async handlers has a sync dispatch() that returns
+            # their coroutine: guard it as the async function it is.
+            is_async = is_async or (not iscoroutinefunction(function) and _view_is_async(owner))
             # method_decorator builds partial(bound method) on every request:
             # guard the underlying function once, so its state persists.
             guarded = guarded_methods.get(function)
             if guarded is None:
-                named = _named_after(function, type(bound.__self__))  # type: ignore[union-attr]
+                source = _awaiting(function) if is_async else function
+                named = _named_after(source, owner)
                 guarded = guarded_methods.setdefault(function, decorator(named))
             target: Any = functools.partial(guarded, bound.__self__)  # type: ignore[union-attr]
         else:
             target = decorator(view)
-        if iscoroutinefunction(view):
+        if is_async:
 
             async def async_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
                 _set_route(request)

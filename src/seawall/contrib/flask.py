@@ -174,7 +174,10 @@ class Seawall:
         # Flask keys handlers by status code (HTTP errors) or None (others);
         # the app's own handlers, registered before us, are kept.
         spec = app.error_handler_spec[None]
-        if not any(issubclass(cls, Rejected) for cls in spec[None]):
+        # For Rejected itself unless the app has one: an app's handler for one
+        # kind (RateLimited) keeps it, Flask picking the closest class, and
+        # every other refusal (CircuitOpen...) still gets its problem+json.
+        if Rejected not in spec[None]:
             app.register_error_handler(Rejected, _render_rejected)
         if not spec[500]:
             app.register_error_handler(InternalServerError, _render_500)

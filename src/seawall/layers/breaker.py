@@ -49,6 +49,7 @@ from seawall._core.layer import ORDER, Outcome
 from seawall._core.request import RequestView
 from seawall._log import current_request, logger
 from seawall.exceptions import ConfigurationError, StorageError
+from seawall.handlers import handler_name
 
 __all__ = ["CircuitBreaker", "breaker"]
 
@@ -554,7 +555,7 @@ def breaker(name: Any = None, /, **options: Any) -> Any:
         return breaker(None)(name)
 
     def decorate(func: F) -> F:
-        found = breakers.get(name or f"{func.__module__}.{func.__qualname__}", **options)
+        found = breakers.get(name or handler_name(func), **options)
         clock = found._clock
 
         if inspect.iscoroutinefunction(func):

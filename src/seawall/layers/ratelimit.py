@@ -71,7 +71,7 @@ from seawall._ratelimit.quota import (
 from seawall._ratelimit.rules import Matcher
 from seawall._workers import watch
 from seawall.exceptions import ConfigurationError, Overloaded, RateLimited, Rejected, StorageError
-from seawall.handlers import OVERRIDE_ATTR
+from seawall.handlers import OVERRIDE_ATTR, handler_name
 from seawall.keys import client as client_key
 from seawall.keys import is_async_key, resolve_key
 from seawall.storage import MemoryBackend, _redact, storage_for
@@ -1377,9 +1377,7 @@ class Limiter:
         rule = self.ratelimit._default
         if rule is None:  # pragma: no cover - limit() always gives a limit
             return
-        scope = (
-            self.name or f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', '')}"
-        )
+        scope = self.name or handler_name(func)
         rule.scope = "h." + policy_name(scope)
         if rule.dynamic is None:
             rule.set_quotas(rule.quotas, self.ratelimit.workers)
