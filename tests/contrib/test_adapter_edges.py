@@ -155,3 +155,48 @@ def test_flask_apps_own_handler_for_one_refusal_keeps_the_others() -> None:
     refused = client.get("/pay", buffered=True)
     assert refused.status_code == 503
     assert refused.headers["content-type"] == "application/problem+json"
+
+
+def test_django_view_errors_still_send_got_request_exception() -> None:
+    """Sentry's Django integration, ADMINS mails and the test client listen to it."""
+    from django.core.signals import got_request_exception
+
+    def boom(request: Any) -> HttpResponse:
+        raise RuntimeError("boom")
+
+    heard: list[Any] = []
+
+    def listen(sender: Any, request: Any, **kwargs: Any) -> None:
+        heard.append(request.path)
+
+    got_request_exception.connect(listen)
+    try:
+        with _serve([path("boom/", boom)], error_capture=True):
+            response = Client(raise_request_exception=False).get("/boom/")
+    finally:
+        got_request_exception.disconnect(listen)
+    assert response.status_code == 500
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert heard == ["/boom/"]
+
+
+def test_layers_that_are_no_layers_are_refused() -> None:
+    import pytest
+    from django.core.exceptions import ImproperlyConfigured
+
+    from seawall import ConfigurationError, Seawall, Timing
+    from seawall.django import SeawallMiddleware
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:  # pragma: no cover
+        return []
+
+    with pytest.raises(ConfigurationError, match=r"layers\[1\]: object is not a layer"):
+        Seawall(app, layers=[Timing(), object()])
+    with pytest.raises(ConfigurationError, match="expected a list"):
+        Seawall(app, layers=Timing())  # type: ignore[arg-type]
+    for layers in (Timing(), [object()]):
+        with (
+            override_settings(SEAWALL={"layers": layers}),
+            pytest.raises(ImproperlyConfigured, match="SEAWALL: layers"),
+        ):
+            SeawallMiddleware(lambda request: HttpResponse(b"ok"))

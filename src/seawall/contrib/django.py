@@ -127,6 +127,9 @@ def build_wall(get_response: Any, interface: Literal["asgi", "wsgi"]) -> DjangoW
     data = _settings()
     layers = data.pop("layers", None)
     data.pop("interface", None)
+    if layers is not None and not isinstance(layers, (list, tuple)):
+        msg = f"SEAWALL: layers: expected a list of layer objects, got {type(layers).__name__}"
+        raise ImproperlyConfigured(msg)
     try:
         return DjangoWall(get_response, interface, **settings_kwargs(data, layers=layers))
     except ConfigurationError as exc:
@@ -585,6 +588,12 @@ class SeawallMiddleware:
         answer = state.wall.stack.on_exception(state.view, exception, state.depth)
         if answer is None or settings.DEBUG:
             return None  # logged; Django's technical 500 page stays in DEBUG
+        # Django sends this when it handles the exception itself; answering
+        # for it, so must we: Sentry's integration, ADMINS mails and the test
+        # client's re-raise listen to it.
+        from django.core.signals import got_request_exception  # type: ignore[import-untyped]
+
+        got_request_exception.send(sender=None, request=request)
         return _to_response(answer)
 
 
