@@ -132,3 +132,25 @@ def test_a_wsgi_500_replacing_a_failed_body_carries_the_layers_headers() -> None
     assert response.headers["content-type"] == "application/problem+json"
     assert "server-timing" in response.headers
     assert response.headers["x-request-id"] == "rid-1"
+
+
+def test_the_dashboard_takes_bearer_in_any_case_and_a_cookie_with_other_queries(
+    interface: str,
+) -> None:
+    from seawall.layers import Dashboard
+    from tests.apps import wrap
+
+    with client_for(wrap(interface, [Dashboard(token="t0k-long-enough-1")])) as client:
+        assert (
+            client.get(
+                "/_seawall", headers={"authorization": "bearer t0k-long-enough-1"}
+            ).status_code
+            == 200
+        )
+        login = client.get("/_seawall?token=t0k-long-enough-1", follow_redirects=False)
+        assert login.status_code == 303
+        cookie = login.headers["set-cookie"].split(";", 1)[0]
+        client.cookies.clear()  # sent by hand below, and not at all in the last request
+        # A query of the page's own (?refresh=1) does not undo the cookie.
+        assert client.get("/_seawall?refresh=1", headers={"cookie": cookie}).status_code == 200
+        assert client.get("/_seawall?refresh=1").status_code == 401

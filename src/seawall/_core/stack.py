@@ -68,19 +68,6 @@ class _ByMethod(dict[str, tuple[tuple[int, Callable[..., Any]], ...]]):
         return hooks
 
 
-#: A layer has at least one of these (seawall.typing.Layer).
-_HOOK_NAMES = (
-    "on_request",
-    "on_response",
-    "add_headers",
-    "on_exception",
-    "on_complete",
-    "on_startup",
-    "on_shutdown",
-    "on_websocket_message",
-)
-
-
 class Stack:
     """An ordered set of layers and their pre-looked-up hooks.
 
@@ -122,23 +109,17 @@ class Stack:
         if on_layer_error not in ("continue", "raise"):
             msg = f"on_layer_error: expected 'continue' or 'raise', got {on_layer_error!r}"
             raise ConfigurationError(msg)
-        if not isinstance(layers, (list, tuple)) and not hasattr(layers, "__iter__"):
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
             msg = f"layers: expected a list of layers, got {type(layers).__name__}"
             raise ConfigurationError(msg)
         items = list(layers)
-        for index, layer in enumerate(items):
+        for layer in items:
             if isinstance(layer, type):
                 msg = (
                     f"layers: got the class {layer.__name__}, pass an instance: {layer.__name__}()"
                 )
                 raise ConfigurationError(msg)
-            if not any(callable(getattr(layer, hook, None)) for hook in _HOOK_NAMES):
-                # It would never be called: a typo or a wrong object, not a layer.
-                msg = (
-                    f"layers[{index}]: {type(layer).__name__} is not a layer: it has none of "
-                    f"{', '.join(_HOOK_NAMES)}"
-                )
-                raise ConfigurationError(msg)
+
         if order == "canonical":
             items.sort(key=layer_order)
         self.layers: tuple[object, ...] = tuple(items)

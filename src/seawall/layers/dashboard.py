@@ -34,6 +34,7 @@ from seawall._core.request import RequestView
 from seawall._observe.page import csp, page
 from seawall._observe.registry import _breakers
 from seawall.exceptions import ConfigurationError
+from seawall.layers.metrics import bearer_matches
 
 __all__ = ["Dashboard", "summarize"]
 
@@ -179,10 +180,7 @@ class Dashboard:
         return False
 
     def _bearer_ok(self, request: RequestView) -> bool:
-        given = request.header("authorization")
-        if not given:
-            return False
-        return hmac.compare_digest(given.encode("latin-1", "replace"), b"Bearer " + self._token)
+        return bearer_matches(request.header("authorization"), self._token)
 
     def _denied(self) -> Respond:
         self.denied += 1
@@ -206,8 +204,9 @@ class Dashboard:
         if request.method not in ("GET", "HEAD"):
             return Respond.problem(405, "method-not-allowed", "Method Not Allowed",
                                    headers=(("Allow", "GET, HEAD"),))  # fmt: skip
-        if path == self.path and request.query_string:
-            given = parse_qs(request.query_string).get("token", [""])[0].encode()
+        query = parse_qs(request.query_string) if path == self.path else {}
+        if "token" in query:
+            given = query["token"][0].encode()
             if not hmac.compare_digest(given, self._token):
                 return self._denied()
             secure = "; Secure" if request.scheme == "https" else ""

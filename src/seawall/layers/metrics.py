@@ -26,10 +26,21 @@ from seawall._core.request import RequestView
 from seawall._observe.registry import DEFAULT_BUCKETS, METHODS, Registry
 from seawall.exceptions import ConfigurationError
 
-__all__ = ["PROMETHEUS_CONTENT_TYPE", "Metrics", "Scrape"]
+__all__ = ["PROMETHEUS_CONTENT_TYPE", "Metrics", "Scrape", "bearer_matches"]
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NO_STORE = (("Cache-Control", "no-store"),)
+
+
+def bearer_matches(header: str | None, token: bytes) -> bool:
+    """Whether an ``Authorization`` value is ``Bearer <token>``, compared in constant time.
+
+    The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
+    """
+    scheme, _, given = (header or "").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("latin-1", "replace"), token
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,15 +178,13 @@ class Metrics:
                 405, "method-not-allowed", "Method Not Allowed",
                 "The metrics endpoint answers GET and HEAD.", headers=(("Allow", "GET, HEAD"),),
             )  # fmt: skip
-        if self._token is not None:
-            scheme, _, given = (request.header("authorization") or "").strip().partition(" ")
-            # The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
-            token = given.strip().encode("latin-1", "replace")
-            if not (scheme.lower() == "bearer" and hmac.compare_digest(token, self._token)):
-                return Respond.problem(
-                    401, "unauthorized", "Unauthorized", "A valid bearer token is required.",
-                    headers=(("WWW-Authenticate", 'Bearer realm="metrics"'),),
-                )  # fmt: skip
+        if self._token is not None and not bearer_matches(
+            request.header("authorization"), self._token
+        ):
+            return Respond.problem(
+                401, "unauthorized", "Unauthorized", "A valid bearer token is required.",
+                headers=(("WWW-Authenticate", 'Bearer realm="metrics"'),),
+            )  # fmt: skip
         return self._render_flow()
 
     def _render_flow(self) -> Any:
