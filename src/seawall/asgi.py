@@ -229,10 +229,16 @@ class DeadlineExpired(TimeoutError):
     """
 
 
-async def with_deadline(call: Awaitable[_T], seconds: float) -> _T:
-    """Await *call* within *seconds*; :class:`DeadlineExpired` if they ran out first."""
+async def with_deadline(call: Awaitable[_T], seconds: float, holder: Any = None) -> _T:
+    """Await *call* within *seconds*; :class:`DeadlineExpired` if they ran out first.
+
+    *holder*, if given, gets the running deadline as ``holder.deadline``
+    (3.11+), so that it can be disarmed once the answer is complete.
+    """
     if sys.version_info >= (3, 11):
         deadline = asyncio.timeout(seconds)
+        if holder is not None:
+            holder.deadline = deadline
         try:
             async with deadline:
                 return await call
@@ -302,6 +308,7 @@ class _Cycle:
 
     __slots__ = (
         "body",
+        "deadline",
         "depth",
         "ended",
         "exception",
@@ -328,6 +335,8 @@ class _Cycle:
     status: int | None
     ttfb: float | None
     ended: float | None
+    #: The Timeout layer's running deadline (3.11+), disarmed by the last body chunk.
+    deadline: Any
     started_response: bool
     held: list[Message] | None
     exception: BaseException | None
@@ -420,6 +429,10 @@ class _Cycle:
         elif kind == "http.response.body":
             if not message.get("more_body", False):
                 self.ended = perf_counter()
+                if self.deadline is not None:
+                    # The answer is complete: what the app does next (a
+                    # background task) is not bounded by the deadline.
+                    self._disarm()
             if self.held is not None:
                 self.held.append(message)
                 return _nothing()
@@ -429,6 +442,13 @@ class _Cycle:
         elif kind == "http.response.pathsend":
             self.ended = perf_counter()
         return self.send_(message)
+
+    def _disarm(self) -> None:
+        deadline, self.deadline = self.deadline, None
+        # Past its end already (our own 504 going out), or left (the app
+        # returned): nothing to disarm.
+        with contextlib.suppress(RuntimeError):
+            deadline.reschedule(None)
 
     async def send_own(self, respond: Respond) -> None:
         """Send a response of ours (a rejection or a 500), if none has started."""
@@ -497,6 +517,7 @@ def _cycle(
     cycle.status = None
     cycle.ttfb = None
     cycle.ended = None
+    cycle.deadline = None
     cycle.started_response = False
     cycle.held = None
     cycle.exception = None
@@ -575,7 +596,7 @@ class ASGIMiddleware(Seawall):
                     )
                 else:
                     await with_deadline(
-                        self.app(scope, cycle.app_receive(), cycle.send), view.deadline
+                        self.app(scope, cycle.app_receive(), cycle.send), view.deadline, cycle
                     )
             except DeadlineExpired as exc:
                 # Only our own deadline: an app's TimeoutError is an error like any other.

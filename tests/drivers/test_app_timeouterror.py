@@ -56,3 +56,28 @@ def test_the_deadline_itself_is_still_a_504() -> None:
     response = client.get("/slow")
     assert response.status_code == 504
     assert timeout.stats()["exceeded"] == 1
+
+
+def test_a_background_task_after_the_answer_runs_past_the_deadline() -> None:
+    """The deadline bounds the answer: once its last byte went out, the app may go on."""
+    from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    done: list[str] = []
+
+    async def later() -> None:
+        await asyncio.sleep(0.2)  # past the 0.1 s deadline
+        done.append("bg")
+
+    async def endpoint(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok", background=BackgroundTask(later))
+
+    timeout = Timeout(0.1)
+    starlette = Starlette(routes=[Route("/", endpoint)])
+    with TestClient(Seawall(starlette, layers=[ErrorCapture(), timeout])) as client:
+        response = client.get("/")
+    assert response.status_code == 200
+    assert done == ["bg"]
+    assert timeout.stats()["exceeded"] == 0
