@@ -199,3 +199,23 @@ def test_layers_that_are_no_layers_are_refused() -> None:
             pytest.raises(ImproperlyConfigured, match="SEAWALL: layers"),
         ):
             SeawallMiddleware(lambda request: HttpResponse(b"ok"))
+
+
+def test_flask_exempt_reaches_subdomain_routes() -> None:
+    from seawall.flask import Seawall
+
+    app = Flask(__name__, subdomain_matching=True)
+    app.config["SERVER_NAME"] = "example.com"
+    guard = Seawall(app, rate_limit="1/minute")
+
+    @app.get("/status", subdomain="api")
+    @guard.exempt
+    def status() -> str:
+        return "ok"
+
+    client = app.test_client()
+    statuses = [
+        client.get("/status", base_url="http://api.example.com", buffered=True).status_code
+        for _ in range(3)
+    ]
+    assert statuses == [200, 200, 200]

@@ -96,8 +96,19 @@ class _Entry:
 
     def _mark(self, environ: WSGIEnvironment) -> str | None:
         app = self._app
+        # Bound as Flask binds it (Flask.create_url_adapter): SERVER_NAME,
+        # and subdomains matched only when the app asks for it.
+        server_name = app.config.get("SERVER_NAME")
+        subdomain = None
+        if app.url_map.host_matching:
+            server_name = None
+        elif not app.subdomain_matching:
+            subdomain = app.url_map.default_subdomain or ""
         try:
-            rule, _ = app.url_map.bind_to_environ(environ).match(return_rule=True)
+            adapter = app.url_map.bind_to_environ(
+                environ, server_name=server_name, subdomain=subdomain
+            )
+            rule, _ = adapter.match(return_rule=True)
         except HTTPException:
             return None  # no route: the wall applies in full
         endpoint = rule.endpoint
