@@ -154,3 +154,14 @@ def test_the_dashboard_takes_bearer_in_any_case_and_a_cookie_with_other_queries(
         # A query of the page's own (?refresh=1) does not undo the cookie.
         assert client.get("/_seawall?refresh=1", headers={"cookie": cookie}).status_code == 200
         assert client.get("/_seawall?refresh=1").status_code == 401
+
+
+def test_the_dashboard_answers_unknown_sub_paths_401_without_credentials(interface: str) -> None:
+    from seawall.layers import Dashboard
+    from tests.apps import wrap
+
+    token = "t0k-long-enough-1"
+    with client_for(wrap(interface, [Dashboard(token=token)])) as client:
+        assert client.get("/_seawall/other").status_code == 401
+        auth = {"authorization": f"Bearer {token}"}
+        assert client.get("/_seawall/other", headers=auth).status_code == 404

@@ -200,6 +200,8 @@ class Dashboard:
         if path != self.path and path != self._json_path:
             if path[len(self.path)] != "/":
                 return None  # /_seawallfoo is not ours
+            if not (self._cookie_ok(request) or self._bearer_ok(request)):
+                return self._denied()  # what lies under the path is for the holders only
             return Respond.problem(404, "not-found", "Not Found")
         if request.method not in ("GET", "HEAD"):
             return Respond.problem(405, "method-not-allowed", "Method Not Allowed",
