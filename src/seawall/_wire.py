@@ -90,14 +90,15 @@ class PerLoop(Generic[_T]):
     seawall request) then holds the clients of its live loops only.
     """
 
-    __slots__ = ("_last", "_values")
+    __slots__ = ("_last", "_make", "_values")
 
-    def __init__(self) -> None:
+    def __init__(self, make: Callable[[], _T]) -> None:
+        self._make = make
         self._values: dict[asyncio.AbstractEventLoop, _T] = {}
         self._last: tuple[asyncio.AbstractEventLoop, _T] | None = None
 
-    def get(self, make: Callable[[], _T]) -> _T:
-        """The running loop's value, made by *make* on its first call there."""
+    def get(self) -> _T:
+        """The running loop's value, made on its first call there."""
         loop = asyncio.get_running_loop()
         last = self._last
         if last is not None and last[0] is loop:
@@ -108,7 +109,7 @@ class PerLoop(Generic[_T]):
             for old in list(self._values):
                 if old.is_closed():
                     self._values.pop(old, None)
-            value = self._values[loop] = make()
+            value = self._values[loop] = self._make()
         self._last = (loop, value)
         return value
 

@@ -48,6 +48,7 @@ __all__ = [
     "Scope",
     "Send",
     "full_template",
+    "prefixed_template",
     "route_of",
     "with_deadline",
 ]
@@ -65,6 +66,32 @@ _ENDPOINT_ROUTES: dict[int, str | None] = {}
 #: id(app.routes) -> (that list, its length, {id(route): ((path regex, full template), ...)}).
 #: The list is held: the route ids in the table stay those of live routes.
 _INCLUDED: dict[int, tuple[Any, int, dict[int, tuple[tuple[Any, str], ...]]]] = {}
+
+
+_UNRESOLVED: Any = object()
+#: The key FastAPI's scope state holds while an included router serves the
+#: request (``None``: this FastAPI has none to tell; every route is looked up).
+_INCLUDED_KEY: Any = _UNRESOLVED
+
+
+def prefixed_template(scope: Scope, matched: Any, template: str) -> str:
+    """:func:`full_template`, skipped for a route no included router serves.
+
+    Most routes are the app's own: FastAPI marks a request an included router
+    serves in its scope state, and only those pay for the lookup.
+    """
+    global _INCLUDED_KEY
+    key = _INCLUDED_KEY
+    if key is _UNRESOLVED:
+        try:
+            from fastapi.routing import _FASTAPI_INCLUDED_ROUTER_KEY as key
+        except ImportError:
+            key = None  # another FastAPI: look every route up
+        _INCLUDED_KEY = key
+    state = scope.get("fastapi")
+    if key is not None and isinstance(state, dict) and key not in state:
+        return template
+    return full_template(scope, matched, template)
 
 
 def full_template(scope: Scope, matched: Any, template: str) -> str:
@@ -135,7 +162,7 @@ def route_of(scope: Scope) -> str | None:
         if path:
             if "fastapi" in scope:
                 # FastAPI 0.165+ leaves an included router's route unprefixed.
-                return full_template(scope, matched, str(path))
+                return prefixed_template(scope, matched, str(path))
             return str(path)
     endpoint = scope.get("endpoint")
     if endpoint is None:

@@ -274,7 +274,7 @@ class RedisBackend:
         self._no_script: type[Exception] = NeverRaised
         self._sync_fast: Connections | None = None
         #: The asyncio side of each event loop that uses this backend.
-        self._asides: PerLoop[_AsyncSide] = PerLoop()
+        self._asides: PerLoop[_AsyncSide] = PerLoop(self._new_async_side)
         #: Each script's ``EVALSHA <sha>``, framed once (the SHA is the same on both paths).
         self._heads: dict[int, bytes] = {}
 
@@ -323,16 +323,13 @@ class RedisBackend:
             self._sync = storage
         return self._sync_scripts
 
-    def _async_side(self) -> _AsyncSide:
-        """The asyncio client of the running loop, made on its first call there.
+    def _new_async_side(self) -> _AsyncSide:
+        """The asyncio client of the running loop (see :attr:`_asides`).
 
         One per loop, never one slot for all: an async view under a WSGI
         server runs each request on a new loop, in whichever thread serves
         it, and a client bound to another thread's loop fails there.
         """
-        return self._asides.get(self._new_async_side)
-
-    def _new_async_side(self) -> _AsyncSide:
         from limits.storage import storage_from_string
 
         options = self._client_options(True)
@@ -417,7 +414,7 @@ class RedisBackend:
         timeout, in place of redis-py's per-operation socket timeouts (Redis
         Cluster clients keep those).
         """
-        side = self._async_side()
+        side = self._asides.get()
         deadline = side.deadline
         try:
             if deadline is not None:
@@ -484,7 +481,7 @@ class RedisBackend:
         """The same with the asyncio client, bounded by the storage timeout."""
         args = (after, _ms(within), _ms(duration))
         try:
-            side = self._async_side()
+            side = self._asides.get()
             deadline = side.deadline
             if deadline is not None:
                 async with deadline(self.timeout):
@@ -546,7 +543,7 @@ class LimitsBackend:
         self.options = dict(options or {})
         self._sync: dict[int, Any] | None = None
         #: limits' async strategies per event loop: its clients are bound to one.
-        self._async: PerLoop[dict[int, Any]] = PerLoop()
+        self._async: PerLoop[dict[int, Any]] = PerLoop(lambda: self._limiters(True))
 
     def __repr__(self) -> str:
         return f"LimitsBackend({_redact(self.uri)!r})"
@@ -568,9 +565,6 @@ class LimitsBackend:
         return {
             code: module.STRATEGIES[name](storage) for code, name in self._STRATEGY_NAMES.items()
         }
-
-    def _alimiters(self) -> dict[int, Any]:
-        return self._async.get(lambda: self._limiters(True))
 
     def hit(
         self,
@@ -620,7 +614,7 @@ class LimitsBackend:
     ) -> HitResult:
         """The same with limits' async storage."""
         try:
-            limiter = self._alimiters()[strategy]
+            limiter = self._async.get()[strategy]
             if ban is not None and await limiter.storage.get(ban) > 0:
                 left = max(0.0, await limiter.storage.get_expiry(ban) - time.time())
                 return Banned.of(left, len(quotas))
@@ -663,7 +657,7 @@ class LimitsBackend:
     ) -> bool:
         """The same with limits' async storage."""
         try:
-            storage = self._alimiters()[FIXED].storage
+            storage = self._async.get()[FIXED].storage
             if await storage.incr(strikes, max(1, round(within))) < after:
                 return False
             await storage.incr(ban, max(1, round(duration)))

@@ -16,6 +16,7 @@ from seawall import ConcurrencyLimit, ConfigurationError, RateLimit, RequestView
 from seawall._core.client import ClientResolver
 from seawall._run import run_flow
 from seawall.exceptions import RateLimited
+from seawall.testing import ManualClock
 from tests.apps import client_for, wrap
 
 
@@ -45,7 +46,10 @@ def test_a_refusal_as_the_window_ends_still_says_when_to_come_back() -> None:
 
 @pytest.mark.parametrize("strategy", ["moving-window", "gcra", "sliding-window-counter"])
 def test_t_is_never_past_the_window(interface: str, strategy: str) -> None:
-    with client_for(wrap(interface, [RateLimit("1/minute", strategy=strategy)])) as client:
+    # A clock where (now + 60) - now is 60.0000000000073: a ceil() of it is 61.
+    clock = ManualClock(start=65483.98140820866)
+    layer = RateLimit("1/minute", strategy=strategy, clock=clock)
+    with client_for(wrap(interface, [layer])) as client:
         client.get("/")
         refused = client.get("/")
     assert refused.status_code == 429

@@ -265,8 +265,8 @@ def test_an_error_reply_in_the_middle_on_the_event_loop(redis_url: str, key_pref
     async def main() -> list[int]:
         with pytest.raises(StorageError):
             await backend.ahit(FIXED, [bad], quota, 1)
-        assert backend._async_side().fast is not None
-        assert len(backend._async_side().fast.free) == 1
+        assert backend._asides.get().fast is not None
+        assert len(backend._asides.get().fast.free) == 1
         return [(await backend.ahit(FIXED, [good], quota, 1))[1][0][0] for _ in range(2)]
 
     assert asyncio.run(main()) == [9, 8]

@@ -79,8 +79,8 @@ def test_an_abandoned_async_call_leaves_no_reply_behind(
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(backend.ahit(FIXED, keys, quotas, 1), 0.1)
             # The abandoned connection went back to the pool, not to the free list.
-            assert backend._async_side().fast is not None
-            assert backend._async_side().fast.free == []
+            assert backend._asides.get().fast is not None
+            assert backend._asides.get().fast.free == []
         finally:
             os.kill(pid, signal.SIGCONT)
         # The server runs the abandoned command when it wakes: 98 left, unread.

@@ -67,22 +67,23 @@ def test_a_backend_counts_exactly_with_a_new_loop_per_call(
 def test_one_value_per_loop_and_closed_loops_forgotten() -> None:
     from seawall._wire import PerLoop
 
-    cache: PerLoop[object] = PerLoop()
     made: list[object] = []
 
     def make() -> object:
         made.append(object())
         return made[-1]
 
+    cache: PerLoop[object] = PerLoop(make)
+
     async def twice() -> bool:
-        return cache.get(make) is cache.get(make)
+        return cache.get() is cache.get()
 
     assert all(asyncio.run(twice()) for _ in range(20))
     assert len(made) == 20  # one per loop, the same within a loop
     assert len(cache) == 1  # the 19 closed loops were forgotten
 
     async def pop() -> tuple[object, object | None]:
-        value = cache.get(make)
+        value = cache.get()
         return value, cache.pop()
 
     value, popped = asyncio.run(pop())

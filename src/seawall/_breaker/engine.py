@@ -1026,10 +1026,10 @@ class Breaker(pybreaker.CircuitBreaker):
             "transitions": dict(self.transitions),
         }
         if store is not None:
-            # Shared: the state Redis last gave, and when that open lets a call probe.
-            at = store._half_open_at
-            if state == OPEN and at is not None:
-                out["retry_after"] = round(max(0.0, at - store._local_clock()), 3)
+            # Shared: when the open Redis last gave lets a call probe.
+            left = store.open_left() if state == OPEN else None
+            if left is not None:
+                out["retry_after"] = round(left, 3)
             out["shared"] = store.stats()
         elif epoch.state == OPEN:
             out["retry_after"] = round(max(0.0, opened_at + self.config.wait_in_open - now), 3)

@@ -332,7 +332,9 @@ class RedisBreakerStore:
         self._sync_fast: Connections | None = None
         self._lock = threading.Lock()
         # Per event loop: its scripts and, when its client has a pool, its kept connections.
-        self._async: PerLoop[tuple[tuple[Any, Any, Any], AsyncConnections | None]] = PerLoop()
+        self._async: PerLoop[tuple[tuple[Any, Any, Any], AsyncConnections | None]] = PerLoop(
+            self._new_async
+        )
         # redis-py's NoScriptError, bound when a client is built (redis is an extra).
         self._no_script: type[Exception] = NeverRaised
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -363,6 +365,11 @@ class RedisBreakerStore:
             if at is not None and self._local_clock() >= at:
                 return HALF_OPEN
         return state
+
+    def open_left(self) -> float | None:
+        """Seconds until the OPEN last seen lets a call probe, if this process knows."""
+        at = self._half_open_at
+        return None if at is None or self.last_state != OPEN else max(0.0, at - self._local_clock())
 
     def _seen(self, state: str, open_for: float | None) -> None:
         # open_for: seconds until an OPEN lets a call probe, if known.
@@ -419,7 +426,7 @@ class RedisBreakerStore:
         return scripts
 
     def _scripts_async(self) -> tuple[tuple[Any, Any, Any], AsyncConnections | None]:
-        return self._async.get(self._new_async)
+        return self._async.get()
 
     def _new_async(self) -> tuple[tuple[Any, Any, Any], AsyncConnections | None]:
         import redis.asyncio

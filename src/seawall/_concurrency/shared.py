@@ -242,7 +242,7 @@ class RedisSlots:
         self._sync_fast: Connections | None = None
         self._sync_lock = threading.Lock()
         # Per event loop: its client and, when it has a pool, its kept connections.
-        self._async: PerLoop[tuple[Any, AsyncConnections | None]] = PerLoop()
+        self._async: PerLoop[tuple[Any, AsyncConnections | None]] = PerLoop(self._new_async)
         #: DEADLINE when the asyncio clients have no socket timeout of their own.
         self._deadline = DEADLINE if self.scheme != "redis+cluster" else None
         # redis-py's NoScriptError, bound when a client is built (redis is an extra).
@@ -347,7 +347,7 @@ class RedisSlots:
         return self._aclients()[0]
 
     def _aclients(self) -> tuple[Any, AsyncConnections | None]:
-        return self._async.get(self._new_async)
+        return self._async.get()
 
     def _new_async(self) -> tuple[Any, AsyncConnections | None]:
         client = self._build(asynchronous=True)

@@ -520,13 +520,10 @@ class RedisCheck(Check):
     def __init__(self, url: str, *, timeout: float = 0.5, critical: bool = True) -> None:
         if url.startswith("async+"):
             url = url[len("async+") :]
-        try:
-            import redis  # noqa: F401  (imported now: a first import inside a probe is slow)
-        except ModuleNotFoundError:
-            from seawall._wire import require_redis
+        from seawall._wire import require_redis
 
-            require_redis("RedisCheck")
-            raise
+        require_redis("RedisCheck")
+        import redis  # noqa: F401  (imported now: a first import inside a probe is slow)
 
         self.url = url
         self.ping_timeout = timeout

@@ -89,36 +89,38 @@ class Walls:
     ``@exempt`` handlers get :func:`exempt_twin`, handlers whose limit has
     ``override_defaults=True`` get :func:`limits_twin`. The twins follow the
     wall's stack: when it is swapped (``seawall.testing.override``) they are
-    made again from the new one on the next marked request.
+    made again from the new one.
+
+    Adapters read it on every request, so the fields are plain attributes
+    (a property call costs more than the rest of the test)::
+
+        if walls.source is not walls.wall.stack:
+            walls.refresh()
+        if walls.differ:  # else no mark can change anything: no route to resolve
+            ...
     """
 
-    __slots__ = ("_exempt", "_override", "_source", "wall")
+    __slots__ = ("_exempt", "_override", "differ", "source", "wall")
 
     def __init__(self, wall: Any) -> None:
         self.wall = wall
-        self._source: Any = None
-        self._exempt: Any = None
-        self._override: Any = None
-        self._refresh()
+        self.refresh()
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Make the twins again from the wall's current stack."""
         wall = self.wall
-        self._source = wall.stack
-        self._exempt = exempt_twin(wall)
-        self._override = limits_twin(wall)
-
-    @property
-    def differ(self) -> bool:
-        """Whether a mark can change anything (else adapters need not resolve routes early)."""
-        if self._source is not self.wall.stack:
-            self._refresh()
-        return self._exempt is not None or self._override is not None
+        #: The stack the twins were made from.
+        self.source: Any = wall.stack
+        self._exempt: Any = exempt_twin(wall)
+        self._override: Any = limits_twin(wall)
+        #: Whether a mark can change anything.
+        self.differ: bool = self._exempt is not None or self._override is not None
 
     def for_mark(self, mark: str | None) -> Any:
         """The wall to serve a handler with *mark* (:func:`seawall.handlers.mark_of`)."""
         if mark is None:
             return self.wall
-        if self._source is not self.wall.stack:
-            self._refresh()
+        if self.source is not self.wall.stack:
+            self.refresh()
         twin = self._exempt if mark == "exempt" else self._override
         return self.wall if twin is None else twin

@@ -485,7 +485,10 @@ class SeawallMiddleware:
         """Serve one request (a coroutine when the middleware is in async mode)."""
         if self.async_mode:
             return self._acall(request)
-        wall = self._pick(request) if self._walls.differ else self.wall
+        walls = self._walls
+        if walls.source is not walls.wall.stack:
+            walls.refresh()
+        wall = self._pick(request) if walls.differ else self.wall
         stack = wall.stack
         state = self._begin(request, wall)
         view = state.view
@@ -518,7 +521,10 @@ class SeawallMiddleware:
     # -- async -----------------------------------------------------------------
 
     async def _acall(self, request: HttpRequest) -> Any:
-        wall = self._pick(request) if self._walls.differ else self.wall
+        walls = self._walls
+        if walls.source is not walls.wall.stack:
+            walls.refresh()
+        wall = self._pick(request) if walls.differ else self.wall
         stack = wall.stack
         state = self._begin(request, wall)
         view = state.view

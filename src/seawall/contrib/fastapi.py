@@ -50,8 +50,8 @@ from seawall.asgi import (
     Receive,
     Scope,
     Send,
-    full_template,
     mark_coroutine_function,
+    prefixed_template,
 )
 from seawall.contrib import Walls, settings_kwargs
 from seawall.handlers import OVERRIDE_ATTR, is_exempt, mark_of
@@ -192,10 +192,13 @@ class SeawallMiddleware:
         would only add a frame to every await of every request. Marked a
         coroutine function (below): servers tell ASGI 3 from ASGI 2 by it.
         """
-        if scope["type"] == "http" and self._walls.differ:
+        walls = self._walls
+        if walls.source is not walls.wall.stack:
+            walls.refresh()
+        if walls.differ and scope["type"] == "http":
             mark = self._mark(scope)
             if mark is not None:
-                return self._walls.for_mark(mark)(scope, receive, send)  # type: ignore[no-any-return]
+                return walls.for_mark(mark)(scope, receive, send)  # type: ignore[no-any-return]
         return self._wall(scope, receive, send)
 
     def _mark(self, scope: Scope) -> str | None:
@@ -297,7 +300,7 @@ def _route_of(request: HTTPConnection) -> str | None:
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     if template:
         if "fastapi" in request.scope:
-            template = full_template(request.scope, route, str(template))
+            template = prefixed_template(request.scope, route, str(template))
         request.scope["seawall.route"] = template
         view = current_request()
         if view is not None:

@@ -128,6 +128,8 @@ class _Entry:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request through the wall (or the twin its view's mark asks for)."""
         walls = self._walls
+        if walls.source is not walls.wall.stack:
+            walls.refresh()
         if walls.differ:
             app = self._app
             if self._scanned != len(app.view_functions) + len(app.blueprints):

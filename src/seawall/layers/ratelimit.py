@@ -1117,7 +1117,8 @@ class RateLimit:
                         # (the local share during a storage outage, a dynamic limit).
                         (rule.policy_header if quotas is rule.quotas else None)
                         or ("RateLimit-Policy", quota.policy),
-                        ("RateLimit", f"{quota.head}{remaining};t={_whole_seconds(reset)}"),
+                        # _whole_seconds(reset), inline: every admitted request.
+                        ("RateLimit", f"{quota.head}{remaining};t={max(1, ceil(reset - 1e-6))}"),
                     )
                 )
             return None

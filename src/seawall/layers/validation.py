@@ -533,8 +533,8 @@ class Validation:
             or not policy.simple
             # HTTP/2 may send a body unframed (see _after_headers).
             or (
-                policy.wants_body
-                and request.method not in _BODILESS
+                request.method not in _BODILESS  # first: a GET ends the test here
+                and policy.wants_body
                 and request.interface == "asgi"
             )
         ):
