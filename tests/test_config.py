@@ -143,6 +143,48 @@ class TestErrorsNameTheKey:
         assert isinstance(kw["layers"][0], ErrorCapture)
 
 
+def plan_limit(request: object) -> str:
+    """A per-plan limit named by an import string in the settings below."""
+    return "2/minute"
+
+
+class TestImportStrings:
+    """A setting that takes a callable or text reads an import string as the callable."""
+
+    def _statuses(self, wall: Seawall, n: int, **headers: str) -> list[int]:
+        from werkzeug.test import Client
+
+        client = Client(wall)
+        return [client.get("/", headers=headers).status_code for _ in range(n)]
+
+    def test_a_callable_limit_from_settings(self) -> None:
+        wall = Seawall.from_config(
+            app, {"rate_limit": {"limit": f"{__name__}:plan_limit"}}, env={}
+        )
+        assert self._statuses(wall, 3) == [200, 200, 429]
+
+    def test_header_keys_are_text_not_modules(self) -> None:
+        # "header:X-API-Key" and "header:Authorization" look like import strings.
+        from seawall import RequestView
+
+        env = {"SEAWALL_CONCURRENCY__KEY": "header:X-API-Key"}
+        for settings, environ, header in (
+            ({"key": "header:X-API-Key"}, {}, "X-API-Key"),
+            ({"key": "header:Authorization"}, {}, "Authorization"),
+            ({}, env, "X-API-Key"),
+        ):
+            table = {"max_in_flight": 1, "per_key": 1, **settings}
+            kw = load_config({"concurrency": table}, env=environ)
+            scope = {"type": "http", "method": "GET", "path": "/", "client": ("1.2.3.4", 1)}
+            scope["headers"] = [(header.lower().encode(), b"tenant-7")]
+            view = RequestView.from_asgi(scope)
+            assert kw["layers"][0]._key(view) == "h:tenant-7"
+
+    def test_a_missing_name_in_an_existing_module_names_the_key(self) -> None:
+        with pytest.raises(ConfigurationError, match=r"rate_limit\.limit: cannot import"):
+            load_config({"rate_limit": {"limit": f"{__name__}:no_such_limit"}}, env={})
+
+
 class TestInterface:
     def test_detection_and_override(self) -> None:
         async def asgi(scope, receive, send):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import importlib.util
 import inspect
 import os
 import sys
@@ -403,10 +404,33 @@ class _Mismatch(Exception):
     pass
 
 
+class _NoModule(_Mismatch):
+    """An import string whose module does not exist: text, where the hint also takes text."""
+
+
+class _BadImport(Exception):
+    """An import string whose module exists but whose name does not: reported as is."""
+
+
+def _is_callable_hint(hint: Any) -> bool:
+    origin = get_origin(hint)
+    return origin is Callable or hint is Callable or origin is typing.Callable
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return bool(name) and importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package is missing, or a bad name
+        return False
+
+
 def coerce(value: Any, hint: Any, where: str) -> Any:
     """Check *value* against the type *hint*; convert where settings files can't express it."""
     try:
         return _coerce(value, hint)
+    except (_BadImport, _NoModule) as exc:
+        msg = f"{where}: {exc}"
+        raise ConfigurationError(msg) from None
     except _Mismatch:
         shown = repr(value)
         if len(shown) > 60:
@@ -429,7 +453,13 @@ def _coerce(value: Any, hint: Any) -> Any:
             return value
         raise _Mismatch
     if origin in (Union, types.UnionType):
-        for arg in get_args(hint):
+        arms = get_args(hint)
+        if isinstance(value, str):
+            # An import string names a callable even where the hint also takes
+            # text (a limit, "header:X-API-Key"): the callable arm goes first,
+            # and refuses text whose module does not exist.
+            arms = tuple(sorted(arms, key=lambda arm: not _is_callable_hint(arm)))
+        for arg in arms:
             try:
                 return _coerce(value, arg)
             except _Mismatch:
@@ -455,9 +485,15 @@ def _coerce(value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             return value
         raise _Mismatch
-    if origin is Callable or hint is Callable or origin is typing.Callable:
+    if _is_callable_hint(hint):
         if isinstance(value, str) and ":" in value:
-            return _import(value, "callable")
+            module = value.partition(":")[0]
+            if not _module_exists(module):
+                raise _NoModule(f"cannot import {value!r} (no module named {module!r})")
+            try:
+                return _import(value, "callable")
+            except ConfigurationError as exc:
+                raise _BadImport(str(exc).removeprefix("callable: ")) from None
         if callable(value):
             return value
         raise _Mismatch
