@@ -92,6 +92,15 @@ class TestWiring:
         with pytest.raises(ConfigurationError, match=r"timing\.slow"), TestClient(app):
             pass
 
+    def test_misspelt_setting_is_named(self) -> None:
+        """A misspelt keyword is a ConfigurationError naming it, as in Flask and Django."""
+        app = make_app(rate_limt="2/minute")
+        with (
+            pytest.raises(ConfigurationError, match=r"unknown setting 'rate_limt'"),
+            TestClient(app),
+        ):
+            pass
+
     @pytest.mark.parametrize("path", ["/items/1", "/sitems/1"], ids=["async", "sync"])
     def test_route_template(self, path: str) -> None:
         """Statistics and outcomes key by the route template, sync and async endpoints."""

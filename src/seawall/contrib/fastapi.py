@@ -147,8 +147,12 @@ class SeawallMiddleware:
         request_id_header: str | None = None,
         order: Literal["canonical", "as given"] | None = None,
         on_layer_error: Literal["continue", "raise"] | None = None,
+        **others: Any,
     ) -> None:
         data = dict(config or {})
+        # Any other keyword goes to the settings check, which names a misspelt
+        # one and lists the known settings (a TypeError would not).
+        data.update(others)
         given = {
             "timing": timing,
             "error_capture": error_capture,
