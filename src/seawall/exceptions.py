@@ -66,6 +66,8 @@ class Rejected(SeawallError):
     status_hint: ClassVar[int] = 400
     problem_type: ClassVar[str] = "about:blank"
     title: ClassVar[str] = "Bad Request"
+    #: Whether the rendered problem names the request's path as its ``instance``.
+    echo_instance: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -190,6 +192,9 @@ class ValidationFailed(Rejected):
     status_hint = 400
     problem_type = "invalid-request"
     title = "Bad Request"
+    # The path may be the payload (a traversal, an injection in a segment):
+    # a refusal never echoes what the client sent.
+    echo_instance = False
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from django.views import View
 
 from seawall import request_id
 from seawall.django import exempt, limit
-from seawall.exceptions import RateLimited
+from seawall.exceptions import RateLimited, ValidationFailed
 
 
 def item(request, id):
@@ -63,6 +63,10 @@ async def alogged(request):
 
 def rejected(request):
     raise RateLimited("slow down", retry_after=7)
+
+
+def invalid(request, payload):
+    raise ValidationFailed("The body does not match the schema.", status=422)
 
 
 def echo(request):
@@ -127,6 +131,7 @@ urlpatterns = [
     path("denied", denied),
     path("suspicious", suspicious),
     path("rejected", rejected),
+    path("invalid/<str:payload>", invalid),
     path("bad", bad_request),
     path("logged", logged),
     path("alogged", alogged),

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from seawall.config import LAYER_KEYS
-from seawall.exceptions import RateLimited
+from seawall.exceptions import RateLimited, ValidationFailed
 
 SETTINGS: dict[str, Any] = {
     "timing": {"response_time_header": True},
@@ -26,6 +26,7 @@ REQUESTS: list[tuple[str, dict[str, str]]] = [
     ("/boom", {}),
     ("/rejected", {}),
     ("/items/2", {"x-request-id": "abc-123"}),
+    ("/invalid/%3Cscript%3E", {}),
 ]
 
 VOLATILE = {"request_id", "error_id"}
@@ -59,6 +60,10 @@ def flask_client(settings: dict[str, Any] = SETTINGS) -> Client:
     @app.get("/rejected")
     def rejected() -> Any:
         raise RateLimited("slow down", retry_after=7)
+
+    @app.get("/invalid/<payload>")
+    def invalid(payload: str) -> Any:
+        raise ValidationFailed("The body does not match the schema.", status=422)
 
     @app.get("/own-id")
     def own_id() -> Any:
@@ -118,6 +123,10 @@ def fastapi_client(settings: dict[str, Any] = SETTINGS) -> Client:
     @app.get("/rejected")
     async def rejected() -> Any:
         raise RateLimited("slow down", retry_after=7)
+
+    @app.get("/invalid/{payload}")
+    async def invalid(payload: str) -> Any:
+        raise ValidationFailed("The body does not match the schema.", status=422)
 
     @app.get("/own-id")
     async def own_id() -> Any:
@@ -220,6 +229,20 @@ EXPECTED = [
         "has_request_id": True,
         "body": {"id": 2},
         "echoed_id": True,
+    },
+    {
+        # A validation refusal never echoes the path: it may be the payload.
+        "status": 422,
+        "content_type": "application/problem+json",
+        "headers": {"retry-after": None, "x-deny-policy": "test", "x-deny-checked": "1"},
+        "has_timing": True,
+        "has_request_id": True,
+        "problem": {
+            "type": "urn:seawall:problem:invalid-request",
+            "title": "Bad Request",
+            "status": 422,
+            "detail": "The body does not match the schema.",
+        },
     },
 ]
 

@@ -81,6 +81,8 @@ class Respond:
         ext = dict(exc.extensions)
         if request_id is not None:
             ext.setdefault("request_id", request_id)
+        if not exc.echo_instance:
+            instance = None
         body = problem_body(exc.status, exc.problem_type, exc.title, exc.detail, instance, ext)
         return cls(exc.status, body, tuple(exc.headers))
 
