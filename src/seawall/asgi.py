@@ -74,6 +74,24 @@ _UNRESOLVED: Any = object()
 _INCLUDED_KEY: Any = _UNRESOLVED
 
 
+def mounted(scope: Scope, template: str) -> str:
+    """*template* with the paths of the mounts (``app.mount``) the request went through.
+
+    A route of a mounted app knows only its own path: ``/orders/{id}`` for
+    ``/legacy/orders/{id}``, the same template as a route of the outer app.
+    Starlette's ``Mount`` adds its path to ``root_path`` and keeps the
+    ``root_path`` it started from in ``app_root_path``: the difference is the
+    mounts' prefix (a root path the server or the app set is not in it).
+    """
+    base = scope.get("app_root_path")
+    if base is None:
+        return template
+    root = scope.get("root_path", "")
+    if len(root) > len(base) and root.startswith(base):
+        return root[len(base) :] + template
+    return template
+
+
 def prefixed_template(scope: Scope, matched: Any, template: str) -> str:
     """:func:`full_template`, skipped for a route no included router serves.
 
@@ -90,8 +108,8 @@ def prefixed_template(scope: Scope, matched: Any, template: str) -> str:
         _INCLUDED_KEY = key
     state = scope.get("fastapi")
     if key is not None and isinstance(state, dict) and key not in state:
-        return template
-    return full_template(scope, matched, template)
+        return mounted(scope, template)
+    return mounted(scope, full_template(scope, matched, template))
 
 
 def full_template(scope: Scope, matched: Any, template: str) -> str:
@@ -163,7 +181,7 @@ def route_of(scope: Scope) -> str | None:
             if "fastapi" in scope:
                 # FastAPI 0.165+ leaves an included router's route unprefixed.
                 return prefixed_template(scope, matched, str(path))
-            return str(path)
+            return mounted(scope, str(path))
     endpoint = scope.get("endpoint")
     if endpoint is None:
         route = scope.get("seawall.route")

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from seawall.exceptions import CircuitOpen, ConfigurationError, RateLimited
 from seawall.fastapi import SeawallMiddleware, document, exempt, problem_responses
-from seawall.layers import ErrorCapture, Timing
+from seawall.layers import CircuitBreaker, ErrorCapture, Timing
 from seawall.stats import find_seawall
 from tests.contrib.layers import Deny, Outcomes, Upper
 
@@ -91,6 +91,15 @@ class TestWiring:
         app = make_app(timing={"slow": "fast"})
         with pytest.raises(ConfigurationError, match=r"timing\.slow"), TestClient(app):
             pass
+
+    def test_layer_objects_and_layer_settings_together_are_refused(self) -> None:
+        """A layer setting beside layers= would be dropped silently: it is an error."""
+        app = make_app(layers=[Timing()], circuit_breaker=True)
+        with pytest.raises(ConfigurationError, match="not both.*circuit_breaker"), TestClient(app):
+            pass
+        # Top-level settings go with layer objects.
+        app = make_app(layers=[Timing()], request_id_header="X-Trace-ID")
+        assert "x-trace-id" in TestClient(app).get("/items/1").headers
 
     def test_misspelt_setting_is_named(self) -> None:
         """A misspelt keyword is a ConfigurationError naming it, as in Flask and Django."""
@@ -297,6 +306,22 @@ class TestOpenAPI:
         assert entry["description"] == "Slow down, please"
         assert "application/problem+json" in entry["content"]
 
+    def test_document_covers_the_default_stack(self) -> None:
+        """With no layer named the middleware runs the recommended stack: its answers too."""
+        app = make_app()
+        document(app)
+        responses = app.openapi()["paths"]["/items/{id}"]["get"]["responses"]
+        # Validation (400, 413, 415, 422) and CircuitBreaker (503).
+        assert {"400", "413", "415", "422", "503"} <= set(responses), sorted(responses)
+        assert "429" not in responses
+
+    def test_document_follows_layer_objects(self) -> None:
+        app = make_app(layers=[Timing(), CircuitBreaker()])
+        document(app)
+        responses = app.openapi()["paths"]["/items/{id}"]["get"]["responses"]
+        assert "503" in responses
+        assert "413" not in responses
+
     def test_problem_responses_helper(self) -> None:
         """problem_responses() gives a responses= mapping for one route."""
         app = FastAPI()
@@ -334,7 +359,7 @@ class TestIncludedRouters:
 
         app.include_router(router, prefix="/v1")
         app.include_router(router, prefix="/v2")
-        app.add_middleware(SeawallMiddleware, layers=[Timing()], circuit_breaker=True)
+        app.add_middleware(SeawallMiddleware, layers=[Timing(), CircuitBreaker()])
         return app
 
     def test_templates_carry_the_prefix(self) -> None:
@@ -360,3 +385,80 @@ class TestIncludedRouters:
             responses = paths[f"{prefix}/items/{{id}}"]["get"]["responses"]
             # The dependency's 429 and the middleware breaker's 503.
             assert {"429", "503"} <= set(responses), (prefix, sorted(responses))
+
+
+class TestMountedApps:
+    """Routes of mounted apps carry the mount's path in templates, buckets and breakers.
+
+    A mounted app's route knows only its own path: ``/orders/{oid}`` under
+    ``/legacy`` had the template of the outer app's ``/orders/{oid}``.
+    """
+
+    @staticmethod
+    def make() -> FastAPI:
+        from fastapi import Depends
+
+        from seawall.fastapi import limit
+
+        app = FastAPI()
+        app.add_middleware(
+            SeawallMiddleware,
+            layers=[Timing(), ErrorCapture(), CircuitBreaker(per="route", fail_max=2)],
+        )
+        legacy = FastAPI()
+
+        @legacy.get("/orders/{oid}", dependencies=[Depends(limit("2/minute"))])
+        async def legacy_order(oid: int) -> Any:
+            return {"oid": oid}
+
+        @legacy.get("/broken/{oid}")
+        async def legacy_broken(oid: int) -> Any:
+            raise RuntimeError("legacy backend down")
+
+        app.mount("/v1", legacy)
+        app.mount("/v2", legacy)
+
+        @app.get("/orders/{oid}")
+        @app.get("/broken/{oid}")
+        async def order(oid: int) -> Any:
+            return {"oid": oid}
+
+        return app
+
+    def test_templates_carry_the_mount(self) -> None:
+        import seawall
+
+        app = self.make()
+        client = TestClient(app)
+        for path in ("/v1/orders/1", "/v2/orders/2", "/orders/3"):
+            assert client.get(path).status_code == 200
+        routes = seawall.stats(app)["timing"]["routes"]
+        assert set(routes) == {"/v1/orders/{oid}", "/v2/orders/{oid}", "/orders/{oid}"}
+
+    def test_each_mount_has_its_own_bucket(self) -> None:
+        client = TestClient(self.make())
+        assert [client.get("/v1/orders/1").status_code for _ in range(3)] == [200, 200, 429]
+        assert [client.get("/v2/orders/1").status_code for _ in range(3)] == [200, 200, 429]
+
+    def test_a_failing_mounted_route_opens_only_its_own_breaker(self) -> None:
+        client = TestClient(self.make(), raise_server_exceptions=False)
+        # The first request counts under its raw path: the template is learnt from it.
+        statuses = [client.get("/v1/broken/0").status_code for _ in range(4)]
+        assert statuses == [500, 500, 500, 503]
+        assert client.get("/broken/2").status_code == 200
+        assert client.get("/v2/broken/2").status_code == 500
+
+    def test_starlette_mounts_under_a_plain_wall(self) -> None:
+        from starlette.routing import Mount
+
+        from seawall import Seawall
+
+        async def hello(request: Any) -> PlainTextResponse:
+            return PlainTextResponse("hi")
+
+        sub = Starlette(routes=[Route("/x/{y}", hello)])
+        inner = Starlette(routes=[Route("/x/{y}", hello), Mount("/sub", sub)])
+        timing = Timing()
+        client = TestClient(Seawall(inner, layers=[timing]))
+        assert client.get("/sub/x/1").status_code == client.get("/x/1").status_code == 200
+        assert set(timing.stats()["routes"]) == {"/sub/x/{y}", "/x/{y}"}

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from seawall._app import Seawall
 from seawall._core.stack import Stack
+from seawall.exceptions import ConfigurationError
 from seawall.handlers import exempt_layers
 
 __all__ = ["Walls", "exempt_twin", "missing_extra", "settings_kwargs"]
@@ -46,8 +47,18 @@ def settings_kwargs(
     then hold only the top-level keys (``trusted_proxies``, ...).
     ``SEAWALL_*`` environment variables override the settings, as everywhere.
     """
-    from seawall.config import load_config
+    from seawall.config import LAYER_KEYS, load_config
 
+    if layers is not None:
+        both = [key for key in settings or {} if key in LAYER_KEYS]
+        if both:
+            # Layer objects replace the layer settings: a layer setting given
+            # beside them would be dropped without a word.
+            msg = (
+                f"layers: give layer objects or layer settings, not both "
+                f"(also given: {', '.join(both)}); put that layer's object in layers"
+            )
+            raise ConfigurationError(msg)
     kwargs = load_config(dict(settings or {}), env=env)
     if layers is not None:
         kwargs["layers"] = list(layers)

@@ -51,10 +51,13 @@ from seawall.asgi import (
     Scope,
     Send,
     mark_coroutine_function,
+    mounted,
     prefixed_template,
 )
+from seawall.config import LAYER_KEYS
 from seawall.contrib import Walls, settings_kwargs
 from seawall.handlers import OVERRIDE_ATTR, is_exempt, mark_of
+from seawall.layers import recommended_layers
 
 __all__ = [
     "SeawallMiddleware",
@@ -110,6 +113,16 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+def _settings_of(keywords: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings dict :class:`SeawallMiddleware`'s keywords (but *layers*) make."""
+    data = dict(keywords.get("config") or {})
+    for key, value in keywords.items():
+        if key in ("config", "layers") or value is None:
+            continue
+        data[key] = list(value) if key == "trusted_proxies" else value
+    return data
+
+
 class SeawallMiddleware:
     """The seawall layers as Starlette/FastAPI middleware (pure ASGI).
 
@@ -149,30 +162,31 @@ class SeawallMiddleware:
         on_layer_error: Literal["continue", "raise"] | None = None,
         **others: Any,
     ) -> None:
-        data = dict(config or {})
-        # Any other keyword goes to the settings check, which names a misspelt
-        # one and lists the known settings (a TypeError would not).
-        data.update(others)
-        given = {
-            "timing": timing,
-            "error_capture": error_capture,
-            "health": health,
-            "metrics": metrics,
-            "dashboard": dashboard,
-            "load_shedding": load_shedding,
-            "concurrency": concurrency,
-            "rate_limit": rate_limit,
-            "validation": validation,
-            "circuit_breaker": circuit_breaker,
-            "timeout": timeout,
-            "trusted_proxies": None if trusted_proxies is None else list(trusted_proxies),
-            "trusted_hops": trusted_hops,
-            "ipv6_prefix": ipv6_prefix,
-            "request_id_header": request_id_header,
-            "order": order,
-            "on_layer_error": on_layer_error,
-        }
-        data.update({k: v for k, v in given.items() if v is not None})
+        data = _settings_of(
+            {
+                "config": config,
+                "timing": timing,
+                "error_capture": error_capture,
+                "health": health,
+                "metrics": metrics,
+                "dashboard": dashboard,
+                "load_shedding": load_shedding,
+                "concurrency": concurrency,
+                "rate_limit": rate_limit,
+                "validation": validation,
+                "circuit_breaker": circuit_breaker,
+                "timeout": timeout,
+                "trusted_proxies": trusted_proxies,
+                "trusted_hops": trusted_hops,
+                "ipv6_prefix": ipv6_prefix,
+                "request_id_header": request_id_header,
+                "order": order,
+                "on_layer_error": on_layer_error,
+                # Any other keyword goes to the settings check, which names a
+                # misspelt one and lists the known settings (a TypeError would not).
+                **others,
+            }
+        )
         data.pop("interface", None)
         self.app = app
         self._wall = ASGIMiddleware(app, **settings_kwargs(data, layers=layers))
@@ -305,6 +319,8 @@ def _route_of(request: HTTPConnection) -> str | None:
     if template:
         if "fastapi" in request.scope:
             template = prefixed_template(request.scope, route, str(template))
+        else:
+            template = mounted(request.scope, str(template))
         request.scope["seawall.route"] = template
         view = current_request()
         if view is not None:
@@ -477,12 +493,17 @@ def _wall_statuses(app: Any) -> set[int]:
         if entry.cls is not SeawallMiddleware:
             continue
         kwargs = dict(entry.kwargs)
-        for layer in kwargs.get("layers") or ():
-            found.update(LAYER_STATUSES.get(str(getattr(layer, "name", "")), ()))
-        settings = {**(kwargs.get("config") or {}), **kwargs}
-        for key, value in settings.items():
-            if key in LAYER_STATUSES and value is not None and value is not False:
-                found.update(LAYER_STATUSES[key])
+        names: list[str]
+        if kwargs.get("layers") is not None:
+            names = [str(getattr(layer, "name", "")) for layer in kwargs["layers"]]
+        else:
+            settings = _settings_of(kwargs)
+            names = [key for key in LAYER_KEYS if settings.get(key) not in (None, False)]
+            if not names:
+                # No layer named: the middleware runs the recommended stack.
+                names = [str(getattr(layer, "name", "")) for layer in recommended_layers()]
+        for name in names:
+            found.update(LAYER_STATUSES.get(name, ()))
     return found
 
 
