@@ -65,6 +65,10 @@ class TestWiring:
         seawall_settings(timing={"slow": "fast"})
         with pytest.raises(ImproperlyConfigured, match=r"timing\.slow"):
             Client().get("/items/1")
+        # A layer table beside layer objects would be dropped silently.
+        seawall_settings(layers=[Timing()], rate_limit="1/minute")
+        with pytest.raises(ImproperlyConfigured, match=r"not both.*rate_limit"):
+            Client().get("/items/1")
 
     @pytest.mark.parametrize("kind", ["wsgi", "asgi"])
     def test_bad_settings_stop_startup(self, seawall_settings: Any, kind: str) -> None:
