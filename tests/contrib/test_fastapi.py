@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -462,3 +462,57 @@ class TestMountedApps:
         client = TestClient(Seawall(inner, layers=[timing]))
         assert client.get("/sub/x/1").status_code == client.get("/x/1").status_code == 200
         assert set(timing.stats()["routes"]) == {"/sub/x/{y}", "/x/{y}"}
+
+
+def test_a_websocket_client_closing_is_not_a_breaker_failure() -> None:
+    """The tutorial's receive loop raises WebSocketDisconnect when the client closes: not counted."""
+    from fastapi import Depends
+    from starlette.websockets import WebSocketDisconnect
+
+    from seawall._breaker.registry import breakers
+    from seawall.fastapi import breaker
+
+    app = FastAPI()
+    app.add_middleware(SeawallMiddleware, error_capture=True)
+
+    @app.websocket("/chat", dependencies=[Depends(breaker("ws-chat-close", fail_max=2))])
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while True:
+            await websocket.send_text((await websocket.receive_text()).upper())
+
+    client = TestClient(app)
+    try:
+        for _ in range(4):
+            # Leaving the block closes with 1000; TestClient re-raises the app's disconnect.
+            with pytest.raises(WebSocketDisconnect), client.websocket_connect("/chat") as ws:
+                ws.send_text("hi")
+                assert ws.receive_text() == "HI"
+        stats = breakers["ws-chat-close"].stats()
+        assert (stats["state"], stats["failures"]) == ("closed", 0)
+    finally:
+        breakers.clear()
+
+
+def test_a_request_fastapi_refuses_is_not_a_breaker_failure() -> None:
+    """FastAPI's 422 (a bad query parameter) is the client's doing, like a 4xx HTTPException."""
+    from fastapi import Depends
+
+    from seawall._breaker.registry import breakers
+    from seawall.fastapi import breaker
+
+    app = FastAPI()
+    app.add_middleware(SeawallMiddleware, error_capture=True)
+
+    @app.get("/n", dependencies=[Depends(breaker("bad-query", fail_max=2))])
+    async def n(count: int) -> int:
+        return count
+
+    client = TestClient(app)
+    try:
+        assert [client.get("/n?count=x").status_code for _ in range(3)] == [422, 422, 422]
+        assert client.get("/n?count=2").status_code == 200
+        stats = breakers["bad-query"].stats()
+        assert (stats["state"], stats["failures"]) == ("closed", 0)
+    finally:
+        breakers.clear()

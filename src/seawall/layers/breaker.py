@@ -515,13 +515,37 @@ def exception_failed(found: Breaker, exc: BaseException) -> bool | None:
     An HTTP error below 500 raised on purpose (``abort(404)``,
     ``HTTPException(403)``) is an answer, not a failure, and is not counted
     (``None``), as FastAPI's ``Depends(breaker(...))`` has always judged it;
-    one of 500 or more is a failure; the rest is :meth:`Breaker.failure_of`'s
-    to say.
+    one of 500 or more is a failure. A client that went away (Starlette's
+    ``WebSocketDisconnect``, ``ClientDisconnect``) or sent what FastAPI's
+    validation refuses is not counted either; the rest is
+    :meth:`Breaker.failure_of`'s to say.
     """
     status = http_status_of(exc)
     if status is not None:
         return True if status >= 500 else None
+    if _clients_doing(exc):
+        return None
     return found.failure_of(exc)
+
+
+def _clients_doing(exc: BaseException) -> bool:
+    """Whether *exc* is the client's doing: it went away, or sent what the route refuses.
+
+    A client closing its websocket raises ``WebSocketDisconnect`` out of
+    the endpoint's ``receive()`` in the loop FastAPI's tutorial writes;
+    FastAPI's request validation errors are its 422 (or, on a websocket,
+    its 1008 close). Neither is the service failing.
+    """
+    websockets = sys.modules.get("starlette.websockets")
+    if websockets is not None and isinstance(exc, websockets.WebSocketDisconnect):
+        return True
+    requests = sys.modules.get("starlette.requests")
+    if requests is not None and isinstance(exc, requests.ClientDisconnect):
+        return True
+    fastapi = sys.modules.get("fastapi.exceptions")
+    return fastapi is not None and isinstance(
+        exc, (fastapi.RequestValidationError, fastapi.WebSocketRequestValidationError)
+    )
 
 
 def _failed_result(result: Any) -> bool:
