@@ -580,6 +580,13 @@ class ASGIMiddleware(Seawall):
 
     interface = "asgi"
 
+    #: Whether the app renders an unhandled exception itself, outside this
+    #: middleware (a Starlette app's own ``Exception``/500 handler, which its
+    #: ``ServerErrorMiddleware`` runs): then the layers see the exception
+    #: (ErrorCapture logs and counts it) and it is raised on to that handler
+    #: instead of being answered here. Set by adapters; ``None``: never.
+    app_renders_errors: Callable[[Scope, BaseException], bool] | None = None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
         if scope["type"] != "http":
@@ -673,6 +680,9 @@ class ASGIMiddleware(Seawall):
                 cycle.exception = exc
                 answer = stack.on_exception(view, exc, cycle.depth)
                 if answer is None or cycle.started_response:
+                    raise
+                renders = self.app_renders_errors
+                if renders is not None and renders(scope, exc):
                     raise
                 await cycle.send_own(answer)
                 return

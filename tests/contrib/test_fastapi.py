@@ -183,6 +183,28 @@ class TestErrors:
         assert response.status_code == 503
         assert response.json() == {"mine": "open"}
 
+    @pytest.mark.parametrize("key", [Exception, 500], ids=["Exception", "500"])
+    def test_the_apps_own_catch_all_handler_renders_the_500(
+        self, key: Any, logs: list[dict[str, Any]]
+    ) -> None:
+        """Starlette runs an Exception/500 handler outside seawall: it still answers.
+
+        ErrorCapture still logs and counts the error once, and Timing and the
+        breaker still see it as a failure.
+        """
+        import seawall
+
+        app = make_app(error_capture=True, timing=True)
+
+        @app.exception_handler(key)
+        async def on_any(request: Request, exc: Exception) -> JSONResponse:
+            return JSONResponse({"mine": type(exc).__name__}, status_code=500)
+
+        response = TestClient(app, raise_server_exceptions=False).get("/boom")
+        assert (response.status_code, response.json()) == (500, {"mine": "RuntimeError"})
+        assert len([e for e in logs if e["event"] == "seawall.error.captured"]) == 1
+        assert seawall.stats(app)["timing"]["routes"]["/boom"]["errors"] == 1
+
     def test_http_errors_not_captured(self, logs: list[dict[str, Any]]) -> None:
         """404 from the router is FastAPI's answer, not an error."""
         response = TestClient(make_app(error_capture=True)).get("/nowhere")

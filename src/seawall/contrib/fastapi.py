@@ -113,6 +113,16 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+def _app_renders_errors(scope: Scope, exc: BaseException) -> bool:
+    """Whether the app registered a handler for unhandled errors (``Exception`` or 500)."""
+    handlers = getattr(scope.get("app"), "exception_handlers", None)
+    if not handlers:
+        return False
+    return 500 in handlers or any(
+        isinstance(key, type) and isinstance(exc, key) for key in handlers
+    )
+
+
 def _settings_of(keywords: Mapping[str, Any]) -> dict[str, Any]:
     """The settings dict :class:`SeawallMiddleware`'s keywords (but *layers*) make."""
     data = dict(keywords.get("config") or {})
@@ -190,6 +200,9 @@ class SeawallMiddleware:
         data.pop("interface", None)
         self.app = app
         self._wall = ASGIMiddleware(app, **settings_kwargs(data, layers=layers))
+        # Inside Starlette's ServerErrorMiddleware: an app's own Exception/500
+        # handler runs there, after us, on what we raise on.
+        self._wall.app_renders_errors = _app_renders_errors
         self._walls = Walls(self._wall)
         self._routes_key: tuple[int, int] | None = None
         self._routes: tuple[Any, ...] = ()
