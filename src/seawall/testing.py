@@ -15,17 +15,21 @@ the one already built.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import sys
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from seawall._app import Seawall
     from seawall._core.stack import Stack
 
 __all__ = ["ManualClock", "override", "reset"]
+
+_F = TypeVar("_F", bound="Callable[..., Any]")
 
 
 class ManualClock:
@@ -85,6 +89,12 @@ def reset(app: Any) -> None:
     breakers.reset()
 
 
+def _build_starlette(app: Any) -> None:
+    """Build a Starlette app's middleware now, as its first request would, so its wall exists."""
+    if getattr(app, "middleware_stack", False) is None and hasattr(app, "build_middleware_stack"):
+        app.middleware_stack = app.build_middleware_stack()
+
+
 def _django(app: Any) -> Any:
     """The Django adapter module if *app* names it (its middleware class), else ``None``."""
     module = sys.modules.get("seawall.contrib.django")
@@ -98,11 +108,34 @@ def _walls(app: Any) -> list[Seawall]:
 
     django = _django(app)
     if django is None:
+        _build_starlette(app)  # reset() before the first request: nothing to lose, no error
         return [find_seawall(app)]
     try:
         return [django.get_wall()]
     except LookupError:
         return []
+
+
+def _asgi_routes(routes: Iterable[Any], depth: int = 0) -> Iterator[Any]:
+    """Every route of a Starlette/FastAPI app, with those of mounted apps and included routers.
+
+    FastAPI 0.165 and later keep an included router's routes out of
+    ``app.routes``; ``fastapi.routing.iter_route_contexts`` gives them, with
+    the router's dependencies in their ``dependant``.
+    """
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before 0.165, or plain Starlette: routes are flat
+        contexts: Iterable[Any] = routes
+    else:
+        contexts = iter_route_contexts(list(routes))
+    for route in contexts:
+        inner = getattr(getattr(route, "original_route", route), "routes", None)
+        if inner is not None:  # a Mount or a Host
+            if depth < 8:
+                yield from _asgi_routes(inner, depth + 1)
+            continue
+        yield route
 
 
 def _handler_limiters(app: Any) -> list[Any]:
@@ -121,8 +154,9 @@ def _handler_limiters(app: Any) -> list[Any]:
     handlers.extend(getattr(app, "view_functions", {}).values())
     for funcs in getattr(app, "before_request_funcs", {}).values():
         handlers.extend(funcs)
-    # Starlette/FastAPI: endpoints and (nested) dependencies.
-    for route in getattr(getattr(app, "router", None), "routes", None) or ():
+    # Starlette/FastAPI: endpoints and (nested) dependencies, in included
+    # routers and mounted apps too.
+    for route in _asgi_routes(getattr(getattr(app, "router", None), "routes", None) or ()):
         handlers.append(getattr(route, "endpoint", None))
         dependant = getattr(route, "dependant", None)
         deps = list(getattr(dependant, "dependencies", ()))
@@ -189,6 +223,11 @@ def _stack_for(
         for spec, layer in replace.items():
             hits = [i for i, current in enumerate(new) if _matches(current, spec)]
             if not hits:
+                if _matches(layer, spec):
+                    # The layer is not in the stack (an outer override disabled
+                    # it): the replacement goes in, in its canonical place.
+                    new.append(layer)
+                    continue
                 msg = f"override: no layer matches {spec!r} in {list(old.names)}"
                 raise ValueError(msg)
             new[hits[0]] = layer
@@ -207,21 +246,72 @@ def _swap(
     old = wall.stack
     stack = _stack_for(old, disable, replace, layers)
     for layer in stack.layers:
+        if layer in old.layers:
+            continue
+        # A layer brought in starts empty each time: the same replacement
+        # object serves every run of a decorated (parametrised) test.
+        reset_layer = getattr(layer, "reset", None)
+        if callable(reset_layer):
+            reset_layer()
         bind = getattr(layer, "bind", None)
-        if callable(bind) and layer not in old.layers:
+        if callable(bind):
             bind(wall)
     wall.stack = stack
     return old
 
 
-@contextlib.contextmanager
+class _Override:
+    """What :func:`override` returns: a context manager and a decorator (sync and async).
+
+    ``contextlib.contextmanager`` as a decorator of an ``async def`` would
+    end the block when the coroutine is made, before it runs.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        disable: list[Any],
+        replace: dict[Any, object],
+        layers: list[object] | None,
+    ) -> None:
+        self._args = (app, disable, replace, layers)
+        self._active: list[contextlib.AbstractContextManager[Any]] = []
+
+    def __enter__(self) -> Any:
+        block = _overridden(*self._args)
+        entered = block.__enter__()
+        self._active.append(block)
+        return entered
+
+    def __exit__(self, *exc_info: Any) -> bool | None:
+        return self._active.pop().__exit__(*exc_info)
+
+    def __call__(self, func: _F) -> _F:
+        args = self._args
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*a: Any, **kw: Any) -> Any:
+                with _overridden(*args):
+                    return await func(*a, **kw)
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def run(*a: Any, **kw: Any) -> Any:
+            with _overridden(*args):
+                return func(*a, **kw)
+
+        return run  # type: ignore[return-value]
+
+
 def override(
     app: Any,
     *,
     disable: Iterable[Any] = (),
     replace: Mapping[Any, object] | None = None,
     layers: Iterable[object] | None = None,
-) -> Iterator[Any]:
+) -> _Override:
     """Change the layers of the wall in *app* for the duration of a block, then restore them.
 
     ::
@@ -242,25 +332,35 @@ def override(
 
     Only the wall's layers change: handler decorators (``seawall.limit``...)
     keep their own limits. Requests already in flight finish with the old layers.
+    A layer the block brings in (by *replace* or *layers*) is reset each time
+    the block is entered, so a decorated test starts from a fresh one on
+    every run. *replace* of a layer the stack lacks (an outer ``override``
+    disabled it) adds the replacement, if it is a layer of that name.
 
     Raises:
         ValueError: a name in *disable* or *replace* matches no layer (a
             typo must not silently leave a limit in place).
     """
+    given = None if layers is None else list(layers)
+    return _Override(app, list(disable), dict(replace or {}), given)
+
+
+@contextlib.contextmanager
+def _overridden(
+    app: Any,
+    disable: list[Any],
+    replace: dict[Any, object],
+    given: list[object] | None,
+) -> Iterator[Any]:
+    """The block :func:`override` describes, entered once."""
     from seawall.stats import find_seawall
 
-    disable = list(disable)
-    replace = dict(replace or {})
-    given = None if layers is None else list(layers)
     django = _django(app)
     if django is not None:
         with _override_django(django, disable, replace, given) as current:
             yield current
         return
-    if getattr(app, "middleware_stack", False) is None and hasattr(app, "build_middleware_stack"):
-        # Starlette builds its middleware on the first request; build it now
-        # (as that first request would) so the wall exists to be overridden.
-        app.middleware_stack = app.build_middleware_stack()
+    _build_starlette(app)
     wall = find_seawall(app)
     old = _swap(wall, disable, replace, given)
     try:

@@ -73,6 +73,51 @@ class TestOverride:
         assert check() == 200
         assert status(app, **{"x-deny": "1"}) == 429
 
+    def test_as_decorator_of_an_async_function(self) -> None:
+        """The block lasts while the coroutine runs, not only while it is made."""
+        import asyncio
+        import inspect
+
+        app = flask_app()
+
+        @override(app, disable=["deny"])
+        async def check() -> int:
+            await asyncio.sleep(0)
+            return status(app, **{"x-deny": "1"})
+
+        assert inspect.iscoroutinefunction(check)
+        assert asyncio.run(check()) == 200
+        assert status(app, **{"x-deny": "1"}) == 429
+
+    def test_a_decorated_test_gets_a_fresh_replacement_each_run(self) -> None:
+        """One replacement object serves every run of a decorated test: it starts empty each time."""
+        from seawall import RateLimit
+
+        app = flask_app()
+
+        @override(app, replace={"timing": RateLimit("2/minute")})
+        def run() -> list[int]:
+            return [status(app) for _ in range(3)]
+
+        assert run() == [200, 200, 429]
+        assert run() == [200, 200, 429]
+
+    def test_replace_inside_a_disabling_override_adds_the_layer(self) -> None:
+        """An outer override (a fixture) disabled the layer; an inner one brings a tight one."""
+        from seawall import RateLimit
+
+        app = flask_app()
+        with override(app, disable=["deny"]):
+            with override(app, replace={"rate_limit": RateLimit("1/minute")}) as wall:
+                assert [status(app) for _ in range(2)] == [200, 429]
+                assert "deny" not in wall.stack.names
+            assert status(app) == 200
+        with (
+            pytest.raises(ValueError, match="rate_limitt"),
+            override(app, replace={"rate_limitt": RateLimit("1/minute")}),
+        ):
+            pass
+
     def test_fastapi_before_first_request(self) -> None:
         """A FastAPI app can be overridden before it served anything."""
         app = FastAPI()
@@ -175,6 +220,32 @@ class TestResetHandlerState:
         assert client.get("/items/3").status_code == 200
         assert client.get("/d").status_code == 200
         assert client.get("/b").status_code == 500  # closed again: the endpoint runs
+
+    def test_fastapi_included_routers_and_mounted_apps(self) -> None:
+        """Limits on routes of included routers and mounted apps are refilled too."""
+        from fastapi import APIRouter, Depends
+
+        from seawall.fastapi import limit
+
+        app = FastAPI()
+        app.add_middleware(SeawallMiddleware, layers=[Timing()])
+        # reset() before the first request: a fixture resetting at setup must not fail.
+        reset(app)
+        router = APIRouter(dependencies=[Depends(limit("1/minute"))])
+        router.get("/r")(lambda: {})
+        other = APIRouter()
+        other.get("/dep", dependencies=[Depends(limit("1/minute"))])(lambda: {})
+        sub = FastAPI()
+        sub.get("/s", dependencies=[Depends(limit("1/minute"))])(lambda: {})
+        app.include_router(router, prefix="/rl")
+        app.include_router(other, prefix="/o")
+        app.mount("/sub", sub)
+        client = TestClient(app)
+        paths = ("/rl/r", "/o/dep", "/sub/s")
+        for path in paths:
+            assert [client.get(path).status_code for _ in range(2)] == [200, 429], path
+        reset(app)
+        assert [client.get(path).status_code for path in paths] == [200, 200, 200]
 
 
 class TestDjango:
