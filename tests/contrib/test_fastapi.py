@@ -538,3 +538,31 @@ def test_a_request_fastapi_refuses_is_not_a_breaker_failure() -> None:
         assert (stats["state"], stats["failures"]) == ("closed", 0)
     finally:
         breakers.clear()
+
+
+@pytest.mark.parametrize("storage", ["memory://", "redis"])
+def test_a_named_route_limit_is_one_bucket_for_its_routes(
+    storage: str, request: pytest.FixtureRequest
+) -> None:
+    """limit(..., name="api") on a router: its routes share the named bucket, memory as Redis."""
+    import uuid
+
+    from fastapi import APIRouter, Depends
+
+    from seawall.fastapi import limit
+
+    options: dict[str, Any] = {"storage": "memory://"}
+    if storage == "redis":
+        options = {
+            "storage": request.getfixturevalue("redis_url"),
+            "key_prefix": request.getfixturevalue("key_prefix"),
+        }
+    app = FastAPI()
+    app.add_middleware(SeawallMiddleware, layers=[Timing()])
+    name = f"api-{uuid.uuid4().hex[:8]}"
+    router = APIRouter(dependencies=[Depends(limit("2/minute", name=name, **options))])
+    router.get("/a")(lambda: {})
+    router.get("/b")(lambda: {})
+    app.include_router(router)
+    client = TestClient(app)
+    assert [client.get(p).status_code for p in ("/a", "/a", "/b")] == [200, 200, 429]

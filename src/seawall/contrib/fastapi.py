@@ -353,7 +353,8 @@ def limit(*args: Any, **kwargs: Any) -> Callable[[HTTPConnection], Awaitable[Non
     Takes the arguments of ``seawall.limit``. Each route the dependency
     guards (a path operation: its methods and its template, so
     ``GET /items/{id}`` is one route whatever the id) gets its own bucket per
-    client, so one ``limit(...)`` can guard a whole router.
+    client, so one ``limit(...)`` can guard a whole router. With ``name=``
+    the routes share one bucket per client, named so (in memory as in Redis).
     Raises ``RateLimited`` (429 problem+json, ``Retry-After``) when used up;
     the ``RateLimit`` headers go on the response.
     """
@@ -377,6 +378,12 @@ def limit(*args: Any, **kwargs: Any) -> Callable[[HTTPConnection], Awaitable[Non
     made = [first]
 
     def guard_for(matched: Any, template: str | None) -> Callable[[], Awaitable[None]]:
+        if first.name is not None and len(made) == 1 and not spare:
+            # A named bucket is one for every route: the first route's guard
+            # serves them all, so memory shares it as Redis does (one key).
+            guarded = next(iter(guards.values()))[1]
+            guards[id(matched), template] = (matched, guarded)
+            return guarded
         if spare:
             limiter = spare.pop()
         else:
