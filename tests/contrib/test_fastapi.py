@@ -566,3 +566,17 @@ def test_a_named_route_limit_is_one_bucket_for_its_routes(
     app.include_router(router)
     client = TestClient(app)
     assert [client.get(p).status_code for p in ("/a", "/a", "/b")] == [200, 200, 429]
+
+
+@pytest.mark.parametrize("which", ["limit", "validate"])
+def test_dependencies_without_the_middleware_say_so(which: str) -> None:
+    """Without SeawallMiddleware their 429/422 would be a bare 500: the error names the fix."""
+    from fastapi import Depends
+
+    import seawall.fastapi as adapter
+
+    app = FastAPI()
+    dependency = adapter.limit("5/minute") if which == "limit" else adapter.validate()
+    app.post("/x", dependencies=[Depends(dependency)])(lambda: {})
+    with pytest.raises(ConfigurationError, match=rf"fastapi\.{which}\(\) needs the middleware"):
+        TestClient(app).post("/x", json={})

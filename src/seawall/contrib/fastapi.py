@@ -56,6 +56,7 @@ from seawall.asgi import (
 )
 from seawall.config import LAYER_KEYS
 from seawall.contrib import Walls, settings_kwargs
+from seawall.exceptions import ConfigurationError
 from seawall.handlers import OVERRIDE_ATTR, is_exempt, mark_of
 from seawall.layers import recommended_layers
 
@@ -342,6 +343,20 @@ def _route_of(request: HTTPConnection) -> str | None:
     return None
 
 
+def _require_middleware(request: HTTPConnection, what: str) -> None:
+    """Refuse to run a dependency whose answers only SeawallMiddleware renders, without it.
+
+    Its 429 or 422 would otherwise be a bare 500 (a router tested on a
+    plain ``FastAPI()``), with a message about another entry point.
+    """
+    if "seawall.request_id" not in request.scope:
+        msg = (
+            f"seawall.fastapi.{what}() needs the middleware: "
+            "app.add_middleware(seawall.fastapi.SeawallMiddleware) on the app serving this route"
+        )
+        raise ConfigurationError(msg)
+
+
 def _mark(dependency: Any, statuses: tuple[int, ...]) -> Any:
     setattr(dependency, _STATUSES_ATTR, statuses)
     return dependency
@@ -405,6 +420,7 @@ def limit(*args: Any, **kwargs: Any) -> Callable[[HTTPConnection], Awaitable[Non
     # HTTPConnection, not Request: FastAPI gives it on websocket routes too,
     # where the limit applies to the handshake.
     async def dependency(request: HTTPConnection) -> None:
+        _require_middleware(request, "limit")
         template = _route_of(request)
         matched = request.scope.get("route")
         entry = guards.get((id(matched), template))
@@ -487,6 +503,7 @@ def validate(*args: Any, **kwargs: Any) -> Callable[[Request], Awaitable[Any]]:
     guarded = handler_validate(*args, **kwargs)(checked)
 
     async def dependency(request: Request) -> Any:
+        _require_middleware(request, "validate")
         _route_of(request)
         return await guarded(request)
 
