@@ -344,6 +344,48 @@ class TestOpenAPI:
         assert "503" in responses
         assert "413" not in responses
 
+    def test_document_gives_validated_routes_their_body(self) -> None:
+        """Depends(validate(Model)) reads the body FastAPI cannot see: /docs shows it anyway."""
+        from fastapi import Depends
+        from pydantic import BaseModel
+
+        from seawall.fastapi import validate
+
+        class Address(BaseModel):
+            city: str
+
+        class Member(BaseModel):
+            name: str
+            address: Address
+
+        app = make_app(timing=True)
+
+        @app.post("/members", status_code=201)
+        async def create(member: Member = Depends(validate(Member))) -> Any:
+            return member.model_dump()
+
+        @app.post("/raw", dependencies=[Depends(validate({"type": "object"}))])
+        async def raw() -> Any:
+            return {}
+
+        document(app)
+        spec = app.openapi()
+        body = spec["paths"]["/members"]["post"]["requestBody"]
+        assert body["required"] is True
+        ref = body["content"]["application/json"]["schema"]["$ref"]
+        assert ref == "#/components/schemas/Member"
+        schemas = spec["components"]["schemas"]
+        assert schemas["Member"]["properties"]["address"] == {
+            "$ref": "#/components/schemas/Address"
+        }
+        assert "city" in schemas["Address"]["properties"]
+        raw = spec["paths"]["/raw"]["post"]["requestBody"]["content"]["application/json"]
+        assert raw["schema"] == {"type": "object"}
+        client = TestClient(app)
+        assert (
+            client.post("/members", json={"name": "a", "address": {"city": "b"}}).status_code == 201
+        )
+
     def test_problem_responses_helper(self) -> None:
         """problem_responses() gives a responses= mapping for one route."""
         app = FastAPI()

@@ -357,6 +357,10 @@ def _require_middleware(request: HTTPConnection, what: str) -> None:
         raise ConfigurationError(msg)
 
 
+#: What a validate() dependency reads as the body (a model or a JSON Schema), for document().
+_BODY_ATTR = "__seawall_body__"
+
+
 def _mark(dependency: Any, statuses: tuple[int, ...]) -> Any:
     setattr(dependency, _STATUSES_ATTR, statuses)
     return dependency
@@ -507,6 +511,10 @@ def validate(*args: Any, **kwargs: Any) -> Callable[[Request], Awaitable[Any]]:
         _route_of(request)
         return await guarded(request)
 
+    # document() gives the route the body it reads (FastAPI sees no body parameter).
+    schema = kwargs.get("schema", args[0] if args else None)
+    if schema is not None:
+        setattr(dependency, _BODY_ATTR, schema)
     return _mark(dependency, LAYER_STATUSES["validation"])  # type: ignore[no-any-return]
 
 
@@ -566,18 +574,23 @@ def document(app: Any) -> None:
         routes = list(iter_route_contexts(list(app.routes)))
     wall = _wall_statuses(app)
     plan: dict[tuple[str, str], list[int]] = {}
+    bodies: dict[tuple[str, str], Any] = {}
     for route in routes:
         if not isinstance(getattr(route, "original_route", route), APIRoute):
             continue
         statuses = set() if is_exempt(route.endpoint) else set(wall)
+        body = None
         stack = list(route.dependant.dependencies)
         while stack:
             dep = stack.pop()
             statuses.update(getattr(dep.call, _STATUSES_ATTR, ()))
+            body = getattr(dep.call, _BODY_ATTR, body)
             stack.extend(dep.dependencies)
         statuses.discard(500)  # FastAPI documents no 500s; neither do we
         for method in route.methods or ():
             plan[(route.path_format, method.lower())] = sorted(statuses)
+            if body is not None:
+                bodies[(route.path_format, method.lower())] = body
 
     previous = app.openapi
 
@@ -586,6 +599,7 @@ def document(app: Any) -> None:
             return app.openapi_schema  # type: ignore[no-any-return]
         schema: dict[str, Any] = previous()
         _add_problems(schema, plan)
+        _add_bodies(schema, bodies)
         app.openapi_schema = schema
         return schema
 
@@ -593,6 +607,38 @@ def document(app: Any) -> None:
     # problems are merged into what FastAPI generated (its 422 included).
     app.openapi = openapi
     app.openapi_schema = None
+
+
+def _add_bodies(schema: dict[str, Any], bodies: Mapping[tuple[str, str], Any]) -> None:
+    """Give operations whose body ``Depends(validate(...))`` reads a ``requestBody``.
+
+    A pydantic model goes into ``components`` (with the models it uses), as
+    FastAPI puts a body parameter's; a JSON Schema dict is given inline.
+    The app's own ``requestBody`` (a body parameter, ``openapi_extra``) is kept.
+    """
+    schemas = None
+    for (path, method), given in bodies.items():
+        operation = schema.get("paths", {}).get(path, {}).get(method)
+        if operation is None or "requestBody" in operation:
+            continue
+        if isinstance(given, Mapping):
+            body = {k: v for k, v in given.items() if k != "$schema"}
+        elif hasattr(given, "model_json_schema"):
+            if schemas is None:
+                schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            name = given.__name__
+            if name not in schemas:
+                model = given.model_json_schema(ref_template="#/components/schemas/{model}")
+                for inner, definition in model.pop("$defs", {}).items():
+                    schemas.setdefault(inner, definition)
+                schemas[name] = model
+            body = {"$ref": f"#/components/schemas/{name}"}
+        else:
+            continue
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
 
 
 def _add_problems(schema: dict[str, Any], plan: Mapping[tuple[str, str], list[int]]) -> None:
