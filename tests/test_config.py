@@ -158,9 +158,7 @@ class TestImportStrings:
         return [client.get("/", headers=headers).status_code for _ in range(n)]
 
     def test_a_callable_limit_from_settings(self) -> None:
-        wall = Seawall.from_config(
-            app, {"rate_limit": {"limit": f"{__name__}:plan_limit"}}, env={}
-        )
+        wall = Seawall.from_config(app, {"rate_limit": {"limit": f"{__name__}:plan_limit"}}, env={})
         assert self._statuses(wall, 3) == [200, 200, 429]
 
     def test_header_keys_are_text_not_modules(self) -> None:

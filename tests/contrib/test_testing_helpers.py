@@ -90,7 +90,7 @@ class TestOverride:
         assert status(app, **{"x-deny": "1"}) == 429
 
     def test_a_decorated_test_gets_a_fresh_replacement_each_run(self) -> None:
-        """One replacement object serves every run of a decorated test: it starts empty each time."""
+        """One replacement object serves every run of a decorated test: empty at each start."""
         from seawall import RateLimit
 
         app = flask_app()
