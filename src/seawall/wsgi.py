@@ -432,6 +432,12 @@ class WSGIMiddleware(Seawall):
 
     interface = "wsgi"
 
+    #: Whether the app wants an unhandled exception raised out of it (Flask
+    #: propagating in testing and debug mode, for the test or the debugger):
+    #: then the layers see it (ErrorCapture logs it) and it is raised on
+    #: instead of being answered here. Set by adapters; ``None``: never.
+    app_renders_errors: Callable[[WSGIEnvironment, BaseException], bool] | None = None
+
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request."""
         started = perf_counter()
@@ -483,7 +489,8 @@ class WSGIMiddleware(Seawall):
         except Exception as exc:
             state.exception = exc
             answer = stack.on_exception(view, exc, state.depth)
-            if answer is None:
+            renders = self.app_renders_errors
+            if answer is None or (renders is not None and renders(environ, exc)):
                 state.finish()
                 raise
             return self._own_response(state, answer, self._exc_info(state))

@@ -177,6 +177,16 @@ class TestErrors:
         assert response.headers["Content-Type"].startswith("text/html")
         assert len([e for e in logs if e["event"] == "seawall.error.captured"]) == 1
 
+    def test_the_projects_handler500_renders_the_500(
+        self, seawall_settings: Any, logs: list[dict[str, Any]]
+    ) -> None:
+        """A root URLconf's own handler500 (a branded page) answers; the error is captured."""
+        seawall_settings(error_capture=True)
+        with override_settings(DEBUG=False, ROOT_URLCONF="tests.contrib.django_urls_handler500"):
+            response = Client(raise_request_exception=False).get("/boom")
+        assert (response.status_code, response.content) == (500, b"<h1>Sorry</h1>")
+        assert len([e for e in logs if e["event"] == "seawall.error.captured"]) == 1
+
 
 class TestLayers:
     @pytest.mark.parametrize("mode", ["sync", "async"])

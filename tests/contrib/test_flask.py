@@ -148,12 +148,31 @@ class TestWiring:
 
 
 class TestErrors:
-    @pytest.mark.parametrize("testing", [True, False], ids=["propagating", "flask-500"])
-    def test_unhandled_exception_captured_once(
-        self, testing: bool, logs: list[dict[str, Any]]
-    ) -> None:
+    def test_propagating_app_raises_on_to_the_test(self, logs: list[dict[str, Any]]) -> None:
+        """TESTING (or debug, PROPAGATE_EXCEPTIONS): the test gets the exception, logged once."""
+        app = make_app(testing=True, layers=[ErrorCapture()])
+        with pytest.raises(RuntimeError):
+            get(app, "/boom")
+        captured = [e for e in logs if e["event"] == "seawall.error.captured"]
+        assert len(captured) == 1
+        assert captured[0]["route"] == "/boom"
+
+    def test_the_debugger_sees_the_exception(self) -> None:
+        """flask run --debug wraps the app in werkzeug's debugger: its page is served."""
+        from werkzeug.debug import DebuggedApplication
+
+        app = make_app(testing=False, layers=[ErrorCapture()])
+        app.debug = True
+        debugged = DebuggedApplication(app, evalex=False)
+        from werkzeug.test import Client
+
+        response = Client(debugged).get("/boom")
+        assert response.status_code == 500
+        assert "Werkzeug Debugger" in response.get_data(as_text=True)
+
+    def test_unhandled_exception_captured_once(self, logs: list[dict[str, Any]]) -> None:
         """A view's exception becomes one captured error and a problem+json 500."""
-        app = make_app(testing=testing, layers=[ErrorCapture()])
+        app = make_app(testing=False, layers=[ErrorCapture()])
         response = get(app, "/boom")
         assert response.status_code == 500
         body = problem(response)

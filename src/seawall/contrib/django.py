@@ -592,8 +592,10 @@ class SeawallMiddleware:
         if isinstance(exception, Rejected):
             return self._rejection(request, state, exception)
         answer = state.wall.stack.on_exception(state.view, exception, state.depth)
-        if answer is None or settings.DEBUG:
-            return None  # logged; Django's technical 500 page stays in DEBUG
+        if answer is None or settings.DEBUG or _own_handler500(request):
+            # Logged; Django's technical 500 page stays in DEBUG, and a
+            # project's own handler500 (its branded page) renders the 500.
+            return None
         # Django sends this when it handles the exception itself; answering
         # for it, so must we: Sentry's integration, ADMINS mails and the test
         # client's re-raise listen to it.
@@ -601,6 +603,15 @@ class SeawallMiddleware:
 
         got_request_exception.send(sender=None, request=request)
         return _to_response(answer)
+
+
+def _own_handler500(request: HttpRequest) -> bool:
+    """Whether the URLconf serving *request* sets its own ``handler500``."""
+    from django.urls import get_resolver
+
+    urlconf = getattr(request, "urlconf", None) or settings.ROOT_URLCONF
+    handler = getattr(get_resolver(urlconf).urlconf_module, "handler500", None)
+    return handler is not None
 
 
 def _any_marked(patterns: Any) -> bool:

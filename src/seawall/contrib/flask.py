@@ -177,6 +177,9 @@ class Seawall:
         config.pop("interface", None)
         kwargs = settings_kwargs(config, layers=self.layers)
         wall = WSGIMiddleware(app.wsgi_app, **kwargs)
+        # Flask propagating (TESTING, debug, PROPAGATE_EXCEPTIONS): the error
+        # goes on to the test or the debugger, after ErrorCapture logged it.
+        wall.app_renders_errors = lambda environ, exc: _propagates(app)
         self.wall = wall
         self._apps.append(app)
         entry = _Entry(app, wall)
@@ -196,11 +199,8 @@ class Seawall:
             app.register_error_handler(InternalServerError, _render_500)
 
     def _on_exception(self, sender: Flask, exception: BaseException, **_: Any) -> None:
-        propagate = sender.config["PROPAGATE_EXCEPTIONS"]
-        if propagate is None:
-            propagate = sender.testing or sender.debug
-        if propagate:
-            return  # Flask re-raises: the driver captures it (once).
+        if _propagates(sender):
+            return  # Flask re-raises: the driver captures it (once), then raises it on.
         view = current_request()
         entry = sender.extensions.get("seawall")
         # One extension may serve several apps: use the wall of the sender.
@@ -287,6 +287,14 @@ class Seawall:
     def exempt(target: _F) -> _F:
         """Exempt a view or a blueprint from the rejecting layers (:func:`seawall.exempt`)."""
         return _mark_exempt(target)
+
+
+def _propagates(app: Flask) -> bool:
+    """Whether *app* raises an unhandled exception out of ``wsgi_app``, as Flask decides."""
+    propagate = app.config["PROPAGATE_EXCEPTIONS"]
+    if propagate is None:
+        return bool(app.testing or app.debug)
+    return bool(propagate)
 
 
 def _responding(view: Any) -> Any:
