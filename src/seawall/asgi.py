@@ -84,10 +84,10 @@ def mounted(scope: Scope, template: str) -> str:
     mounts' prefix (a root path the server or the app set is not in it).
     """
     base = scope.get("app_root_path")
-    if base is None:
+    if not isinstance(base, str):
         return template
     root = scope.get("root_path", "")
-    if len(root) > len(base) and root.startswith(base):
+    if isinstance(root, str) and len(root) > len(base) and root.startswith(base):
         return root[len(base) :] + template
     return template
 

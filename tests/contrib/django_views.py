@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.urls import path
+from django.urls import path, re_path
 from django.views import View
 
 from seawall import request_id
@@ -28,6 +28,14 @@ async def aitem(request, id):
 
 def boom(request):
     raise RuntimeError("boom with secret hunter2")
+
+
+def rx_boom(request, pk):
+    raise RuntimeError("a re_path route failing")
+
+
+def rx_page(request, slug):
+    return HttpResponse(b"page " + slug.encode())
 
 
 async def aboom(request):
@@ -131,6 +139,8 @@ urlpatterns = [
     path("denied", denied),
     path("suspicious", suspicious),
     path("rejected", rejected),
+    re_path(r"^rx/(?P<pk>[0-9]+)/$", rx_boom),
+    re_path(r"^rxpages/(?P<slug>[\w-]+)/$", rx_page),
     path("invalid/<str:payload>", invalid),
     path("bad", bad_request),
     path("logged", logged),

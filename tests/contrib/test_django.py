@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import AsyncClient, Client, override_settings
 
 from seawall.django import SeawallMiddleware, get_wall
-from seawall.layers import Timing
+from seawall.layers import ErrorCapture, Timing
 from tests.contrib.layers import Deadline, Deny, MaxBody, Outcomes, Upper
 
 
@@ -186,6 +186,25 @@ class TestErrors:
             response = Client(raise_request_exception=False).get("/boom")
         assert (response.status_code, response.content) == (500, b"<h1>Sorry</h1>")
         assert len([e for e in logs if e["event"] == "seawall.error.captured"]) == 1
+
+
+class TestRoutes:
+    def test_re_path_routes_have_templates(self, seawall_settings: Any) -> None:
+        """A re_path route's regex becomes a template: one per-route breaker for every id.
+
+        The regex itself matched no path, so each id got a breaker of its own
+        and, past max_routes, failing ids shared "<other>" with healthy routes.
+        """
+        from seawall import CircuitBreaker
+
+        seawall_settings(layers=[Timing(), ErrorCapture(), CircuitBreaker(per="route", fail_max=3)])
+        client = Client(raise_request_exception=False)
+        statuses = [client.get(f"/rx/{pk}/").status_code for pk in range(6)]
+        # The first request counts under its raw path: the template is learnt from it.
+        assert statuses == [500, 500, 500, 500, 503, 503]
+        assert client.get("/rxpages/home/").status_code == 200
+        routes = get_wall().stats()["timing"]["routes"]
+        assert {"/rx/<pk>/", "/rxpages/<slug>/"} <= set(routes)
 
 
 class TestLayers:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 import weakref
 from collections.abc import Callable
 from time import perf_counter
@@ -461,7 +462,7 @@ class SeawallMiddleware:
             return
         route = getattr(getattr(request, "resolver_match", None), "route", None)
         if route:
-            view.route = route if route[0] == "/" else "/" + route
+            view.route = _TEMPLATES.get(route) or _template(route)
         now = perf_counter()
         deadline = view.deadline
         outcome = Outcome(
@@ -656,7 +657,72 @@ def _set_route(request: Any) -> None:
     match = getattr(request, "resolver_match", None)
     route = getattr(match, "route", None)
     if view is not None and route:
-        view.route = route if route.startswith("/") else "/" + route
+        view.route = _TEMPLATES.get(route) or _template(route)
+
+
+#: Django route -> template, per pattern of the URLconf (bounded all the same).
+_TEMPLATES: dict[str, str] = {}
+_REGEX_MARKS = ("^", "$", "(", "\\", "[")
+
+
+def _template(route: str) -> str:
+    """The template of a Django route: ``/items/<int:pk>/``, from ``re_path`` routes too.
+
+    A ``re_path`` route is its regular expression (``^items/(?P<pk>[0-9]+)/$``,
+    joined to an ``include()``'s), which no path matches as a template: a
+    per-route breaker never learnt it, and each id got a breaker of its own.
+    Its named groups become ``<name>``, other groups ``<_>``, its anchors go
+    and escaped characters stand for themselves.
+    """
+    template = _from_regex(route) if any(mark in route for mark in _REGEX_MARKS) else route
+    if not template.startswith("/"):
+        template = "/" + template
+    if len(_TEMPLATES) < 10_000:
+        _TEMPLATES[route] = template
+    return template
+
+
+def _from_regex(route: str) -> str:
+    out: list[str] = []
+    i, n = 0, len(route)
+    while i < n:
+        char = route[i]
+        if char == "\\" and i + 1 < n:
+            out.append(route[i + 1])
+            i += 2
+        elif char in "^$":
+            i += 1
+        elif char == "(":
+            end = _group_end(route, i)
+            name = re.match(r"\(\?P<(\w+)>", route[i:end])
+            out.append(f"<{name.group(1)}>" if name else "<_>")
+            i = end
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def _group_end(route: str, start: int) -> int:
+    """The index just past the group opening at *start* (nesting, escapes and classes heeded)."""
+    depth, i, in_class = 0, start, False
+    while i < len(route):
+        char = route[i]
+        if char == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return len(route)
 
 
 def _render(request: Any, exc: Rejected) -> HttpResponse:

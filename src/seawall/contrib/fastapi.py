@@ -400,9 +400,9 @@ def limit(*args: Any, **kwargs: Any) -> Callable[[HTTPConnection], Awaitable[Non
         if first.name is not None and len(made) == 1 and not spare:
             # A named bucket is one for every route: the first route's guard
             # serves them all, so memory shares it as Redis does (one key).
-            guarded = next(iter(guards.values()))[1]
-            guards[id(matched), template] = (matched, guarded)
-            return guarded
+            shared = next(iter(guards.values()))[1]
+            guards[id(matched), template] = (matched, shared)
+            return shared
         if spare:
             limiter = spare.pop()
         else:
