@@ -138,6 +138,9 @@ def _asgi_routes(routes: Iterable[Any], depth: int = 0) -> Iterator[Any]:
         yield route
 
 
+_HANDLER_METHODS = ("get", "post", "put", "patch", "delete", "head", "options", "trace", "dispatch")
+
+
 def _handler_limiters(app: Any) -> list[Any]:
     """The handler-level limiters reachable from *app*'s routes (views, endpoints, hooks)."""
     handlers: list[Any] = []
@@ -183,6 +186,10 @@ def _handler_limiters(app: Any) -> list[Any]:
                     found[id(mark)] = mark
             for attr in ("__wrapped__", "func", "view_class"):
                 chain.append(getattr(fn, attr, None))
+            if isinstance(fn, type):
+                # A class-based view: the limits on its handlers (MethodView.get,
+                # method_decorator(limit(...)) on a Django view's get()).
+                chain.extend(getattr(fn, method, None) for method in _HANDLER_METHODS)
     return list(found.values())
 
 

@@ -176,15 +176,24 @@ class TestResetHandlerState:
         def login() -> Any:
             return "ok"
 
+        from flask.views import MethodView
+
+        class Report(MethodView):
+            @guard.limit("1/minute")
+            def get(self) -> Any:
+                return "report"
+
+        app.add_url_rule("/report", view_func=Report.as_view("report"))
+
         bp = Blueprint("reset_bp", __name__, url_prefix="/bp")
         bp.get("/x")(lambda: "x")
         guard.limit("1/minute")(bp)
         app.register_blueprint(bp)
         client = app.test_client()
-        for path in ("/login", "/bp/x"):
+        for path in ("/login", "/bp/x", "/report"):
             assert [client.get(path, buffered=True).status_code for _ in range(2)] == [200, 429]
         reset(app)
-        for path in ("/login", "/bp/x"):
+        for path in ("/login", "/bp/x", "/report"):
             assert client.get(path, buffered=True).status_code == 200
 
     def test_fastapi_dependency_decorator_and_breaker(self) -> None:
@@ -289,13 +298,24 @@ class TestDjango:
 
         from seawall.django import SeawallMiddleware, limit
 
+        from django.utils.decorators import method_decorator
+        from django.views import View
+
         @limit("1/minute")
         def login(request: Any) -> Any:
             return HttpResponse(b"ok")
 
-        urls = type("urls", (), {"urlpatterns": [path("login", login)]})
+        class Report(View):
+            # The form the Django page shows: a limit on one handler method.
+            @method_decorator(limit("1/minute"))
+            def get(self, request: Any) -> Any:
+                return HttpResponse(b"report")
+
+        paths = [path("login", login), path("report", Report.as_view())]
+        urls = type("urls", (), {"urlpatterns": paths})
         with override_settings(ROOT_URLCONF=urls, SEAWALL={"timing": True}):
             client = Client()
-            assert [client.get("/login").status_code for _ in range(2)] == [200, 429]
+            for url in ("/login", "/report"):
+                assert [client.get(url).status_code for _ in range(2)] == [200, 429]
             reset(SeawallMiddleware)
-            assert client.get("/login").status_code == 200
+            assert [client.get(url).status_code for url in ("/login", "/report")] == [200, 200]
