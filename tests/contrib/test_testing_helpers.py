@@ -295,11 +295,10 @@ class TestDjango:
         from django.http import HttpResponse
         from django.test import Client, override_settings
         from django.urls import path
-
-        from seawall.django import SeawallMiddleware, limit
-
         from django.utils.decorators import method_decorator
         from django.views import View
+
+        from seawall.django import SeawallMiddleware, limit
 
         @limit("1/minute")
         def login(request: Any) -> Any:
