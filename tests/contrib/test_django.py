@@ -206,6 +206,39 @@ class TestRoutes:
         routes = get_wall().stats()["timing"]["routes"]
         assert {"/rx/<pk>/", "/rxpages/<slug>/"} <= set(routes)
 
+    def test_exempt_views_under_i18n_patterns_whatever_language_is_active(
+        self, seawall_settings: Any
+    ) -> None:
+        """seawall resolves before LocaleMiddleware: /fr/... resolves though English is active."""
+        from django.conf.urls.i18n import i18n_patterns
+        from django.http import HttpResponse
+        from django.urls import path
+        from django.utils import translation
+
+        from seawall.django import exempt
+
+        @exempt
+        def status(request: Any) -> Any:
+            return HttpResponse(b"ok")
+
+        seawall_settings(rate_limit="2/minute")
+        languages = [("en", "English"), ("fr", "French")]
+        with override_settings(USE_I18N=True, LANGUAGE_CODE="en", LANGUAGES=languages):
+            urls = type("urls", (), {"urlpatterns": i18n_patterns(path("status/", status))})
+            middleware = [
+                "seawall.django.SeawallMiddleware",
+                "django.middleware.locale.LocaleMiddleware",
+            ]
+            with override_settings(ROOT_URLCONF=urls, MIDDLEWARE=middleware):
+                client = Client()
+                statuses = []
+                for _ in range(4):
+                    # What the thread served last: LocaleMiddleware leaves it active.
+                    translation.activate("en")
+                    statuses.append(client.get("/fr/status/").status_code)
+                translation.deactivate()
+        assert statuses == [200, 200, 200, 200]
+
 
 class TestLayers:
     @pytest.mark.parametrize("mode", ["sync", "async"])

@@ -378,7 +378,7 @@ class SeawallMiddleware:
         if not has:
             return self.wall
         try:
-            match = resolve(request.path_info, urlconf)
+            match = _resolve(request.path_info, urlconf)
         except Resolver404:
             return self.wall
         return self._walls.for_mark(_view_mark(match.func, request.method))  # type: ignore[no-any-return]
@@ -604,6 +604,24 @@ class SeawallMiddleware:
 
         got_request_exception.send(sender=None, request=request)
         return _to_response(answer)
+
+
+def _resolve(path: str, urlconf: Any) -> Any:
+    """``resolve(path)`` in the language of the path's prefix (``i18n_patterns``).
+
+    seawall resolves before ``LocaleMiddleware`` activates the request's
+    language, and a language prefix only matches the active language: with
+    the thread's last language active, ``/fr/...`` did not resolve for an
+    English one, so an exempt view there got the whole wall.
+    """
+    if settings.USE_I18N:
+        from django.utils import translation  # type: ignore[import-untyped]
+
+        language = translation.get_language_from_path(path)
+        if language:
+            with translation.override(language):
+                return resolve(path, urlconf)
+    return resolve(path, urlconf)
 
 
 def _own_handler500(request: HttpRequest) -> bool:
