@@ -188,6 +188,21 @@ class TestErrors:
         assert len([e for e in logs if e["event"] == "seawall.error.captured"]) == 1
 
 
+def test_a_body_over_djangos_own_cap_names_djangos_setting(seawall_settings: Any) -> None:
+    """Past DATA_UPLOAD_MAX_MEMORY_SIZE (under seawall's max_body) the 413 names Django's cap.
+
+    It named max_body, so raising max_body looked like the fix.
+    """
+    seawall_settings(validation={"max_body": "10 KB", "threats": "block"})
+    body = b'{"text": "' + b"a" * 500 + b'"}'
+    with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=100):
+        response = Client().post("/echo", body, content_type="application/json")
+    assert response.status_code == 413
+    doc = problem(response)
+    assert "DATA_UPLOAD_MAX_MEMORY_SIZE" in doc["detail"]
+    assert doc["max_body"] == 100
+
+
 class TestRoutes:
     def test_re_path_routes_have_templates(self, seawall_settings: Any) -> None:
         """A re_path route's regex becomes a template: one per-route breaker for every id.

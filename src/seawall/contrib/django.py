@@ -297,7 +297,14 @@ def _read_body(request: HttpRequest, view: RequestView, limit: int) -> bytes | N
     try:
         data: bytes = request.body  # Django buffers it and replays it to request.read()
     except RequestDataTooBig:
-        return None
+        # Django's own cap, not the layer's: name it, or raising max_body
+        # would look like the fix.
+        cap = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = BodyTooLarge(cap)
+        exc.detail = (
+            f"The request body is larger than {cap} bytes (Django's DATA_UPLOAD_MAX_MEMORY_SIZE)."
+        )
+        raise exc from None
     if len(data) > limit:
         return None
     view.body = data
