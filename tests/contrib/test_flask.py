@@ -288,7 +288,7 @@ def test_a_guard_above_the_route_decorator_is_refused(decorate: Any) -> None:
     """Above @app.route a guard wraps a function Flask never calls: say so, not run unguarded."""
     app = Flask(__name__)
     guard = Seawall(app, layers=[])
-    with pytest.raises(ConfigurationError, match=r"above @app\.route"):
+    with pytest.raises(ConfigurationError, match=r"above the route decorator"):
 
         @decorate(guard)
         @app.get("/x")
@@ -301,6 +301,39 @@ def test_a_guard_above_the_route_decorator_is_refused(decorate: Any) -> None:
         return "ok"
 
     assert app.test_client().get("/y", buffered=True).status_code == 200
+
+
+@pytest.mark.parametrize("layout", ["blueprint", "factory"])
+def test_a_guard_above_a_deferred_route_decorator_is_refused_at_the_first_request(
+    layout: str,
+) -> None:
+    """Blueprints and factories register views later: the first request says so."""
+    from flask import Blueprint
+
+    guard = Seawall(layers=[])
+    if layout == "blueprint":
+        app = Flask(__name__)
+        guard.init_app(app)
+        bp = Blueprint("orders", __name__)
+
+        @guard.limit("1/minute")
+        @bp.get("/x")
+        def x() -> str:  # pragma: no cover - never registered guarded
+            return "ok"
+
+        app.register_blueprint(bp)
+    else:
+        first = Flask(__name__)
+
+        @guard.limit("1/minute")
+        @first.get("/x")
+        def x2() -> str:  # pragma: no cover - never registered guarded
+            return "ok"
+
+        guard.init_app(first)
+        app = first
+    with pytest.raises(ConfigurationError, match=r"above the route decorator"):
+        app.test_client().get("/x", buffered=True)
 
 
 class TestExempt:

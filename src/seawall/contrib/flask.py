@@ -41,6 +41,8 @@ Theory of operation:
 
 from __future__ import annotations
 
+import weakref
+
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -78,13 +80,14 @@ class _Entry:
     (:class:`seawall.contrib.Walls`); a blueprint's mark covers its views.
     """
 
-    __slots__ = ("_app", "_scanned", "_wall", "_walls", "has_marks")
+    __slots__ = ("_app", "_fresh", "_scanned", "_wall", "_walls", "has_marks")
 
     def __init__(self, app: Flask, wall: WSGIMiddleware) -> None:
         self._app = app
         self._wall = wall
         self._walls = Walls(wall)
         self._scanned = -1
+        self._fresh = True
         self.has_marks = False
 
     def _scan(self) -> None:
@@ -127,6 +130,11 @@ class _Entry:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request through the wall (or the twin its view's mark asks for)."""
+        if self._fresh:
+            # Blueprints and app factories register views after the guards
+            # were applied: a guard above the route decorator shows only now.
+            self._fresh = False
+            _check_views(self._app)
         walls = self._walls
         if walls.source is not walls.wall.stack:
             walls.refresh()
@@ -225,12 +233,11 @@ class Seawall:
         """
         for app in self._apps:
             if any(view is target for view in app.view_functions.values()):
-                msg = (
-                    f"@guard.{decorator} on {getattr(target, '__qualname__', target)!r} sits "
-                    f"above @app.route: Flask registered the view unguarded. Put "
-                    f"@guard.{decorator} below the route decorator"
-                )
-                raise ConfigurationError(msg)
+                raise ConfigurationError(_order_message(target, decorator))
+        try:
+            _GUARDED[target] = decorator
+        except TypeError:  # not weakly referable: no later check
+            pass
 
     def limit(self, *args: Any, **kwargs: Any) -> Callable[[_F], _F]:
         """Rate-limit a view, or a whole blueprint (``seawall.limit`` arguments).
@@ -287,6 +294,29 @@ class Seawall:
     def exempt(target: _F) -> _F:
         """Exempt a view or a blueprint from the rejecting layers (:func:`seawall.exempt`)."""
         return _mark_exempt(target)
+
+
+#: Functions a guard decorator was given, as they were (weakly): one Flask
+#: registered itself means the guard sat above the route decorator.
+_GUARDED: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _order_message(target: Any, decorator: str) -> str:
+    return (
+        f"@guard.{decorator} on {getattr(target, '__qualname__', target)!r} sits "
+        f"above the route decorator: Flask registered the view unguarded. Put "
+        f"@guard.{decorator} below @app.route / @blueprint.route"
+    )
+
+
+def _check_views(app: Flask) -> None:
+    """Refuse, at the first request, a view registered as it was before a guard wrapped it."""
+    if not _GUARDED:
+        return
+    for view in app.view_functions.values():
+        decorator = _GUARDED.get(view)
+        if decorator is not None:
+            raise ConfigurationError(_order_message(view, decorator))
 
 
 def _propagates(app: Flask) -> bool:
