@@ -41,8 +41,8 @@ Theory of operation:
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -234,10 +234,9 @@ class Seawall:
         for app in self._apps:
             if any(view is target for view in app.view_functions.values()):
                 raise ConfigurationError(_order_message(target, decorator))
-        try:
+        # Not weakly referable (a callable object): no later check.
+        with contextlib.suppress(TypeError):
             _GUARDED[target] = decorator
-        except TypeError:  # not weakly referable: no later check
-            pass
 
     def limit(self, *args: Any, **kwargs: Any) -> Callable[[_F], _F]:
         """Rate-limit a view, or a whole blueprint (``seawall.limit`` arguments).
