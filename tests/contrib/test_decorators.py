@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
 from typing import Any
@@ -144,6 +145,20 @@ class TestFlask:
         assert bad.status_code == 422
         assert problem(bad.data)["errors"]
         assert "many" not in bad.get_data(as_text=True)
+        # An HTML form with a file is multipart: its text fields are the document.
+        form = {"name": "b", "qty": "2", "photo": (io.BytesIO(b"\x89PNG"), "p.png")}
+        multipart = client.post("/items", data=form, buffered=True)
+        assert (multipart.status_code, multipart.json) == (200, {"name": "b"})
+        photo = (io.BytesIO(b"\x89PNG"), "p.png")
+        missing = client.post("/items", data={"name": "b", "photo": photo}, buffered=True)
+        assert missing.status_code == 422
+        broken = client.post(
+            "/items",
+            data=b"no parts here",
+            content_type="multipart/form-data; boundary=xyz",
+            buffered=True,
+        )
+        assert broken.status_code == 400
 
     def test_breaker_and_validate_async_views(self) -> None:
         """guard.breaker and guard.validate on async def views."""
@@ -293,6 +308,9 @@ class TestDjango:
         bad = c.post("/create", {"name": "a"}, content_type="application/json")
         assert bad.status_code == 422
         assert problem(bad.content)["errors"]
+        # The test client's default (and an HTML form's with files) is multipart.
+        assert c.post("/create", {"name": "m", "qty": 3}).json() == {"name": "m"}
+        assert c.post("/create", {"name": "m"}).status_code == 422
 
     def test_breaker_and_validate_async_views(self) -> None:
         """@breaker and @validate on async views, under the async middleware path."""
