@@ -349,6 +349,40 @@ class TestExempt:
         assert outcomes.outcomes[-1].route == "/free"
         assert get(app, "/items/1", headers={"x-deny": "1"}).status_code == 429
 
+    def test_marks_on_a_method_views_handlers(self) -> None:
+        """@guard.exempt on MethodView.get, override_defaults on its post: per method."""
+        from flask.views import MethodView
+
+        from seawall import RateLimit
+
+        app = Flask(__name__)
+        guard = Seawall(app, layers=[RateLimit("2/minute")])
+
+        class Items(MethodView):
+            @guard.exempt
+            def get(self) -> str:
+                return "list"
+
+            @guard.limit("100/minute", override_defaults=True)
+            def post(self) -> str:
+                return "made"
+
+            def put(self) -> str:
+                return "put"
+
+        app.add_url_rule("/items", view_func=Items.as_view("items"))
+        client = app.test_client()
+        for method in ("get", "post"):
+            statuses = [
+                getattr(client, method)("/items", buffered=True).status_code for _ in range(4)
+            ]
+            assert statuses == [200, 200, 200, 200], method
+        assert [client.put("/items", buffered=True).status_code for _ in range(3)] == [
+            200,
+            200,
+            429,
+        ]
+
     def test_exempt_blueprint(self) -> None:
         """Marking a blueprint exempts every view in it (nested ones too)."""
         app = Flask(__name__)
