@@ -85,6 +85,14 @@ def stream(request):
     return StreamingHttpResponse(iter([b"a", b"b", b"c"]))
 
 
+def stream_id(request):
+    def chunks():
+        yield b"id="
+        yield (request_id() or "none").encode()
+
+    return StreamingHttpResponse(chunks())
+
+
 async def slow(request):
     await asyncio.sleep(float(request.GET.get("s", "0.2")))
     return HttpResponse(b"late")
@@ -139,6 +147,7 @@ urlpatterns = [
     path("denied", denied),
     path("suspicious", suspicious),
     path("rejected", rejected),
+    path("stream-id", stream_id),
     re_path(r"^rx/(?P<pk>[0-9]+)/$", rx_boom),
     re_path(r"^rxpages/(?P<slug>[\w-]+)/$", rx_page),
     path("invalid/<str:payload>", invalid),

@@ -115,6 +115,17 @@ class TestWiring:
         response.close()
         assert [o.route for o in outcomes.outcomes] == ["/stream"]
 
+    def test_a_streamed_body_sees_the_request_id(self, seawall_settings: Any) -> None:
+        """The view's generator runs after the middleware returned: still the request's id."""
+        import seawall
+
+        seawall_settings(timing=True)
+        response = Client().get("/stream-id")
+        body = b"".join(response.streaming_content)
+        response.close()
+        assert body == b"id=" + response.headers["X-Request-ID"].encode()
+        assert seawall.request_id() is None
+
 
 class TestErrors:
     @pytest.mark.parametrize("mode", ["sync", "async"])

@@ -523,7 +523,7 @@ class SeawallMiddleware:
             try:
                 self._complete(request, state, response)
             finally:
-                unbind_request(state.tokens)
+                _unbind_at_end(state, response)
         return response
 
     # -- async -----------------------------------------------------------------
@@ -571,7 +571,7 @@ class SeawallMiddleware:
             try:
                 self._complete(request, state, response)
             finally:
-                unbind_request(state.tokens)
+                _unbind_at_end(state, response)
         return response
 
     async def _with_deadline(self, request: HttpRequest, state: _State, seconds: float) -> Any:
@@ -629,6 +629,19 @@ def _resolve(path: str, urlconf: Any) -> Any:
             with translation.override(language):
                 return resolve(path, urlconf)
     return resolve(path, urlconf)
+
+
+def _unbind_at_end(state: _State, response: Any) -> None:
+    """Unbind the request now, or when a streaming *response* closes.
+
+    Django produces a streaming body after the middleware returned, in the
+    same context: the view's generator logs with the request id bound, and
+    ``seawall.request_id()`` answers there, as on the other adapters.
+    """
+    if getattr(response, "streaming", False):
+        response._resource_closers.append(lambda: unbind_request(state.tokens))
+    else:
+        unbind_request(state.tokens)
 
 
 def _own_handler500(request: HttpRequest) -> bool:
