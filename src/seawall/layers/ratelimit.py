@@ -1419,8 +1419,11 @@ def _current(func: Callable[..., Any]) -> RequestView:
     if request is None:
         name = getattr(func, "__qualname__", repr(func))
         msg = (
-            f"seawall.limit on {name}: no current request; wrap the app with "
-            "seawall.Seawall (or a seawall framework adapter)"
+            f"seawall.limit on {name}: no current request, so nothing to count it by. "
+            "Serve the handler through seawall: seawall.Seawall(app), or the framework's "
+            "adapter (seawall.django.SeawallMiddleware in MIDDLEWARE, seawall.flask.Seawall(app), "
+            "app.add_middleware(seawall.fastapi.SeawallMiddleware)); a view called directly "
+            "(Django's RequestFactory) has none"
         )
         raise ConfigurationError(msg)
     return request
