@@ -39,6 +39,11 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     """Compile a glob or route-template *pattern* to a regex for ``fullmatch``."""
     out: list[str] = []
     pos = 0
+    if pattern.startswith("/"):
+        # The paths frameworks route to it match too ("//login", "/login\n"):
+        # see seawall._ratelimit.rules.ROUTED_START.
+        out.append("/+")
+        pos = 1
     for match in _PARAM.finditer(pattern):
         out.append(_glob(pattern[pos : match.start()]))
         converter = _converter(match.group())
@@ -51,7 +56,8 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
             out.append("[^/]+")
         pos = match.end()
     out.append(_glob(pattern[pos:]))
-    return re.compile("".join(out))
+    out.append("\n?")
+    return re.compile("".join(out), re.DOTALL)
 
 
 def _glob(text: str) -> str:

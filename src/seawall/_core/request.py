@@ -509,7 +509,8 @@ def asgi_view(
     # Slots are filled directly: this runs once per request, and a
     # 15-keyword __init__ call costs more than everything else here.
     view = _new(cls)
-    view.method = scope.get("method", "GET")
+    method = scope.get("method", "GET")
+    view.method = method if method in _UPPER else method.upper()
     view.path = scope.get("path", "/")
     view.query_string = scope.get("query_string", b"").decode("latin-1")
     view.scheme = scope.get("scheme", "http")
@@ -535,6 +536,13 @@ def asgi_view(
     return view
 
 
+#: The methods as they usually come: anything else is upper-cased (a set
+#: lookup costs less than a call). werkzeug and Django upper-case the method
+#: before routing, and servers such as werkzeug's and wsgiref pass "post"
+#: through: rules for "POST /login" must see it as POST.
+_UPPER = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
 def wsgi_view(
     cls: type[RequestView],
     environ: Mapping[str, Any],
@@ -549,7 +557,8 @@ def wsgi_view(
         with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
             path = path.encode("latin-1").decode("utf-8")
     view = _new(cls)
-    view.method = environ.get("REQUEST_METHOD", "GET")
+    method = environ.get("REQUEST_METHOD", "GET")
+    view.method = method if method in _UPPER else method.upper()
     view.path = path or "/"
     view.query_string = environ.get("QUERY_STRING", "")
     view.scheme = environ.get("wsgi.url_scheme", "http")

@@ -15,12 +15,20 @@ from typing import Generic, TypeVar
 
 from seawall.exceptions import ConfigurationError
 
-__all__ = ["Matcher", "pattern_regex"]
+__all__ = ["ROUTED_END", "ROUTED_START", "Matcher", "pattern_regex"]
 
 T = TypeVar("T")
 
 _METHOD = re.compile(r"[A-Z*]+(,[A-Z*]+)*")
 _CACHE_SIZE = 4096
+
+#: How a rule's path starts and ends as a regex: the paths frameworks route
+#: to the rule's view match it too. werkzeug routes ``//login`` to
+#: ``/login``; Starlette's route regexes end in ``$``, which also matches
+#: before a final newline, so ``/login%0a`` reaches the ``/login`` view.
+#: A rule that missed them would let a client step around it.
+ROUTED_START = "/+"
+ROUTED_END = r")\n?\Z"
 
 
 def pattern_regex(pattern: str) -> str:
@@ -38,9 +46,13 @@ def pattern_regex(pattern: str) -> str:
         )
         raise ConfigurationError(msg)
     methods = method.split(",")
+    if "GET" in methods and "HEAD" not in methods:
+        # Flask, Django and Starlette's Route run the GET view for a HEAD.
+        methods.append("HEAD")
     method_re = "[A-Z]+" if "*" in methods else "(?:" + "|".join(map(re.escape, methods)) + ")"
-    out = []
-    for part in re.split(r"(\*|\{[^}/]*\})", path):
+    # The path as frameworks route it: werkzeug routes "//login" to /login.
+    out = [ROUTED_START]
+    for part in re.split(r"(\*|\{[^}/]*\})", path[1:]):
         if part == "*":
             out.append(".*")
         elif part.startswith("{") and part.endswith("}"):
@@ -62,7 +74,9 @@ class Matcher(Generic[T]):
             name = f"r{i}"
             groups.append(f"(?P<{name}>{pattern_regex(pattern)})")
             self._values[name] = value
-        self._regex = re.compile("(?:" + "|".join(groups) + r")\Z", re.DOTALL) if groups else None
+        self._regex = (
+            re.compile("(?:" + "|".join(groups) + ROUTED_END, re.DOTALL) if groups else None
+        )
         self._cache: dict[tuple[str, str], T | None] = {}
 
     def __bool__(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from seawall._ratelimit.rules import ROUTED_START
 from seawall.exceptions import ConfigurationError
 
 __all__ = ["RouteRule"]
@@ -37,15 +38,19 @@ class RouteRule:
             if not names or not all(_METHOD.fullmatch(m) for m in names):
                 msg = f"route rule {key!r}: expected 'METHOD /path' or '/path'"
                 raise ConfigurationError(msg)
+            if "GET" in names:
+                names.append("HEAD")  # Flask, Django and Starlette run the GET view for it
             methods = frozenset(names)
             text = path.strip()
         if not text.startswith("/"):
             msg = f"route rule {key!r}: the path must start with '/'"
             raise ConfigurationError(msg)
-        parts: list[str] = []
-        literal = 0
+        # The paths frameworks route to the rule's view match it too (see
+        # seawall._ratelimit.rules.ROUTED_START): "//users", "/users\n".
+        parts: list[str] = [ROUTED_START]
+        literal = 1
         wild = 0
-        for token in re.split(r"(\*|\{[^/{}]*\})", text):
+        for token in re.split(r"(\*|\{[^/{}]*\})", text[1:]):
             if token == "*":
                 parts.append(".*")
                 wild += 2
@@ -57,7 +62,7 @@ class RouteRule:
                 literal += len(token)
         self.key = key
         self.methods = methods
-        self.regex = re.compile("".join(parts))
+        self.regex = re.compile("".join(parts) + "\n?", re.DOTALL)
         # Sorting key: fewer wildcards, then longer literals, then naming methods.
         self.specificity = (-wild, literal, methods is not None)
 

@@ -1,0 +1,139 @@
+"""Rules match every path form the framework routes to the rule's view.
+
+A client must not step around ``"POST /login"`` by sending a form of the
+path (or of the method) the framework still routes to the login view:
+werkzeug routes ``//login`` there, Starlette routes ``/login%0a`` (its route
+regexes end in ``$``, which matches before a final newline), Flask, Django
+and Starlette's ``Route`` run a GET view for HEAD, and werkzeug and Django
+upper-case a ``post`` sent by servers that pass it through.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+
+from seawall import RateLimit, Validation
+from seawall._breaker.patterns import compile_pattern
+from seawall._ratelimit.rules import Matcher
+from seawall._validation.routes import RouteRule
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("POST", "/login", "login"),
+        ("POST", "//login", "login"),
+        ("POST", "///login", "login"),
+        ("POST", "/login\n", "login"),
+        ("HEAD", "/search", "search"),
+        ("POST", "/login/", None),
+        ("POST", "/loginx", None),
+        ("POST", "/login\n\n", None),
+        ("POST", "/search", None),
+    ],
+)
+def test_rule_matching(method: str, path: str, expected: str | None) -> None:
+    matcher = Matcher([("POST /login", "login"), ("GET /search", "search")])
+    assert matcher.match(method, path) == expected
+    rule = RouteRule("POST /login" if expected != "search" else "GET /search")
+    assert rule.matches(method, path) is (expected is not None)
+
+
+def test_breaker_and_timeout_patterns() -> None:
+    pattern = compile_pattern("/items/<int:id>")
+    assert [bool(pattern.fullmatch(p)) for p in ("/items/5", "//items/5", "/items/5\n")] == [
+        True,
+        True,
+        True,
+    ]
+    assert pattern.fullmatch("/items/x") is None
+
+
+def _starlette(layers: list[Any]) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from seawall import Seawall
+
+    async def login(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("in")
+
+    app = Starlette(routes=[Route("/login", login, methods=["POST"])])
+    client = TestClient(Seawall(app, layers=layers))
+    return lambda method, path: client.request(method, path, json={}).status_code
+
+
+def _flask(layers: list[Any]) -> Any:
+    from flask import Flask
+
+    from seawall.flask import Seawall
+
+    app = Flask(__name__)
+    Seawall(app, layers=layers)
+    app.post("/login")(lambda: "in")
+
+    def send(method: str, path: str) -> int:
+        # A raw environ: werkzeug's test client would upper-case the method.
+        environ = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": path,
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "localhost",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "10.0.0.1",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": io.StringIO(),
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.version": (1, 0),
+        }
+        status: list[str] = []
+        body = app(environ, lambda s, h, e=None: status.append(s))
+        b"".join(body)
+        getattr(body, "close", lambda: None)()
+        return int(status[0].split()[0])
+
+    return send
+
+
+@pytest.mark.parametrize(
+    ("framework", "method", "path"),
+    [
+        ("starlette", "POST", "/login%0a"),
+        ("flask", "POST", "//login"),
+        ("flask", "post", "/login"),
+    ],
+)
+def test_a_routed_form_of_the_path_is_limited(framework: str, method: str, path: str) -> None:
+    """The framework runs the login view for it: the login rule counts it."""
+    build = _starlette if framework == "starlette" else _flask
+    send = build([RateLimit("1000/minute", rules={"POST /login": "2/minute"})])
+    assert [send(method, path) for _ in range(3)] == [200, 200, 429]
+
+
+def test_head_is_limited_by_a_get_rule() -> None:
+    from flask import Flask
+
+    from seawall.flask import Seawall
+
+    app = Flask(__name__)
+    Seawall(app, layers=[RateLimit("1000/minute", rules={"GET /search": "2/minute"})])
+    app.get("/search")(lambda: "results")
+    client = app.test_client()
+    assert [client.head("/search", buffered=True).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_validation_routes_see_the_routed_forms() -> None:
+    """A per-route schema is enforced on /login%0a, which Starlette routes to /login."""
+    schema = {"type": "object", "required": ["user"]}
+    send = _starlette([Validation(schemas={"POST /login": schema})])
+    assert send("POST", "/login%0a") == 422
