@@ -137,3 +137,21 @@ def test_validation_routes_see_the_routed_forms() -> None:
     schema = {"type": "object", "required": ["user"]}
     send = _starlette([Validation(schemas={"POST /login": schema})])
     assert send("POST", "/login%0a") == 422
+
+
+@pytest.mark.parametrize("charset", ["utf-7", "utf-16", "cp500"])
+def test_a_charset_that_respells_ascii_is_refused_where_threats_are_scanned(charset: str) -> None:
+    """Django on WSGI decodes the query with the charset the client names (UTF-7: +ACc-)."""
+    from django.test import Client, override_settings
+
+    payload = "1' UNION SELECT password FROM users --"
+    query = payload.encode(charset).decode("latin-1")
+    settings = {"validation": {"threats": "block"}}
+    with override_settings(SEAWALL=settings, ROOT_URLCONF="tests.contrib.django_views"):
+        client = Client()
+        hidden = client.get(
+            "/items/1", {"q": query}, headers={"content-type": f"text/plain; charset={charset}"}
+        )
+        plain = client.get("/items/1", {"q": "hello"}, headers={"content-type": "text/plain"})
+    assert hidden.status_code == 415
+    assert plain.status_code == 200

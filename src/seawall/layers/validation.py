@@ -81,6 +81,35 @@ def _count_body(request: RequestView, limit: int) -> None:
         request.max_body = limit
 
 
+#: Charsets seen, by name: whether ASCII text keeps its bytes in them.
+_ASCII_CHARSETS: dict[str, bool] = {}
+_PROBE = "".join(map(chr, range(32, 127)))
+
+
+def _ascii_charset(ctype: str) -> bool:
+    """Whether the ``charset`` of *ctype* keeps ASCII as ASCII (UTF-8, Latin-1, not UTF-7 or -16).
+
+    The detectors read ASCII: in a charset that spells it otherwise, an
+    attack reaches a framework that decodes with it unread.
+    """
+    name = ""
+    for param in ctype.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            name = value.strip().strip('"').lower()
+    if not name:
+        return True
+    known = _ASCII_CHARSETS.get(name)
+    if known is None:
+        try:
+            known = _PROBE.encode(name) == _PROBE.encode("ascii")
+        except (LookupError, UnicodeError, ValueError, TypeError):
+            known = False  # no codec here: no framework here decodes with it either
+        if len(_ASCII_CHARSETS) < 256:
+            _ASCII_CHARSETS[name] = known
+    return known
+
+
 def _body_kind(media: str) -> str | None:
     if media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
@@ -594,6 +623,23 @@ class Validation:
             if policy.max_body is not None and length is not None and length > policy.max_body:
                 return self._body_too_large(request, policy.max_body)
         if policy.detector is not None:
+            declared = request.header("content-type")
+            if (
+                declared is not None
+                and "charset" in declared.lower()
+                and not _ascii_charset(declared)
+            ):
+                # Django on WSGI decodes the query (and forms) with the charset
+                # the client names: UTF-7 turns text the detectors read as
+                # harmless into an injection only the view sees.
+                return self._reject(
+                    request,
+                    "unsupported_charset",
+                    415,
+                    "unsupported-media-type",
+                    "Unsupported Media Type",
+                    "The request's charset is not supported: send UTF-8.",
+                )
             found = self._scan_request(request, policy, [policy.threat_budget])
             if found:
                 answer = self._threat(request, policy, found)
