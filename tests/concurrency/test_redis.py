@@ -356,3 +356,38 @@ class TestKeptConnections:
         assert kept == 1
         assert timeout is None
         assert slots_in_redis(redis_url, key_prefix) == 0
+
+
+def test_a_worker_exiting_cleanly_gives_its_last_slots_back(
+    redis_url: str, key_prefix: str
+) -> None:
+    """gunicorn's max_requests, a restart: the process exits before the flusher ran."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        from seawall import ConcurrencyLimit, Seawall
+
+        def app(environ, start_response):
+            start_response("200 OK", [])
+            return [b"ok"]
+
+        wall = Seawall(
+            app,
+            layers=[ConcurrencyLimit(5, storage={redis_url!r}, key_prefix={key_prefix!r})],
+        )
+        for _ in range(3):
+            environ = {{
+                "REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": "10.0.0.1",
+                "wsgi.url_scheme": "http", "SERVER_NAME": "x", "SERVER_PORT": "80",
+            }}
+            body = wall(environ, lambda status, headers, exc_info=None: None)
+            b"".join(body)
+            body.close()
+        # Exit at once, as a recycled worker does: no flush, no close().
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert slots_in_redis(redis_url, key_prefix) == 0

@@ -40,6 +40,7 @@ Theory of operation:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import hashlib
@@ -496,6 +497,7 @@ class RedisSlots:
     def _start_flusher(self) -> None:
         # Threads do not survive fork: a forked worker starts its own.
         pid = os.getpid()
+        _at_exit(self)
         with self._sync_lock:
             if self._flusher is None or self._flusher_pid != pid:
                 self._flusher_pid = pid
@@ -582,6 +584,34 @@ class RedisSlots:
             if fast is not None:
                 await fast.aclose()
             await client.aclose()
+
+
+#: Stores with a flusher in this process: their last releases go at exit.
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+_EXIT_HOOK: list[int] = []
+
+
+def _at_exit(store: Any) -> None:
+    """Send *store*'s pending releases when the process exits.
+
+    A WSGI worker that exits cleanly (gunicorn's ``max_requests``, a
+    restart, a reload) would otherwise take its last releases with it (the
+    flusher is a daemon thread), and their slots stay taken until
+    ``slot_ttl``: after a few recycles every request got a 503.
+    """
+    _LIVE.add(store)
+    pid = os.getpid()
+    if pid not in _EXIT_HOOK:
+        _EXIT_HOOK.append(pid)
+        atexit.register(_flush_all, pid)
+
+
+def _flush_all(pid: int) -> None:
+    if os.getpid() != pid:
+        return  # registered in a parent before a fork: its child sends its own
+    for store in list(_LIVE):
+        with contextlib.suppress(Exception):
+            store.send_pending()
 
 
 class LocalWait:
