@@ -10,6 +10,10 @@ import structlog
 
 __all__ = ["configure_logging"]
 
+#: Whether :func:`configure_logging` set structlog up (tracebacks without
+#: frame locals): ErrorCapture then logs the exception itself, else as text.
+configured = False
+
 
 def _console_exceptions() -> Any:
     """The console renderer's traceback formatter, never showing frame locals."""
@@ -50,6 +54,8 @@ def configure_logging(*, json: bool = False, level: int | str = logging.INFO) ->
         ]
     else:
         processors.append(structlog.dev.ConsoleRenderer(exception_formatter=_console_exceptions()))
+    global configured
+    configured = True
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -72,6 +72,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 @pytest.mark.parametrize("json_logs", [True, False])
 def test_configured_logs_show_no_frame_locals(json_logs: bool) -> None:
     import seawall
+    import seawall.logging
 
     old = structlog.get_config()
     out = io.StringIO()
@@ -85,10 +86,41 @@ def test_configured_logs_show_no_frame_locals(json_logs: bool) -> None:
                 )
     finally:
         structlog.configure(**old)
+        seawall.logging.configured = False
     assert response.status_code == 500
     text = out.getvalue()
     assert "seawall.error.captured" in text
     assert "Boom" in text  # the traceback is there
+    for secret in ("LOCALSECRET", "HDRSECRET", "COOKIESECRET"):
+        assert secret not in text
+
+
+def test_structlogs_default_renderer_shows_no_frame_locals() -> None:
+    """Without configure_logging(), structlog's default console renders exc_info with locals.
+
+    ErrorCapture hands it the traceback as text: no locals (no raw headers,
+    cookies or app secrets), and not hundreds of lines per error.
+    """
+    from contextlib import redirect_stdout
+
+    old = structlog.get_config()
+    out = io.StringIO()
+    try:
+        structlog.reset_defaults()
+        # The default logger factory writes to the sys.stdout of its creation.
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(out))
+        with redirect_stdout(out):
+            wall = Seawall(app, layers=[ErrorCapture()])
+            with client_for(wall, raise_server_exceptions=False) as client:
+                response = client.get(
+                    "/", headers={"authorization": "Bearer HDRSECRET", "cookie": "s=COOKIESECRET"}
+                )
+    finally:
+        structlog.configure(**old)
+    assert response.status_code == 500
+    text = out.getvalue()
+    assert "seawall.error.captured" in text
+    assert "Boom" in text
     for secret in ("LOCALSECRET", "HDRSECRET", "COOKIESECRET"):
         assert secret not in text
 

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
+from seawall import logging as _logging
 from seawall._core.decisions import ReadBody, Respond
 from seawall._core.histogram import SlidingCounter
 from seawall._core.layer import ORDER
@@ -237,6 +238,16 @@ class ErrorCapture:
             count = group.count
         route = request.route_or_path()
         context = self._context(request)
+        trace: dict[str, Any]
+        if _logging.configured:
+            # seawall.configure_logging() renders tracebacks without locals.
+            trace = {"exc_info": exc}
+        else:
+            # Another pipeline may render exc_info with each frame's locals
+            # (structlog's default console renderer does, with rich): the raw
+            # request's headers and cookies, the app's secrets, hundreds of
+            # lines per error. The traceback as text has no locals.
+            trace = {"exception": "".join(traceback.format_exception(exc))}
         logger.error(
             "seawall.error.captured",
             request_id=request.request_id,
@@ -245,7 +256,7 @@ class ErrorCapture:
             exception_type=kind,
             location=location,
             count=count,
-            exc_info=exc,
+            **trace,
             **context,
         )
         if alert and self.dispatcher.sinks:
