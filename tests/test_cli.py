@@ -57,3 +57,31 @@ def test_check_names_a_bad_key(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "timing.slw" in out.stderr
+
+
+def test_check_and_demo_say_what_went_wrong_without_a_traceback(
+    tmp_path: Path, capsys: object
+) -> None:
+    """A directory, a bad port, a taken port: one line and exit code 1 (2 for usage)."""
+    import socket
+
+    import pytest
+
+    from seawall.cli import main
+
+    assert main(["check", str(tmp_path)]) == 1
+    binary = tmp_path / "latin1.toml"
+    binary.write_bytes(b"[seawall]\ntiming = \xff\n")
+    assert main(["check", str(binary)]) == 1
+    with pytest.raises(SystemExit) as usage:
+        main(["demo", "--port", "99999"])
+    assert usage.value.code == 2
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["demo", "--port", str(port)]) == 1
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "Traceback" not in err
+    assert "cannot read" in err
+    assert "cannot serve" in err

@@ -16,6 +16,14 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        msg = f"{port} is not a port (0-65535)"
+        raise argparse.ArgumentTypeError(msg)
+    return port
+
+
 def _check(path: str) -> int:
     from seawall._app import Seawall
     from seawall.exceptions import ConfigurationError
@@ -27,6 +35,10 @@ def _check(path: str) -> int:
         wall = Seawall.from_config(app, path, interface="wsgi")
     except ConfigurationError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, UnicodeDecodeError) as exc:
+        # A directory, an unreadable or non-UTF-8 file: say so, not a traceback.
+        print(f"invalid: cannot read {path!r} ({exc})", file=sys.stderr)
         return 1
     print(f"{path}: ok. Layers, outermost first:")
     for position, name, text in wall.describe():
@@ -40,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the scripted demo (in-memory, no Redis needed)")
     demo.add_argument("--serve", action="store_true", help="keep the demo app up")
-    demo.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    demo.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     check = sub.add_parser("check", help="validate a settings file and print the stack")
     check.add_argument("config", help="a TOML file (a [seawall] table or pyproject.toml)")
@@ -49,7 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.config)
     from seawall._demo import run_demo
 
-    return run_demo(serve=args.serve, host=args.host, port=args.port)
+    try:
+        return run_demo(serve=args.serve, host=args.host, port=args.port)
+    except OSError as exc:
+        # The port is taken, the host is not an address of this machine...
+        print(f"seawall demo: cannot serve on {args.host}:{args.port} ({exc})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
