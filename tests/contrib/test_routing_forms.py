@@ -155,3 +155,43 @@ def test_a_charset_that_respells_ascii_is_refused_where_threats_are_scanned(char
         plain = client.get("/items/1", {"q": "hello"}, headers={"content-type": "text/plain"})
     assert hidden.status_code == 415
     assert plain.status_code == 200
+
+
+def test_behind_a_prefix_rules_and_endpoints_match_the_path_inside_the_app() -> None:
+    """SCRIPT_NAME (gunicorn behind a proxy) and root_path: probes and rules still match.
+
+    The layers matched SCRIPT_NAME + PATH_INFO (and the ASGI path with its
+    root path), so /app/health/ready was the app's 404 and a login rule
+    never applied.
+    """
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+    from werkzeug.test import Client
+
+    from seawall import Health, Seawall
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"app"]
+
+    def layers() -> list[Any]:
+        return [Health(), RateLimit("1000/minute", rules={"GET /login": "2/minute"})]
+
+    wsgi = Client(Seawall(wsgi_app, layers=layers()))
+    base = "http://localhost/app/"  # SCRIPT_NAME /app, as gunicorn sets it behind a proxy
+    ready = wsgi.get("/health/ready", base_url=base)
+    assert ready.status_code == 200
+    assert ready.data != b"app"  # Health answered, not the app
+    statuses = [wsgi.get("/login", base_url=base).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+    async def login(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("in")
+
+    inner = Starlette(routes=[Route("/login", login)])
+    asgi = TestClient(Seawall(inner, layers=layers()), root_path="/api")
+    probe = asgi.get("/api/health/ready")
+    assert (probe.status_code, probe.text != "in") == (200, True)
+    assert [asgi.get("/api/login").status_code for _ in range(3)] == [200, 200, 429]

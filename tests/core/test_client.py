@@ -149,7 +149,8 @@ class TestRequestView:
             "REMOTE_ADDR": "2001:db8::5",
         }
         view = RequestView.from_wsgi(environ)
-        assert view.path == "/app/café"
+        assert view.path == "/café"  # inside the app: SCRIPT_NAME is the root path
+        assert view.root_path == "/app"
         assert view.header("x-thing") == "v"
         assert "content-type" not in view.headers
         assert view.client_key == "2001:db8::/64"

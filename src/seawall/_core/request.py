@@ -193,6 +193,12 @@ class RequestView:
     read with :meth:`header`/:meth:`header_list`/:attr:`headers`. The client
     identity (:attr:`client`, :attr:`client_key`) is resolved once, lazily,
     with the trusted-proxy rules of the stack.
+
+    ``path`` is the path inside the app, as the framework routes it: without
+    ``root_path`` (ASGI) or ``SCRIPT_NAME`` (WSGI), the prefix a proxy or a
+    mount serves the app under, which ``root_path`` keeps. Rules,
+    exemptions and the endpoints of Health, Metrics and the dashboard are
+    matched against it.
     """
 
     __slots__ = (
@@ -511,10 +517,16 @@ def asgi_view(
     view = _new(cls)
     method = scope.get("method", "GET")
     view.method = method if method in _UPPER else method.upper()
-    view.path = scope.get("path", "/")
+    path = scope.get("path", "/")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        # The path inside the app, as Starlette routes it (the ASGI path
+        # includes the root path the server or a proxy serves the app under).
+        path = path[len(root) :] or "/"
+    view.path = path
     view.query_string = scope.get("query_string", b"").decode("latin-1")
     view.scheme = scope.get("scheme", "http")
-    view.root_path = scope.get("root_path", "")
+    view.root_path = root
     client = scope.get("client")
     view.peer = client[0] if client else None
     view._raw_headers = scope.get("headers") or []
@@ -551,7 +563,8 @@ def wsgi_view(
 ) -> RequestView:
     """:meth:`RequestView.from_wsgi` as a plain function (see :func:`asgi_view`)."""
     script = environ.get("SCRIPT_NAME", "")
-    path = script + environ.get("PATH_INFO", "")
+    # PATH_INFO: the path inside the app, as Flask and Django route it.
+    path = environ.get("PATH_INFO", "")
     if not path.isascii():
         # Keep the latin-1 text rather than refuse a request that is not UTF-8.
         with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
