@@ -514,7 +514,9 @@ class _Cycle:
                 "headers": self.head_items(respond.status, headers),
             }
         )
-        await self.send({"type": "http.response.body", "body": respond.body, "more_body": False})
+        # A HEAD answer has the headers of a GET's, and no body (RFC 9110, 9.3.2).
+        body = b"" if self.view.method == "HEAD" else respond.body
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
     def app_receive(self) -> Receive:
         """The ``receive`` the app gets: replays what a layer read, counts if asked."""

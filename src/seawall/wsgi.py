@@ -346,7 +346,7 @@ class _Request:
         self.start_response(_status_line(answer.status), headers, exc_info, answer.status)
         if not started:
             del self.ttfb  # the app never started a response: no time to first byte
-        return answer.body
+        return b"" if self.environ.get("REQUEST_METHOD") == "HEAD" else answer.body
 
     def close(self) -> None:
         """Close the app's iterable (always), then finish the request's bookkeeping (once)."""
@@ -542,7 +542,9 @@ class WSGIMiddleware(Seawall):
         except BaseException:
             state.finish()
             raise
-        state.result = [respond.body]
+        # A HEAD answer has the headers of a GET's, and no body (RFC 9110, 9.3.2).
+        head = state.environ.get("REQUEST_METHOD") == "HEAD"
+        state.result = [b"" if head else respond.body]
         return state
 
     @staticmethod

@@ -195,3 +195,39 @@ def test_behind_a_prefix_rules_and_endpoints_match_the_path_inside_the_app() -> 
     probe = asgi.get("/api/health/ready")
     assert (probe.status_code, probe.text != "in") == (200, True)
     assert [asgi.get("/api/login").status_code for _ in range(3)] == [200, 200, 429]
+
+
+@pytest.mark.parametrize("interface", ["wsgi", "asgi"])
+def test_seawalls_own_answers_to_head_have_no_body(interface: str) -> None:
+    """RFC 9110: a HEAD answer carries a GET's headers and no body (gunicorn warned)."""
+    from starlette.testclient import TestClient
+    from werkzeug.test import Client
+
+    from seawall import ErrorCapture, Health, Seawall
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise RuntimeError("boom")
+
+    async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    layers = [ErrorCapture(), Health()]
+    if interface == "wsgi":
+        client: Any = Client(Seawall(wsgi_app, layers=layers))
+
+        def send(method: str, path: str) -> tuple[int, bytes, str]:
+            r = client.open(path, method=method)
+            return r.status_code, r.data, r.headers["Content-Length"]
+    else:
+        tc = TestClient(Seawall(asgi_app, layers=layers), raise_server_exceptions=False)
+
+        def send(method: str, path: str) -> tuple[int, bytes, str]:
+            r = tc.request(method, path)
+            return r.status_code, r.content, r.headers["content-length"]
+
+    for path, status in (("/health/ready", 200), ("/boom", 500)):
+        got, body, length = send("GET", path)
+        assert (got, int(length)) == (status, len(body))
+        head_status, head_body, head_length = send("HEAD", path)
+        assert (head_status, head_body) == (status, b"")
+        assert int(head_length) > 0
