@@ -183,6 +183,20 @@ class TestErrors:
         assert len(captured) == 1
         assert captured[0]["route"] == "/boom"
 
+    def test_flask_does_not_log_the_captured_error_again(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Flask's own "Exception on /boom" traceback would log the error a second time."""
+        app = make_app(testing=False, layers=[ErrorCapture()])
+        with caplog.at_level("ERROR", logger=app.logger.name):
+            assert get(app, "/boom").status_code == 500
+        assert not [r for r in caplog.records if "Exception on" in r.getMessage()]
+        # Without ErrorCapture, Flask logs it as it always has.
+        plain = make_app(testing=False, layers=[])
+        with caplog.at_level("ERROR", logger=plain.logger.name):
+            assert get(plain, "/boom").status_code == 500
+        assert [r for r in caplog.records if "Exception on" in r.getMessage()]
+
     @pytest.mark.parametrize(("path", "status"), [("/forbid", 403), ("/nowhere", 404)])
     def test_http_errors_on_purpose_not_captured(
         self, path: str, status: int, logs: list[dict[str, Any]]

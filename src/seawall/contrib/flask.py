@@ -196,6 +196,7 @@ class Seawall:
         app.extensions["seawall"] = entry
         app.url_value_preprocessor(_route_setter(app))
         got_request_exception.connect(self._on_exception, app, weak=False)
+        app.log_exception = _logged_once(app.log_exception)  # type: ignore[method-assign,assignment]
         # Flask keys handlers by status code (HTTP errors) or None (others);
         # the app's own handlers, registered before us, are kept.
         spec = app.error_handler_spec[None]
@@ -336,6 +337,23 @@ def _check_views(app: Flask) -> None:
         decorator = _GUARDED.get(view)
         if decorator is not None:
             raise ConfigurationError(_order_message(view, decorator))
+
+
+def _logged_once(log_exception: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Flask's ``log_exception``, skipped for an error ErrorCapture logged already.
+
+    Flask logs every unhandled error ("Exception on /boom [GET]", with its
+    traceback) after telling ``got_request_exception``, where ErrorCapture
+    logs it (scrubbed, with the request id): once is enough.
+    """
+
+    def log_once(exc_info: Any) -> None:
+        view = current_request()
+        if view is not None and _ANSWER in view.state:
+            return
+        log_exception(exc_info)
+
+    return log_once
 
 
 def _propagates(app: Flask) -> bool:
