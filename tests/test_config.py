@@ -138,6 +138,14 @@ class TestErrorsNameTheKey:
         with pytest.raises(ConfigurationError, match="not valid TOML"):
             load_config(f, env={})
 
+    def test_a_misspelt_pyproject_table_is_named(self, tmp_path: Path) -> None:
+        f = tmp_path / "pyproject.toml"
+        f.write_text('[tool.seawal.rate_limit]\nlimit = "5/minute"\n')
+        with pytest.raises(ConfigurationError, match=r"\[tool\.seawal\] is not read"):
+            load_config(f, env={})
+        f.write_text("[tool.black]\nline-length = 100\n")
+        load_config(f, env={})  # no seawall table at all: the defaults, no error
+
     def test_callable_from_import_string(self) -> None:
         kw = load_config({"error_capture": {"sinks": []}}, env={})
         assert isinstance(kw["layers"][0], ErrorCapture)

@@ -32,6 +32,7 @@ form it expects.
 from __future__ import annotations
 
 import datetime
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -113,7 +114,17 @@ def _from_file(path: Path) -> dict[str, Any]:
         msg = f"config file {str(path)!r} is not valid TOML: {exc}"
         raise ConfigurationError(msg) from None
     if path.name == "pyproject.toml":
-        data = data.get("tool", {}).get("seawall", {})
+        tool = data.get("tool", {})
+        if "seawall" not in tool:
+            # [tool.seawal] would leave the defaults in place without a word.
+            near = difflib.get_close_matches("seawall", [str(k) for k in tool], n=1, cutoff=0.75)
+            if near:
+                msg = (
+                    f"config file {str(path)!r}: no [tool.seawall] table; "
+                    f"[tool.{near[0]}] is not read (a typo?)"
+                )
+                raise ConfigurationError(msg)
+        data = tool.get("seawall", {})
     elif "seawall" in data and isinstance(data["seawall"], dict):
         # Seawall's own settings outside the table would be dropped without
         # a word ([seawall.timing] makes a [seawall] table): say so. Other
