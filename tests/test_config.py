@@ -138,6 +138,10 @@ class TestErrorsNameTheKey:
         with pytest.raises(ConfigurationError, match="not valid TOML"):
             load_config(f, env={})
 
+    def test_a_misspelt_variable_is_named(self) -> None:
+        with pytest.raises(ConfigurationError, match="environment variable SEAWALL_TIMNG"):
+            load_config({"timing": {}}, env={"SEAWALL_TIMNG": "1"})
+
     def test_a_misspelt_pyproject_table_is_named(self, tmp_path: Path) -> None:
         f = tmp_path / "pyproject.toml"
         f.write_text('[tool.seawal.rate_limit]\nlimit = "5/minute"\n')

@@ -177,6 +177,11 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith("SEAWALL_") or name == "SEAWALL_REQUIRE_REDIS":
             continue
         path = name[len("SEAWALL_") :].lower().split("__")
+        if path[0] not in _TOP_LEVEL and path[0] not in LAYER_KEYS:
+            # Name the variable: "unknown setting 'timng'" reads as the file's.
+            known = ", ".join(sorted([*_TOP_LEVEL, *LAYER_KEYS]))
+            msg = f"environment variable {name}: unknown setting {path[0]!r}; known: {known}"
+            raise ConfigurationError(msg)
         value = _env_value(raw)
         if path[0] == "trusted_proxies" and isinstance(value, str):
             value = [p for p in value.replace(",", " ").split() if p]
