@@ -166,7 +166,7 @@ class TestErrors:
         debugged = DebuggedApplication(app, evalex=False)
         from werkzeug.test import Client
 
-        response = Client(debugged).get("/boom")
+        response = Client(debugged).get("/boom", buffered=True)
         assert response.status_code == 500
         assert "Werkzeug Debugger" in response.get_data(as_text=True)
 

@@ -181,10 +181,10 @@ def test_behind_a_prefix_rules_and_endpoints_match_the_path_inside_the_app() -> 
 
     wsgi = Client(Seawall(wsgi_app, layers=layers()))
     base = "http://localhost/app/"  # SCRIPT_NAME /app, as gunicorn sets it behind a proxy
-    ready = wsgi.get("/health/ready", base_url=base)
+    ready = wsgi.get("/health/ready", base_url=base, buffered=True)
     assert ready.status_code == 200
     assert ready.data != b"app"  # Health answered, not the app
-    statuses = [wsgi.get("/login", base_url=base).status_code for _ in range(3)]
+    statuses = [wsgi.get("/login", base_url=base, buffered=True).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
 
     async def login(request: Any) -> PlainTextResponse:
@@ -216,7 +216,7 @@ def test_seawalls_own_answers_to_head_have_no_body(interface: str) -> None:
         client: Any = Client(Seawall(wsgi_app, layers=layers))
 
         def send(method: str, path: str) -> tuple[int, bytes, str]:
-            r = client.open(path, method=method)
+            r = client.open(path, method=method, buffered=True)
             return r.status_code, r.data, r.headers["Content-Length"]
     else:
         tc = TestClient(Seawall(asgi_app, layers=layers), raise_server_exceptions=False)

@@ -632,16 +632,49 @@ def _resolve(path: str, urlconf: Any) -> Any:
 
 
 def _unbind_at_end(state: _State, response: Any) -> None:
-    """Unbind the request now, or when a streaming *response* closes.
+    """Unbind the request, and bind it again while a streaming *response* makes each chunk.
 
-    Django produces a streaming body after the middleware returned, in the
-    same context: the view's generator logs with the request id bound, and
-    ``seawall.request_id()`` answers there, as on the other adapters.
+    Django produces a streaming body after the middleware returned: the
+    view's generator then logs with the request id bound, and
+    ``seawall.request_id()`` answers there, as on the other adapters. Bound
+    per chunk, so nothing stays bound if the body is never read to its end
+    or closed (a test client's response left aside). A file sent with
+    ``wsgi.file_wrapper`` is left as it is: no view code runs there.
     """
-    if getattr(response, "streaming", False):
-        response._resource_closers.append(lambda: unbind_request(state.tokens))
+    unbind_request(state.tokens)
+    if not getattr(response, "streaming", False) or getattr(response, "file_to_stream", None):
+        return
+    view = state.view
+    if getattr(response, "is_async", False):
+        response.streaming_content = _abound(view, response.streaming_content)
     else:
-        unbind_request(state.tokens)
+        response.streaming_content = _bound(view, response.streaming_content)
+
+
+def _bound(view: RequestView, chunks: Any) -> Any:
+    iterator = iter(chunks)
+    while True:
+        tokens = bind_request(view)
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            unbind_request(tokens)
+        yield chunk
+
+
+async def _abound(view: RequestView, chunks: Any) -> Any:
+    iterator = aiter(chunks)
+    while True:
+        tokens = bind_request(view)
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        finally:
+            unbind_request(tokens)
+        yield chunk
 
 
 def _own_handler500(request: HttpRequest) -> bool:
