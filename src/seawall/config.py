@@ -503,9 +503,11 @@ def _coerce(value: Any, hint: Any) -> Any:
         raise _Mismatch
     if _is_callable_hint(hint):
         if isinstance(value, str) and ":" in value:
-            module = value.partition(":")[0]
-            if not _module_exists(module):
-                raise _NoModule(f"cannot import {value!r} (no module named {module!r})")
+            module, _, attr = value.partition(":")
+            if not all(part.isidentifier() for part in attr.split(".")) or not _module_exists(
+                module
+            ):
+                raise _NoModule(f"cannot import {value!r} (no such module, or not module:name)")
             try:
                 return _import(value, "callable")
             except ConfigurationError as exc:
