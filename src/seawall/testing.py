@@ -89,6 +89,18 @@ def reset(app: Any) -> None:
     breakers.reset()
 
 
+def _in_use(app: Any, layer: object) -> bool:
+    """Whether *layer* already serves *app*'s wall (``layers=`` may reuse the app's own)."""
+    from seawall.stats import find_seawall
+
+    django = _django(app)
+    try:
+        wall = django.get_wall() if django is not None else find_seawall(app)
+    except LookupError:
+        return False
+    return layer in wall.stack.layers
+
+
 def _build_starlette(app: Any) -> None:
     """Build a Starlette app's middleware now, as its first request would, so its wall exists."""
     if getattr(app, "middleware_stack", False) is None and hasattr(app, "build_middleware_stack"):
@@ -255,11 +267,6 @@ def _swap(
     for layer in stack.layers:
         if layer in old.layers:
             continue
-        # A layer brought in starts empty each time: the same replacement
-        # object serves every run of a decorated (parametrised) test.
-        reset_layer = getattr(layer, "reset", None)
-        if callable(reset_layer):
-            reset_layer()
         bind = getattr(layer, "bind", None)
         if callable(bind):
             bind(wall)
@@ -362,6 +369,13 @@ def _overridden(
     """The block :func:`override` describes, entered once."""
     from seawall.stats import find_seawall
 
+    # A layer the block brings in starts empty each time it is entered: the
+    # same replacement object serves every run of a decorated (parametrised)
+    # test. Once per entry, not per wall: Django builds one per test client.
+    for layer in [*replace.values(), *(given or ())]:
+        reset_layer = getattr(layer, "reset", None)
+        if callable(reset_layer) and not _in_use(app, layer):
+            reset_layer()
     django = _django(app)
     if django is not None:
         with _override_django(django, disable, replace, given) as current:
