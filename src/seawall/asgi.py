@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import inspect
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from time import perf_counter
 from typing import Any, TypeVar
 
@@ -146,6 +146,35 @@ def full_template(scope: Scope, matched: Any, template: str) -> str:
         if pattern.match(path):
             return full
     return template
+
+
+def walk_routes(
+    routes: Iterable[Any], *, hosts: bool = True, prefix: str = "", depth: int = 0
+) -> Iterator[tuple[str, Any]]:
+    """Every route of a Starlette/FastAPI app as ``(mount prefix, route)``, in routing order.
+
+    Looks into mounted apps (``app.mount``), into ``Host`` routes unless
+    *hosts* is false, and, on FastAPI versions that no longer copy an
+    included router's routes into ``app.routes``, into included routers
+    through ``fastapi.routing.iter_route_contexts``: their routes carry the
+    routers' prefixes and dependencies.
+    """
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before 0.165, or plain Starlette: routes are flat
+        contexts: Iterable[Any] = routes
+    else:
+        contexts = iter_route_contexts(list(routes))
+    for route in contexts:
+        original = getattr(route, "original_route", route)
+        inner = getattr(original, "routes", None)
+        if inner is None:
+            yield prefix, route
+            continue
+        path = getattr(original, "path", None)  # a Mount's; a Host has none
+        if depth < 8 and (hosts or isinstance(path, str)):
+            below = prefix + path if isinstance(path, str) else prefix
+            yield from walk_routes(inner, hosts=hosts, prefix=below, depth=depth + 1)
 
 
 def _prefixed_templates(routes: Any) -> dict[int, tuple[tuple[Any, str], ...]]:

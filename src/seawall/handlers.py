@@ -36,6 +36,7 @@ from seawall._core.layer import ORDER
 
 __all__ = [
     "EXEMPT_ATTR",
+    "HANDLER_METHODS",
     "OVERRIDE_ATTR",
     "exempt",
     "exempt_layers",
@@ -43,6 +44,8 @@ __all__ = [
     "is_exempt",
     "mark_of",
     "overrides_defaults",
+    "view_mark",
+    "view_marks",
 ]
 
 #: The attribute :func:`exempt` sets on what it marks.
@@ -127,6 +130,36 @@ def mark_of(handler: Any) -> str | None:
     if _marked(handler, OVERRIDE_ATTR):
         return "override"
     return None
+
+
+#: The handler methods of a class-based view (Django's ``View``, Flask's ``MethodView``).
+HANDLER_METHODS = ("get", "post", "put", "patch", "delete", "head", "options", "trace")
+
+
+def view_mark(view: Any, method: str | None) -> str | None:
+    """The mark of *view*, or of its class-based view's handler for *method*.
+
+    ``@exempt`` or a limit with ``override_defaults=True`` on one handler
+    (``get``) marks that method's requests only. A HEAD without a ``head``
+    handler is served by ``get``, as Django's ``View`` and Flask's
+    ``MethodView`` serve it.
+    """
+    mark = mark_of(view)
+    if mark is not None or not method:
+        return mark
+    view_class = getattr(view, "view_class", None)
+    if not isinstance(view_class, type):
+        return None
+    name = method.lower()
+    handler = getattr(view_class, name, None)
+    if handler is None and name == "head":
+        handler = getattr(view_class, "get", None)
+    return mark_of(handler)
+
+
+def view_marks(view: Any) -> bool:
+    """Whether *view* or any handler of its class-based view is marked."""
+    return any(view_mark(view, method) for method in HANDLER_METHODS)
 
 
 def _marked(handler: Any, mark: str) -> bool:

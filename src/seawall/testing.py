@@ -23,6 +23,8 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from seawall.handlers import HANDLER_METHODS
+
 if TYPE_CHECKING:
     from seawall._app import Seawall
     from seawall._core.stack import Stack
@@ -128,31 +130,6 @@ def _walls(app: Any) -> list[Seawall]:
         return []
 
 
-def _asgi_routes(routes: Iterable[Any], depth: int = 0) -> Iterator[Any]:
-    """Every route of a Starlette/FastAPI app, with those of mounted apps and included routers.
-
-    FastAPI 0.165 and later keep an included router's routes out of
-    ``app.routes``; ``fastapi.routing.iter_route_contexts`` gives them, with
-    the router's dependencies in their ``dependant``.
-    """
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # FastAPI before 0.165, or plain Starlette: routes are flat
-        contexts: Iterable[Any] = routes
-    else:
-        contexts = iter_route_contexts(list(routes))
-    for route in contexts:
-        inner = getattr(getattr(route, "original_route", route), "routes", None)
-        if inner is not None:  # a Mount or a Host
-            if depth < 8:
-                yield from _asgi_routes(inner, depth + 1)
-            continue
-        yield route
-
-
-_HANDLER_METHODS = ("get", "post", "put", "patch", "delete", "head", "options", "trace", "dispatch")
-
-
 def _handler_limiters(app: Any) -> list[Any]:
     """The handler-level limiters reachable from *app*'s routes (views, endpoints, hooks)."""
     handlers: list[Any] = []
@@ -171,7 +148,9 @@ def _handler_limiters(app: Any) -> list[Any]:
         handlers.extend(funcs)
     # Starlette/FastAPI: endpoints and (nested) dependencies, in included
     # routers and mounted apps too.
-    for route in _asgi_routes(getattr(getattr(app, "router", None), "routes", None) or ()):
+    from seawall.asgi import walk_routes
+
+    for _, route in walk_routes(getattr(getattr(app, "router", None), "routes", None) or ()):
         handlers.append(getattr(route, "endpoint", None))
         dependant = getattr(route, "dependant", None)
         deps = list(getattr(dependant, "dependencies", ()))
@@ -201,7 +180,7 @@ def _handler_limiters(app: Any) -> list[Any]:
             if isinstance(fn, type):
                 # A class-based view: the limits on its handlers (MethodView.get,
                 # method_decorator(limit(...)) on a Django view's get()).
-                chain.extend(getattr(fn, method, None) for method in _HANDLER_METHODS)
+                chain.extend(getattr(fn, method, None) for method in (*HANDLER_METHODS, "dispatch"))
     return list(found.values())
 
 

@@ -84,7 +84,7 @@ from seawall._run import arun_request, run_request, start_request
 from seawall.asgi import BodyTooLarge, DeadlineExpired, with_deadline
 from seawall.contrib import Walls, settings_kwargs
 from seawall.exceptions import ConfigurationError, Rejected, RequestTimeout
-from seawall.handlers import OVERRIDE_ATTR, exempt, mark_of
+from seawall.handlers import OVERRIDE_ATTR, exempt, view_mark, view_marks
 from seawall.wsgi import _CountingInput
 
 __all__ = [
@@ -388,7 +388,7 @@ class SeawallMiddleware:
             match = _resolve(request.path_info, urlconf)
         except Resolver404:
             return self.wall
-        return self._walls.for_mark(_view_mark(match.func, request.method))  # type: ignore[no-any-return]
+        return self._walls.for_mark(view_mark(match.func, request.method))  # type: ignore[no-any-return]
 
     def _begin(self, request: HttpRequest, wall: Seawall) -> _State:
         started = perf_counter()
@@ -693,31 +693,9 @@ def _any_marked(patterns: Any) -> bool:
             if _any_marked(inner):
                 return True
         else:
-            callback = getattr(pattern, "callback", None)
-            if mark_of(callback) is not None:
-                return True
-            view_class = getattr(callback, "view_class", None)
-            if view_class is not None and any(
-                mark_of(getattr(view_class, m, None)) is not None
-                for m in getattr(view_class, "http_method_names", ())
-            ):
+            if view_marks(getattr(pattern, "callback", None)):
                 return True
     return False
-
-
-def _view_mark(func: Any, method: str | None) -> str | None:
-    """The mark of view *func*, or of the class-based view's handler for *method*.
-
-    ``method_decorator(exempt)`` and ``method_decorator(limit(...,
-    override_defaults=True))`` mark one method of the class, not the class.
-    """
-    mark = mark_of(func)
-    if mark is None and method:
-        view_class = getattr(func, "view_class", None)
-        handler = getattr(view_class, method.lower(), None) if view_class is not None else None
-        if handler is not None:
-            mark = mark_of(handler)
-    return mark
 
 
 # -- decorators ----------------------------------------------------------------

@@ -39,7 +39,7 @@ from seawall.contrib import missing_extra
 
 try:
     from starlette.requests import HTTPConnection, Request
-    from starlette.routing import Mount, compile_path
+    from starlette.routing import compile_path
 except ModuleNotFoundError as exc:  # the framework's extra is not installed
     raise missing_extra("seawall.fastapi", "fastapi", exc) from exc
 
@@ -53,6 +53,7 @@ from seawall.asgi import (
     mark_coroutine_function,
     mounted,
     prefixed_template,
+    walk_routes,
 )
 from seawall.config import LAYER_KEYS
 from seawall.contrib import Walls, settings_kwargs
@@ -288,35 +289,19 @@ def _route_mark(route: Any) -> str | None:
     return None
 
 
-def _route_table(
-    routes: Iterable[Any], prefix: str = "", depth: int = 0
-) -> list[tuple[Any, frozenset[str] | None, str | None]]:
+def _route_table(routes: Iterable[Any]) -> list[tuple[Any, frozenset[str] | None, str | None]]:
     """Every route as ``(path regex, methods or None, mark)``, in the order routing tries them.
 
-    Looks into mounted apps (``app.mount``) and, on FastAPI versions that
-    no longer copy an included router's routes into ``app.routes``, into
-    included routers through ``fastapi.routing.iter_route_contexts``, whose
-    paths carry the prefixes and whose dependencies the router's.
-    Matched here rather than through each route's ``matches()``: that
-    needs FastAPI's private routing state for included routes.
+    Looks into mounted apps and included routers (:func:`seawall.asgi.walk_routes`;
+    not into ``Host`` routes, which are not matched by path). Matched here
+    rather than through each route's ``matches()``: that needs FastAPI's
+    private routing state for included routes.
     """
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # FastAPI before 0.165, or plain Starlette: routes are flat
-        contexts: Iterable[Any] = routes
-    else:
-        contexts = iter_route_contexts(list(routes))
     table: list[tuple[Any, frozenset[str] | None, str | None]] = []
-    for ctx in contexts:
-        original = getattr(ctx, "original_route", ctx)
-        inner = getattr(original, "routes", None)
-        if isinstance(original, Mount):
-            if depth < 8 and inner is not None:
-                table.extend(_route_table(inner, prefix + original.path, depth + 1))
-            continue
+    for prefix, ctx in walk_routes(routes, hosts=False):
         path = getattr(ctx, "path", None)
-        if inner is not None or not isinstance(path, str):
-            continue  # a Host, or a route that is not matched by path
+        if not isinstance(path, str):
+            continue  # a route that is not matched by path
         methods = getattr(ctx, "methods", None)
         pattern, _, _ = compile_path(prefix + path)
         table.append((pattern, frozenset(methods) if methods else None, _route_mark(ctx)))

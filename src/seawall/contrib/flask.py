@@ -58,7 +58,7 @@ from seawall._core.decisions import Respond
 from seawall._log import _current, current_request
 from seawall.contrib import Walls, settings_kwargs
 from seawall.exceptions import ConfigurationError, Rejected
-from seawall.handlers import OVERRIDE_ATTR, mark_of
+from seawall.handlers import OVERRIDE_ATTR, mark_of, view_mark, view_marks
 from seawall.handlers import exempt as _mark_exempt
 from seawall.wsgi import WSGIMiddleware
 
@@ -93,9 +93,9 @@ class _Entry:
     def _scan(self) -> None:
         app = self._app
         self._scanned = len(app.view_functions) + len(app.blueprints)
-        self.has_marks = any(
-            mark_of(v) or _method_marks(v) for v in app.view_functions.values()
-        ) or any(mark_of(bp) for bp in app.blueprints.values())
+        self.has_marks = any(view_marks(v) for v in app.view_functions.values()) or any(
+            mark_of(bp) for bp in app.blueprints.values()
+        )
 
     def _mark(self, environ: WSGIEnvironment) -> str | None:
         app = self._app
@@ -116,7 +116,7 @@ class _Entry:
             return None  # no route: the wall applies in full
         endpoint = rule.endpoint
         view = app.view_functions.get(endpoint)
-        mark = mark_of(view) or _method_mark(view, environ.get("REQUEST_METHOD", ""))
+        mark = view_mark(view, environ.get("REQUEST_METHOD"))
         if mark == "exempt":
             return mark
         name = endpoint.rpartition(".")[0]
@@ -295,25 +295,6 @@ class Seawall:
     def exempt(target: _F) -> _F:
         """Exempt a view or a blueprint from the rejecting layers (:func:`seawall.exempt`)."""
         return _mark_exempt(target)
-
-
-_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
-
-
-def _method_mark(view: Any, method: str) -> str | None:
-    """The mark on the handler a ``MethodView`` runs for *method* (``@guard.exempt`` on ``get``)."""
-    view_class = getattr(view, "view_class", None)
-    if not isinstance(view_class, type):
-        return None
-    name = method.lower()
-    handler = getattr(view_class, name, None)
-    if handler is None and name == "head":
-        handler = getattr(view_class, "get", None)  # as MethodView serves HEAD
-    return mark_of(handler)
-
-
-def _method_marks(view: Any) -> bool:
-    return any(_method_mark(view, method) for method in _METHODS)
 
 
 #: Functions a guard decorator was given, as they were (weakly): one Flask
