@@ -14,6 +14,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from seawall._core.paths import (
+    DIGITS,
+    LITERAL,
+    SEGMENT,
+    SEGMENTS,
+    STAR,
+    path_regex,
+)
+
 __all__ = ["compile_pattern", "compile_patterns", "count_params"]
 
 #: ``{name}`` / ``{name:conv}`` (Starlette), ``<name>`` / ``<conv:name>`` /
@@ -37,31 +46,30 @@ def _converter(param: str) -> str:
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """Compile a glob or route-template *pattern* to a regex for ``fullmatch``."""
-    out: list[str] = []
-    pos = 0
-    if pattern.startswith("/"):
-        # The paths frameworks route to it match too ("//login", "/login\n"):
-        # see seawall._ratelimit.rules.ROUTED_START.
-        out.append("/+")
-        pos = 1
+    # The paths frameworks route to it match too ("//login", "/login\n"):
+    # see seawall._core.paths.ROUTED_START.
+    routed = pattern.startswith("/")
+    pos = 1 if routed else 0
+    pieces: list[tuple[str, str]] = []
     for match in _PARAM.finditer(pattern):
-        out.append(_glob(pattern[pos : match.start()]))
+        pieces += _glob(pattern[pos : match.start()])
         converter = _converter(match.group())
         # A parameter is one segment; a path converter spans several.
-        if converter == "path":
-            out.append(".+")
-        elif converter == "int":
-            out.append("[0-9]+")
-        else:
-            out.append("[^/]+")
+        pieces.append(
+            (SEGMENTS if converter == "path" else DIGITS if converter == "int" else SEGMENT, "")
+        )
         pos = match.end()
-    out.append(_glob(pattern[pos:]))
-    out.append("\n?")
-    return re.compile("".join(out), re.DOTALL)
+    pieces += _glob(pattern[pos:])
+    return re.compile(path_regex(pieces, routed=routed) + "\n?", re.DOTALL)
 
 
-def _glob(text: str) -> str:
-    return ".*".join(re.escape(part) for part in text.split("*"))
+def _glob(text: str) -> list[tuple[str, str]]:
+    pieces: list[tuple[str, str]] = []
+    for i, part in enumerate(text.split("*")):
+        if i:
+            pieces.append((STAR, ""))
+        pieces.append((LITERAL, part))
+    return pieces
 
 
 def compile_patterns(patterns: str | Iterable[str]) -> re.Pattern[str]:

@@ -13,22 +13,15 @@ import re
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
+from seawall._core.paths import LITERAL, ROUTED_END, SEGMENT, STAR, path_regex
 from seawall.exceptions import ConfigurationError
 
-__all__ = ["ROUTED_END", "ROUTED_START", "Matcher", "pattern_regex"]
+__all__ = ["Matcher", "pattern_regex"]
 
 T = TypeVar("T")
 
 _METHOD = re.compile(r"[A-Z*]+(,[A-Z*]+)*")
 _CACHE_SIZE = 4096
-
-#: How a rule's path starts and ends as a regex: the paths frameworks route
-#: to the rule's view match it too. werkzeug routes ``//login`` to
-#: ``/login``; Starlette's route regexes end in ``$``, which also matches
-#: before a final newline, so ``/login%0a`` reaches the ``/login`` view.
-#: A rule that missed them would let a client step around it.
-ROUTED_START = "/+"
-ROUTED_END = r")\n?\Z"
 
 
 def pattern_regex(pattern: str) -> str:
@@ -51,15 +44,11 @@ def pattern_regex(pattern: str) -> str:
         methods.append("HEAD")
     method_re = "[A-Z]+" if "*" in methods else "(?:" + "|".join(map(re.escape, methods)) + ")"
     # The path as frameworks route it: werkzeug routes "//login" to /login.
-    out = [ROUTED_START]
-    for part in re.split(r"(\*|\{[^}/]*\})", path[1:]):
-        if part == "*":
-            out.append(".*")
-        elif part.startswith("{") and part.endswith("}"):
-            out.append("[^/]+")
-        else:
-            out.append(re.escape(part))
-    return f"{method_re} {''.join(out)}"
+    pieces = [
+        (STAR, "") if part == "*" else (SEGMENT, "") if part.startswith("{") else (LITERAL, part)
+        for part in re.split(r"(\*|\{[^}/]*\})", path[1:])
+    ]
+    return f"{method_re} {path_regex(pieces)}"
 
 
 class Matcher(Generic[T]):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from seawall._ratelimit.rules import ROUTED_START
+from seawall._core.paths import LITERAL, SEGMENT, STAR, path_regex
 from seawall.exceptions import ConfigurationError
 
 __all__ = ["RouteRule"]
@@ -46,23 +46,23 @@ class RouteRule:
             msg = f"route rule {key!r}: the path must start with '/'"
             raise ConfigurationError(msg)
         # The paths frameworks route to the rule's view match it too (see
-        # seawall._ratelimit.rules.ROUTED_START): "//users", "/users\n".
-        parts: list[str] = [ROUTED_START]
+        # seawall._core.paths.ROUTED_START): "//users", "/users\n".
+        pieces: list[tuple[str, str]] = []
         literal = 1
         wild = 0
         for token in re.split(r"(\*|\{[^/{}]*\})", text[1:]):
             if token == "*":
-                parts.append(".*")
+                pieces.append((STAR, ""))
                 wild += 2
             elif token.startswith("{") and token.endswith("}"):
-                parts.append("[^/]+")
+                pieces.append((SEGMENT, ""))
                 wild += 1
             elif token:
-                parts.append(re.escape(token))
+                pieces.append((LITERAL, token))
                 literal += len(token)
         self.key = key
         self.methods = methods
-        self.regex = re.compile("".join(parts) + "\n?", re.DOTALL)
+        self.regex = re.compile(path_regex(pieces) + "\n?", re.DOTALL)
         # Sorting key: fewer wildcards, then longer literals, then naming methods.
         self.specificity = (-wild, literal, methods is not None)
 
