@@ -21,6 +21,7 @@ docs/sanitization.md compares the two with measurements.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -32,6 +33,8 @@ Backend = Literal["nh3", "bleach"]
 
 #: Rounds of cleaning before the output is taken as it is.
 MAX_ROUNDS = 4
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class Sanitizer:
@@ -106,7 +109,14 @@ class Sanitizer:
         if "<" not in text and "&" not in text and ">" not in text:
             return text  # nothing to clean; the common case costs one scan
         clean = self._clean
-        out = clean(text)
+        try:
+            out = clean(text)
+        except UnicodeEncodeError:
+            # A lone surrogate (JSON's "\\ud800") is no text nh3 can take: the
+            # error would skip the layer and let the field through uncleaned.
+            # It cannot be shown anyway: U+FFFD stands in for it.
+            text = _SURROGATES.sub("\ufffd", text)
+            out = clean(text)
         if out == text:
             return text  # already a fixed point: a second call would change nothing
         for _ in range(MAX_ROUNDS - 1):

@@ -44,8 +44,20 @@ def apply_to_fields(
             # "tags.*" names each item, and so does a bare "tags": a "*"
             # here is used up by the array, not passed on to its items.
             inner = path[1:] if path and path[0] == "*" else path
-            for i, item in enumerate(node):
-                node[i] = visit(item, inner)
+            if inner and inner[0] == "*":
+                for i, item in enumerate(node):
+                    node[i] = visit(item, inner)
+                return node
+            # Arrays in arrays keep *inner*: walked with a stack, as a
+            # recursion as deep as the client nests them would fail.
+            lists = [node]
+            while lists:
+                items = lists.pop()
+                for i, item in enumerate(items):
+                    if isinstance(item, list):
+                        lists.append(item)
+                    else:
+                        items[i] = visit(item, inner)
             return node
         if not path:
             if isinstance(node, str):

@@ -72,6 +72,15 @@ def parse_json(body: bytes) -> tuple[Any, dict[str, Any] | None]:
             "msg": "The JSON is nested too deeply.",
             "type": "json_too_deep",
         }
+    except ValueError:
+        # An integer past CPython's int_max_str_digits (4300 digits) raises
+        # a bare ValueError from inside the parser. Raised into the stack, it
+        # would make the layer fail open: the body would reach the app unread.
+        return None, {
+            "loc": ["body"],
+            "msg": "The JSON has a number too long to parse.",
+            "type": "json_invalid",
+        }
 
 
 def check_structure(body: bytes, doc: Any, limits: JsonLimits) -> dict[str, Any] | None:

@@ -794,9 +794,16 @@ class Validation:
         form_text: str | None = None
         if kind == _JSON:
             doc, error = parse_json(body)
-            if error is not None and not policy.json and policy.schema is None:
+            if (
+                error is not None
+                and not policy.json
+                and policy.schema is None
+                and not policy.sanitize_fields
+            ):
                 # JSON checks are off: the app judges the body. Threats, if
-                # on, read it as text; nothing in it can be sanitized.
+                # on, read it as text. (With fields to sanitize it is refused:
+                # a parser that takes what json.loads does not, nesting deeper
+                # for one, would hand the app those fields uncleaned.)
                 doc = body.decode("utf-8", "replace")
             elif error is not None:
                 return self._reject(
