@@ -461,6 +461,7 @@ class RedisSlots:
         except Exception as exc:
             if taken:
                 self._give_back(taken)
+            self._unknown(keys, slot_id)
             raise self.failed(exc) from exc
         self.succeeded()
         return int(got)
@@ -475,11 +476,21 @@ class RedisSlots:
         except BaseException as exc:
             if taken:
                 self._give_back(taken)
+            self._unknown(keys, slot_id)
             if not isinstance(exc, Exception):
                 raise  # cancelled: not a storage failure
             raise self.failed(exc) from exc
         self.succeeded()
         return int(got)
+
+    def _unknown(self, keys: list[str], slot_id: str) -> None:
+        # A call that timed out (or was cancelled) after its script was
+        # written may still run: a stalled Redis runs it when it wakes, and
+        # the slot would stay taken until slot_ttl with nobody to release it
+        # (with a small limit, every request refused for ~30 s). So release
+        # it anyway: a ZREM of a member never added does nothing, and the
+        # acquire, sent first on its own connection, runs first.
+        self.release(keys, slot_id)
 
     # -- release (fire-and-forget) --------------------------------------------
 
