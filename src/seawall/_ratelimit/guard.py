@@ -73,7 +73,7 @@ class StorageGuard:
             if self.state == "up":
                 return
             self.state = "up"
-        logger.warning("seawall.ratelimit.storage_up", storage=self.storage)
+        logger.info("seawall.ratelimit.storage_up", storage=self.storage)
 
     def failed(self, exc: BaseException) -> None:
         """A storage call failed or timed out: go down (once) until a probe succeeds."""
@@ -86,7 +86,9 @@ class StorageGuard:
             self.trips += 1
             self.next_probe = self.clock() + self.probe
         cause = exc.__cause__ if exc.__cause__ is not None else exc
-        logger.error(
+        # warning, as ConcurrencyLimit's and the breakers' storage_down: the
+        # service still answers (on_storage_error), degraded, not broken.
+        logger.warning(
             "seawall.ratelimit.storage_down",
             storage=self.storage,
             error=type(cause).__name__,

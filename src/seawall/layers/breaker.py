@@ -220,11 +220,16 @@ class CircuitBreaker:
         self._global = self._make("global") if self.per == "global" else None
 
     def __repr__(self) -> str:
+        from seawall.storage import _redact
+
         c = self.config
+        storage = self._options["storage"]
+        if isinstance(storage, str):
+            storage = _redact(storage)  # `seawall check` and describe() print reprs
         return (
             f"CircuitBreaker(per={self.per!r}, failure_rate_threshold={c.failure_rate_threshold}, "
             f"fail_max={c.fail_max}, minimum_number_of_calls={c.minimum_number_of_calls}, "
-            f"wait_in_open={c.wait_in_open}, storage={self._options['storage']!r})"
+            f"wait_in_open={c.wait_in_open}, storage={storage!r})"
         )
 
     # -- which breaker --------------------------------------------------------------

@@ -50,6 +50,7 @@ from seawall._wire import require_redis
 from seawall._workers import watch
 from seawall.exceptions import ConfigurationError, Overloaded, StorageError
 from seawall.keys import is_async_key, resolve_key
+from seawall.storage import _redact
 
 __all__ = ["ConcurrencyLimit"]
 
@@ -251,7 +252,7 @@ class ConcurrencyLimit:
     def __repr__(self) -> str:
         return (
             f"ConcurrencyLimit({self.max_in_flight}, per_key={self.per_key}, "
-            f"max_wait={self.max_wait:g}, storage={self.storage!r}, shadow={self.shadow})"
+            f"max_wait={self.max_wait:g}, storage={_redact(self.storage)!r}, shadow={self.shadow})"
         )
 
     # -- hooks ----------------------------------------------------------------

@@ -1162,7 +1162,9 @@ class RateLimit:
         # A refusal always says when to come back: a window that ends this
         # very millisecond (Redis PTTL 0) still means "in a second".
         seconds = _whole_seconds(retry_after)
-        logger.info(
+        # debug: one line per refusal at info would let a client over its
+        # limit make the server write a line per cheap 429 (a log flood).
+        logger.debug(
             "seawall.ratelimit.rejected",
             rule=rule.name,
             policy=refusing,
