@@ -511,6 +511,26 @@ class RedisBackend:
             msg = f"rate-limit storage call failed: {type(exc).__name__}"
             raise StorageError(msg) from exc
 
+    def clear(self, patterns: Sequence[str]) -> int:
+        """Delete every key matching one of the ``SCAN`` *patterns*; return how many.
+
+        For tests (:meth:`seawall.RateLimit.reset`): one ``SCAN`` pass per
+        pattern (redis-py's Cluster client scans every primary), one ``DEL``
+        per key (keys of several clients sit on several Cluster slots).
+        """
+        try:
+            self._sync_client()
+            conn = self._sync_conn
+            deleted = 0
+            for pattern in patterns:
+                keys = list(conn.scan_iter(match=pattern, count=1000))
+                for key in keys:
+                    deleted += conn.delete(key)
+        except Exception as exc:
+            msg = f"rate-limit storage call failed: {type(exc).__name__}"
+            raise StorageError(msg) from exc
+        return deleted
+
     def close(self) -> None:
         """Close the sync connection pool (the async one closes with its loop)."""
         if self._sync is not None:
@@ -716,6 +736,11 @@ def _missing_dependencies(scheme: str) -> list[str]:
             if absent:
                 missing.append(", ".join(absent) + f" ({path} path)")
     return missing
+
+
+def glob_escape(text: str) -> str:
+    """*text* as a literal in a Redis ``MATCH`` pattern (glob characters escaped)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _redact(uri: str) -> str:

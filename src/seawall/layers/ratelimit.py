@@ -74,7 +74,7 @@ from seawall.exceptions import ConfigurationError, Overloaded, RateLimited, Reje
 from seawall.handlers import OVERRIDE_ATTR, handler_name
 from seawall.keys import client as client_key
 from seawall.keys import is_async_key, resolve_key
-from seawall.storage import MemoryBackend, _redact, storage_for
+from seawall.storage import MemoryBackend, RedisBackend, _redact, glob_escape, storage_for
 
 __all__ = ["Hit", "Limiter", "RateLimit", "Strike", "limit"]
 
@@ -1313,8 +1313,26 @@ class RateLimit:
             if isinstance(backend, MemoryBackend):
                 backend.storage.reset()
                 backend.storage.evictions = 0
+        if isinstance(self._backend, RedisBackend):
+            # Shared buckets too, or a bucket used up in one test stays empty
+            # in the next: this layer's keys only (its prefix, strategy and
+            # rule scopes), never another layer's or app's.
+            self._backend.clear(self._own_patterns())
         if self._guard is not None:
             self._guard.reset()
+
+    def _own_patterns(self) -> list[str]:
+        """``SCAN`` patterns matching exactly the storage keys of this layer's rules."""
+        base = glob_escape(self._base) + "*"  # any client: it never holds a "}"
+        patterns = []
+        for rule in self._rule_list:
+            if rule.dynamic is not None:
+                patterns.append(base + glob_escape(f"}}:{rule.scope}:") + "*")
+            else:
+                patterns += [base + glob_escape(suffix) for suffix in rule.suffixes]
+        if self._ban is not None:
+            patterns.append(glob_escape(self._ban_base) + "*")  # bans and their strikes
+        return patterns
 
 
 _ADDRESS_KEY = re.compile(r"[0-9A-Fa-f.:/]{1,64}")
