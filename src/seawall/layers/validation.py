@@ -41,8 +41,10 @@ from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import ORDER
 from seawall._core.request import RequestView
 from seawall._log import current_request, logger
+from seawall._validation.charsets import ascii_compatible
 from seawall._validation.fields import apply_to_fields, iter_strings, safe_loc
 from seawall._validation.jsonbody import JsonLimits, check_structure, parse_json
+from seawall._validation.multipart import MultipartError, TooManyParts, form_pairs
 from seawall._validation.policy import (
     DEFAULTS,
     Policy,
@@ -81,33 +83,21 @@ def _count_body(request: RequestView, limit: int) -> None:
         request.max_body = limit
 
 
-#: Charsets seen, by name: whether ASCII text keeps its bytes in them.
-_ASCII_CHARSETS: dict[str, bool] = {}
-_PROBE = "".join(map(chr, range(32, 127)))
-
-
 def _ascii_charset(ctype: str) -> bool:
     """Whether the ``charset`` of *ctype* keeps ASCII as ASCII (UTF-8, Latin-1, not UTF-7 or -16).
 
     The detectors read ASCII: in a charset that spells it otherwise, an
-    attack reaches a framework that decodes with it unread.
+    attack reaches a framework that decodes with it unread. Only a fixed
+    list of names is known (see :mod:`seawall._validation.charsets`): a
+    client's name never reaches the codec registry, which would keep every
+    unknown one.
     """
     name = ""
     for param in ctype.split(";")[1:]:
         key, _, value = param.partition("=")
         if key.strip().lower() == "charset":
-            name = value.strip().strip('"').lower()
-    if not name:
-        return True
-    known = _ASCII_CHARSETS.get(name)
-    if known is None:
-        try:
-            known = _PROBE.encode(name) == _PROBE.encode("ascii")
-        except (LookupError, UnicodeError, ValueError, TypeError):
-            known = False  # no codec here: no framework here decodes with it either
-        if len(_ASCII_CHARSETS) < 256:
-            _ASCII_CHARSETS[name] = known
-    return known
+            name = value
+    return not name.strip() or ascii_compatible(name)
 
 
 def _body_kind(media: str) -> str | None:
@@ -212,12 +202,27 @@ def _form_doc(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """A form as a dict for schemas and detection: a repeated field becomes a list."""
     doc: dict[str, Any] = {}
     for fname, value in pairs:
-        if fname in doc:
-            prior = doc[fname]
-            doc[fname] = [*prior, value] if isinstance(prior, list) else [prior, value]
-        else:
+        prior = doc.get(fname)
+        if prior is None:
             doc[fname] = value
+        elif isinstance(prior, list):
+            prior.append(value)  # in place: a copy per repeat made "a&a&a..." quadratic
+        else:
+            doc[fname] = [prior, value]
     return doc
+
+
+def _too_many_fields(text: str, limit: int | None) -> bool:
+    """Whether form *text* has more than *limit* fields.
+
+    Counted like the query (non-empty pieces), not by parse_qsl's
+    max_num_fields, which counts separators: "a=1&" would be two.
+    """
+    return (
+        limit is not None
+        and text.count("&") >= limit
+        and sum(1 for part in text.split("&") if part) > limit
+    )
 
 
 def _media_allowed(media: str, allowed: tuple[str, ...]) -> bool:
@@ -833,13 +838,7 @@ class Validation:
             except UnicodeDecodeError:
                 text = body.decode("latin-1")
             max_fields = policy.max_query_params
-            # Counted like the query (non-empty pieces), not by parse_qsl's
-            # max_num_fields, which counts separators: "a=1&" would be two.
-            if (
-                max_fields is not None
-                and text.count("&") >= max_fields
-                and sum(1 for part in text.split("&") if part) > max_fields
-            ):
+            if _too_many_fields(text, max_fields):
                 return self._reject(
                     request,
                     "too_many_form_fields",
@@ -938,34 +937,32 @@ class Validation:
 # -- handler level -------------------------------------------------------------
 
 
-def _multipart_doc(body: bytes, ctype: str) -> dict[str, Any]:
+def _too_many_fields_error(limit: int) -> ValidationFailed:
+    return ValidationFailed(
+        f"The form has more than {limit} fields.",
+        status=400,
+        problem_type="too-many-parameters",
+        extensions={"max_fields": limit},
+    )
+
+
+def _multipart_doc(body: bytes, ctype: str, max_fields: int | None = None) -> dict[str, Any]:
     """The text fields of a ``multipart/form-data`` body, as a form's document.
 
     HTML forms with files, and Django's test ``Client.post(url, data)``,
     send multipart: its fields are validated as a urlencoded form's are.
-    Files are not fields (their names and bytes are not the document).
+    Files are not fields (their names and bytes are not the document), but
+    count as parts against *max_fields*.
     """
-    from email.parser import BytesParser
-    from email.policy import HTTP
-
-    head = b"Content-Type: " + ctype.encode("latin-1", "replace") + b"\r\n\r\n"
     try:
-        message = BytesParser(policy=HTTP).parsebytes(head + body)
-        parts = list(message.iter_parts()) if message.is_multipart() else None
-    except Exception:  # the parser's own errors vary with the input
-        parts = None
-    if parts is None or (body.strip() and not parts):
+        pairs = form_pairs(body, ctype, max_fields)
+    except TooManyParts:
+        assert max_fields is not None
+        raise _too_many_fields_error(max_fields) from None
+    except MultipartError:
         raise ValidationFailed(
             "The multipart body is malformed.", status=400, problem_type="malformed-body"
-        )
-    pairs: list[tuple[str, str]] = []
-    for part in parts:
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str) or part.get_filename() is not None:
-            continue
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
-        pairs.append((name, data.decode(part.get_content_charset() or "utf-8", "replace")))
+        ) from None
     return _form_doc(pairs)
 
 
@@ -1013,6 +1010,7 @@ def validate(
     into: str | None = None,
     sanitizer: Sanitizer | None = None,
     max_json_depth: int | None = DEFAULTS["max_json_depth"],
+    max_fields: int | None = DEFAULTS["max_query_params"],
 ) -> Callable[[F], F]:
     """Validate (and clean) a handler's JSON or form body; raise 422 when it does not fit.
 
@@ -1034,9 +1032,13 @@ def validate(
             keyword argument (a pydantic model instance when *schema* is one).
         sanitizer: the :class:`~seawall.sanitize.Sanitizer` to use (default: nh3).
         max_json_depth: nesting limit of the JSON body.
+        max_fields: fields of a urlencoded form, parts of a multipart one,
+            at most (the :class:`Validation` layer's ``max_query_params``
+            protects only the stacks it is in); 400 past it.
 
     Raises:
-        ValidationFailed: 400 for a malformed body, 422 for one that does not fit.
+        ValidationFailed: 400 for a malformed body or one with too many
+            fields, 422 for one that does not fit.
     """
     check = compile_schema(schema, where="validate(schema)") if schema is not None else None
     paths = tuple(tuple(p for p in f.split(".") if p) for f in sanitize)
@@ -1055,9 +1057,13 @@ def validate(
         ctype = (view.header("content-type") if view is not None else frame_ctype) or ""
         media = ctype.split(";", 1)[0].strip().lower()
         if _body_kind(media) == _FORM:
-            doc: Any = _form_doc(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+            text = body.decode("utf-8", "replace")
+            if _too_many_fields(text, max_fields):
+                assert max_fields is not None
+                raise _too_many_fields_error(max_fields)
+            doc: Any = _form_doc(parse_qsl(text, keep_blank_values=True))
         elif media == "multipart/form-data":
-            doc = _multipart_doc(body, ctype)
+            doc = _multipart_doc(body, ctype, max_fields)
         else:
             doc, error = parse_json(body or b"null")
             if error is not None:
