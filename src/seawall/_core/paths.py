@@ -49,6 +49,11 @@ DIGITS = "digits"  # an ``int`` converter: one segment of digits
 
 _UNBOUNDED = {STAR: ".*", SEGMENTS: ".+"}
 _BOUNDED = {SEGMENT: "[^/]+", DIGITS: "[0-9]+"}
+# Repeats by the characters they take (each a subset of the next) and one of
+# those characters on its own.
+_RANK = {DIGITS: 0, SEGMENT: 1, SEGMENTS: 2, STAR: 2}
+_CLASS = {DIGITS: "[0-9]", SEGMENT: "[^/]", SEGMENTS: "."}
+_ONE = "one"
 
 # Group names must be unique within one compiled regex, and callers join
 # several patterns' regexes into one alternation.
@@ -58,9 +63,9 @@ _names = itertools.count()
 def path_regex(pieces: Iterable[tuple[str, str]], *, routed: bool = True) -> str:
     """The regex (no anchors) for a pattern given as ``(kind, text)`` pieces.
 
-    *text* matters for :data:`LITERAL` pieces only. Consecutive ``*`` count
-    as one. With *routed*, the pieces follow the path's first ``/``, which
-    matches any run of slashes (:data:`ROUTED_START`).
+    *text* matters for :data:`LITERAL` pieces only. With *routed*, the
+    pieces follow the path's first ``/``, which matches any run of slashes
+    (:data:`ROUTED_START`).
     """
     merged: list[tuple[str, str]] = []
     for kind, text in pieces:
@@ -70,15 +75,25 @@ def path_regex(pieces: Iterable[tuple[str, str]], *, routed: bool = True) -> str
             if merged and merged[-1][0] == LITERAL:
                 merged[-1] = (LITERAL, merged[-1][1] + text)
                 continue
-        elif kind == STAR and merged and merged[-1][0] == STAR:
-            continue
         merged.append((kind, text))
+    _narrow(merged)
 
     out: list[str] = []
     if routed:
-        # A wildcard right after the first slash takes up any more slashes
-        # itself; "/+" before it would only give the wildcard n more starts.
-        out.append("/" if merged and merged[0][0] in _UNBOUNDED else ROUTED_START)
+        # Slashes the pattern itself starts with join ROUTED_START's run:
+        # "/+" then "/" would split a run of slashes n ways.
+        slashes = 1
+        if merged and merged[0][0] == LITERAL:
+            rest = merged[0][1].lstrip("/")
+            slashes += len(merged[0][1]) - len(rest)
+            if rest:
+                merged[0] = (LITERAL, rest)
+            else:
+                del merged[0]
+        # A wildcard next takes up any more slashes itself; "/+" before it
+        # would only give it n more places to start.
+        more = "" if merged and merged[0][0] in _UNBOUNDED else "+"
+        out.append("/" * slashes + more)
     i = 0
     while i < len(merged):
         kind, text = merged[i]
@@ -104,8 +119,36 @@ def path_regex(pieces: Iterable[tuple[str, str]], *, routed: bool = True) -> str
     return "".join(out)
 
 
+def _narrow(pieces: list[tuple[str, str]]) -> None:
+    """Make adjacent repeats unambiguous, in place, matching the same paths.
+
+    Two repeats side by side (``{id}*``, ``*{p:path}``, ``**``) can split
+    their text n ways, and a regex engine tries every split. When one's
+    characters are a subset of the other's, the other absorbs all but the
+    minimum of it: ``[^/]+.*`` matches what ``[^/].*`` does, ``.*.+`` what
+    ``.+`` does, ``.*.*`` what ``.*`` does.
+    """
+    i = 0
+    while i + 1 < len(pieces):
+        a, b = pieces[i][0], pieces[i + 1][0]
+        if a not in _RANK or b not in _RANK:
+            i += 1
+        elif _RANK[b] <= _RANK[a]:
+            if b == STAR:
+                del pieces[i + 1]  # at least nothing: nothing left of it
+            else:
+                pieces[i + 1] = (_ONE, _CLASS[b])
+                i += 1
+        else:
+            # a is a bounded parameter, b a wider repeat: one char of a is left.
+            pieces[i] = (_ONE, _CLASS[a])
+            i += 1
+
+
 def _piece(piece: tuple[str, str], *, lazy: bool) -> str:
     kind, text = piece
     if kind == LITERAL:
         return re.escape(text)
+    if kind == _ONE:
+        return text
     return _BOUNDED[kind] + ("?" if lazy else "")
