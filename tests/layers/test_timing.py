@@ -86,3 +86,31 @@ class TestTiming:
             Timing(slow=0)
         with pytest.raises(ConfigurationError):
             Timing(max_routes=0)
+
+
+def test_refused_junk_paths_do_not_push_real_routes_out() -> None:
+    # A request a layer refuses never reaches the router, so it has no
+    # template; keyed by its raw path, junk paths filled every route slot.
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from seawall import Seawall, Validation
+
+    async def item(request):
+        return PlainTextResponse("ok")
+
+    timing = Timing(max_routes=5)
+    app = Seawall(
+        Starlette(routes=[Route("/items/{item_id}", item)]),
+        layers=[timing, Validation(threats="block")],
+    )
+    with TestClient(app) as client:
+        for i in range(20):
+            assert client.get(f"/junk{i}", params={"q": "1' OR '1'='1' --"}).status_code == 403
+        assert client.get("/items/7").status_code == 200
+    routes = timing.stats()["routes"]
+    assert routes["<refused>"]["count"] == 20
+    assert routes["/items/{item_id}"]["count"] == 1
+    assert "<other>" not in routes

@@ -28,6 +28,7 @@ __all__ = ["Timing"]
 _SERVER_TIMING = "total;dur=%.3f, seawall;dur=%.3f"
 OTHER_ROUTES = "<other>"
 UNMATCHED = "<unmatched>"
+REFUSED = "<refused>"
 
 
 class _RouteStats:
@@ -122,7 +123,15 @@ class Timing:
     def on_complete(self, request: RequestView, outcome: Outcome) -> None:
         """Record the request's duration and time to first byte; warn if slow."""
         status = outcome.status
-        route = outcome.route if status != 404 or outcome.templated else UNMATCHED
+        route = outcome.route
+        if not outcome.templated:
+            # No router named the route: a 404, or a request a layer refused
+            # before routing, gives a client-chosen path; keyed by it, a
+            # client could fill every route slot.
+            if status == 404:
+                route = UNMATCHED
+            elif outcome.responded_by is not None:
+                route = REFUSED
         stats = self._routes.get(route)
         if stats is None:
             stats = self._add_route(route)
