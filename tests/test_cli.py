@@ -93,3 +93,17 @@ def test_check_and_demo_say_what_went_wrong_without_a_traceback(
     assert demo.returncode == 1
     assert "cannot serve" in demo.stderr
     assert "Traceback" not in demo.stderr
+
+
+def test_python_dash_m_seawall_is_the_command_and_says_its_version() -> None:
+    import seawall
+
+    out = subprocess.run(
+        [sys.executable, "-m", "seawall", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"seawall {seawall.__version__}"
+    usage = subprocess.run([sys.executable, "-m", "seawall"], capture_output=True, text=True)
+    assert usage.returncode == 2
+    assert "demo" in usage.stderr
+    assert "check" in usage.stderr

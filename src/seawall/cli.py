@@ -49,6 +49,9 @@ def _check(path: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``seawall`` command."""
     parser = argparse.ArgumentParser(prog="seawall", description=__doc__.split("\n\n")[0])
+    from seawall import __version__
+
+    parser.add_argument("--version", action="version", version=f"seawall {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the scripted demo (in-memory, no Redis needed)")
     demo.add_argument("--serve", action="store_true", help="keep the demo app up")
