@@ -9,16 +9,27 @@ Theory of operation:
    app sees the message. Websockets see only the layers that declare
    ``websocket = True`` (identity, rate limit on connect).
 2. The response is never buffered: each ``send`` is forwarded as it comes,
-   with the layers' header edits applied to ``http.response.start``. The one
-   exception is a 500 start, held until the app returns so that an
+   with the layers' header edits applied to a copy of ``http.response.start``
+   (the app's own message is never changed: apps reuse them). The one
+   exception is a 500, held while the app runs on without waiting, so that an
    exception's problem response can replace the framework's own 500 (Starlette's
-   ``ServerErrorMiddleware`` sends one, then re-raises).
+   ``ServerErrorMiddleware`` sends one, then re-raises at once). The hold is
+   bounded: it ends when the app returns or raises, when it has waited
+   :data:`HOLD_SECONDS` on anything (a streamed chunk, a background task),
+   or past :data:`HOLD_BYTES` of body. If seawall has no answer of its own
+   for the exception, the held 500 goes out before it is re-raised.
 3. After ``http.response.start`` has gone out no second one is ever sent: an
    exception then is logged (ErrorCapture) and re-raised so the server closes
    the connection instead of passing off a truncated body as complete.
 4. The request body is read only when a layer yields :class:`ReadBody`; the
-   messages read are replayed to the app unchanged, then ``receive`` resumes.
-5. ``on_complete`` runs after the app returns, so background tasks have run.
+   bytes read are replayed to the app byte-identical, in as few messages as
+   possible (one, plus an ``http.disconnect`` read with them), then
+   ``receive`` resumes.
+5. ``on_complete`` runs after the app returns, so background tasks have run;
+   ``http.response.pathsend`` and a final ``http.response.zerocopy`` end the
+   response as a final body chunk does.
+6. A request stopped while its layers decide (cancelled during a layer's
+   I/O) still tells every layer that saw it (:mod:`seawall._run`).
 """
 
 from __future__ import annotations
@@ -361,15 +372,49 @@ def _close_reason(rejected: Rejected) -> str:
 
 
 class _Body:
-    """What a layer read of the request body, replayed to the app."""
+    """What a layer read of the request body, replayed to the app.
 
-    __slots__ = ("complete", "messages", "replaced", "size")
+    The bytes, not the messages: a message dict costs about 280 bytes, a
+    client (HTTP/2 DATA frames) may send any number of tiny or empty ones,
+    and the app needs only the bytes (byte-identical, not chunk-identical).
+    """
+
+    __slots__ = ("complete", "data", "tail")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.complete = False
+        #: An ``http.disconnect`` read while reading the body: replayed after it.
+        self.tail: Message | None = None
+
+    def messages(self) -> list[Message]:
+        """What the app receives first: the bytes read, in one message, then the tail."""
+        tail = self.tail
+        if tail is None:
+            more = not self.complete  # stopped at the limit: receive gives the rest
+            return [{"type": "http.request", "body": bytes(self.data), "more_body": more}]
+        if not self.data:
+            return [tail]
+        return [{"type": "http.request", "body": bytes(self.data), "more_body": True}, tail]
+
+
+#: How long a 500 is held while the app waits (see the module's theory, 2).
+HOLD_SECONDS = 0.01
+#: How many body bytes of a 500 are held at most.
+HOLD_BYTES = 65536
+
+
+class _Held:
+    """A 500 held back: its messages, and how it goes out if the app waits."""
+
+    __slots__ = ("messages", "sending", "size", "task", "timer")
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.size = 0
-        self.complete = False
-        self.replaced = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.sending = False
 
 
 class _Cycle:
@@ -405,14 +450,16 @@ class _Cycle:
     receive: Receive
     send_: Send
     body: _Body | None
-    depth: int  # where the layers stopped: all of them until one answers
+    #: Where the layers stopped: all of them until one answers; if the
+    #: request phase is stopped, the layer that was running (seawall._run).
+    depth: int
     status: int | None
     ttfb: float | None
     ended: float | None
     #: The Timeout layer's running deadline (3.11+), disarmed by the last body chunk.
     deadline: Any
     started_response: bool
-    held: list[Message] | None
+    held: _Held | None
     exception: BaseException | None
     responded_by: str | None
     timed_out: bool
@@ -493,29 +540,122 @@ class _Cycle:
             status = message["status"]
             self.status = status
             self.ttfb = perf_counter()
-            message["headers"] = self.head_items(status, message.get("headers") or ())
+            # A copy: an app may send the same start dict on every response,
+            # and would find our headers (last request's id) in it next time.
+            message = {**message, "headers": self.head_items(status, message.get("headers") or ())}
             if status == 500:
-                # Held until the app returns: if an exception follows, our
-                # problem response replaces the framework's plain 500.
-                self.held = [message]
-                return _nothing()
+                # Held: if an exception follows, our problem response replaces
+                # the framework's plain 500 (module theory, 2).
+                return self._hold(message)
             self.started_response = True
         elif kind == "http.response.body":
             if not message.get("more_body", False):
-                self.ended = perf_counter()
-                if self.deadline is not None:
-                    # The answer is complete: what the app does next (a
-                    # background task) is not bounded by the deadline.
-                    self._disarm()
+                self._last()
             if self.held is not None:
-                self.held.append(message)
-                return _nothing()
-        elif self.held is not None:
-            self.held.append(message)
-            return _nothing()
-        elif kind == "http.response.pathsend":
-            self.ended = perf_counter()
+                return self._hold(message)
+        else:
+            if kind == "http.response.pathsend" or (
+                kind == "http.response.zerocopy" and not message.get("more_body", False)
+            ):
+                self._last()  # the whole rest of the answer, as a final body chunk is
+            if self.held is not None:
+                return self._hold(message)
         return self.send_(message)
+
+    def _last(self) -> None:
+        """The app sent its last message: the answer is complete."""
+        self.ended = perf_counter()
+        if self.deadline is not None:
+            # What the app does next (a background task) is not bounded by
+            # the deadline.
+            self._disarm()
+
+    def _hold(self, message: Message) -> Awaitable[None]:
+        held = self.held
+        if held is None:
+            held = self.held = _Held()
+            # Out of the app's task: the timer fires only while the app waits
+            # on something (a framework that re-raises right after its 500
+            # does not wait), and sends what is held then.
+            held.timer = asyncio.get_running_loop().call_later(
+                HOLD_SECONDS, self._release_later, held
+            )
+        elif held.task is not None:
+            # Already going out: this one follows them, in order.
+            return self._send_after(held.task, message)
+        held.messages.append(message)
+        body = message.get("body")
+        if body:
+            held.size += len(body)
+            if held.size > HOLD_BYTES:
+                # Too much to keep: out now, in the app's own await.
+                return self.release_held()
+        return _nothing()
+
+    def _release_later(self, held: _Held) -> None:
+        held.timer = None
+        if self.held is held:
+            held.task = asyncio.get_running_loop().create_task(self._send_held(held))
+
+    async def _send_held(self, held: _Held) -> None:
+        held.sending = True
+        self.started_response = True
+        try:
+            for message in held.messages:
+                await self.send_(message)
+        finally:
+            if self.held is held:
+                self.held = None
+
+    async def _send_after(self, task: asyncio.Task[None], message: Message) -> None:
+        await task
+        await self.send_(message)
+
+    async def settle_held(self) -> None:
+        """Stop the hold's timer; finish sending what already began to go out.
+
+        Afterwards either nothing of the 500 was sent (``held`` is kept:
+        replace it or :meth:`release_held` it) or all of it was
+        (``held`` is ``None``, the response started).
+        """
+        held = self.held
+        if held is None:
+            return
+        if held.timer is not None:
+            held.timer.cancel()
+            held.timer = None
+        task = held.task
+        if task is not None:
+            if held.sending:
+                # Part of it may be out: the rest follows, as it would have.
+                with contextlib.suppress(Exception):
+                    await task
+                return
+            task.cancel()  # not started: nothing went out
+            held.task = None
+
+    async def release_held(self) -> None:
+        """Send what is held now: the app's own 500 goes out as it sent it."""
+        await self.settle_held()
+        held = self.held
+        if held is None:
+            return
+        if held.timer is not None:
+            held.timer.cancel()
+        self.held = None
+        self.started_response = True
+        # Edited and timed as they were held.
+        for message in held.messages:
+            await self.send_(message)
+
+    def drop_held(self) -> None:
+        """Forget the hold (the request ends without it: cancelled, or replaced)."""
+        held, self.held = self.held, None
+        if held is not None:
+            if held.timer is not None:
+                held.timer.cancel()
+            if held.task is not None:
+                held.task.cancel()
 
     def _disarm(self) -> None:
         deadline, self.deadline = self.deadline, None
@@ -526,7 +666,8 @@ class _Cycle:
 
     async def send_own(self, respond: Respond) -> None:
         """Send a response of ours (a rejection or a 500), if none has started."""
-        self.held = None
+        if self.held is not None:
+            self.drop_held()
         self.status = respond.status
         self.ttfb = perf_counter()
         headers = [
@@ -551,13 +692,14 @@ class _Cycle:
         """The ``receive`` the app gets: replays what a layer read, counts if asked."""
         body = self.body
         receive = self.receive
-        if body is not None and (body.messages or body.replaced):
-            pending = list(body.messages)
+        if body is not None and (body.data or body.tail is not None or body.complete):
+            pending = iter(body.messages())
             original = receive
 
             async def replay() -> Message:
-                if pending:
-                    return pending.pop(0)
+                message = next(pending, None)
+                if message is not None:
+                    return message
                 return await original()
 
             receive = replay
@@ -658,10 +800,10 @@ class ASGIMiddleware(Seawall):
         rid_token = _structlog_request_id.set(rid)
         try:
             if stack._by_method[view.method]:
-                respond, cycle.depth, flow = start_request(stack, view)
+                respond, cycle.depth, flow = start_request(stack, view, cycle)
                 if flow is not None:
                     respond, cycle.depth = await arun_request(
-                        stack, view, cycle.body_io, start=cycle.depth, flow=flow
+                        stack, view, cycle.body_io, start=cycle.depth, flow=flow, progress=cycle
                     )
                 if respond is not None:
                     cycle.responded_by = stack.names[cycle.depth]
@@ -686,6 +828,8 @@ class ASGIMiddleware(Seawall):
                 assert view.deadline is not None
                 cycle.timed_out = True
                 cycle.exception = exc
+                if cycle.held is not None:
+                    await cycle.settle_held()
                 if cycle.started_response:
                     raise
                 await cycle.send_own(
@@ -701,6 +845,8 @@ class ASGIMiddleware(Seawall):
                 return
             except Rejected as exc:
                 cycle.exception = exc
+                if cycle.held is not None:
+                    await cycle.settle_held()
                 if cycle.started_response:
                     raise
                 await cycle.send_own(
@@ -709,21 +855,26 @@ class ASGIMiddleware(Seawall):
                 return
             except Exception as exc:
                 cycle.exception = exc
+                if cycle.held is not None:
+                    await cycle.settle_held()
                 answer = stack.on_exception(view, exc, cycle.depth)
-                if answer is None or cycle.started_response:
+                if cycle.started_response:
                     raise
                 renders = self.app_renders_errors
-                if renders is not None and renders(scope, exc):
+                if answer is None or (renders is not None and renders(scope, exc)):
+                    if cycle.held is not None:
+                        # No answer of ours: the app's own 500 (a custom error
+                        # page, as ServerErrorMiddleware sends before it
+                        # re-raises) goes out, as it would unwrapped.
+                        await cycle.release_held()
                     raise
                 await cycle.send_own(answer)
                 return
             if cycle.held is not None:
-                held, cycle.held = cycle.held, None
-                cycle.started_response = True
-                # Edited and timed as they were held.
-                for message in held:
-                    await send(message)
+                await cycle.release_held()
         finally:
+            if cycle.held is not None:
+                cycle.drop_held()
             try:
                 complete = stack._complete
                 # view.state: a handler may have asked for a callback (after_response).
@@ -762,6 +913,9 @@ class ASGIMiddleware(Seawall):
         async def lifespan_receive() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # A server (or a test client) may run the app's lifespan
+                # again after a shutdown: the wall admits requests again.
+                self.draining = False
                 self.stack.on_startup()
             elif message["type"] == "lifespan.shutdown":
                 await self.drain(self.stack.on_shutdown())
@@ -790,25 +944,29 @@ class ASGIMiddleware(Seawall):
 
     @staticmethod
     async def _read_body(body: _Body, receive: Receive, limit: int, view: RequestView) -> Any:
-        while not body.complete and body.size <= limit:
+        data = body.data
+        while not body.complete and len(data) <= limit:
             message = await receive()
-            body.messages.append(message)
             if message["type"] != "http.request":
-                body.complete = True  # http.disconnect: replayed to the app as is
+                body.tail = message  # http.disconnect: replayed to the app as is
+                body.complete = True
                 break
-            body.size += len(message.get("body", b""))
+            chunk = message.get("body")
+            if chunk:
+                data += chunk
             if not message.get("more_body", False):
                 body.complete = True
-        if body.size > limit:
+        if len(data) > limit:
             return None
-        data = b"".join(m.get("body", b"") for m in body.messages if m["type"] == "http.request")
-        view.body = data
-        return data
+        read = bytes(data)
+        view.body = read
+        return read
 
     @staticmethod
     def _replace_body(body: _Body, scope: Scope, effect: ReplaceBody) -> None:
-        body.messages = [{"type": "http.request", "body": effect.body, "more_body": False}]
-        body.replaced = True
+        body.data = bytearray(effect.body)
+        body.tail = None
+        body.complete = True
         headers = [
             (k, v)
             for k, v in scope.get("headers", [])
@@ -937,9 +1095,11 @@ class ASGIMiddleware(Seawall):
                     answered.append(101)
                     headers = list(message.get("headers") or ())
                     if all(name.lower() != key for name, _ in headers):
-                        # Echoed on the handshake's answer, as on HTTP responses.
+                        # Echoed on the handshake's answer, as on HTTP
+                        # responses; in a copy of the app's message (it may
+                        # reuse it for every connection).
                         headers.append((key, rid.encode()))
-                        message["headers"] = headers
+                        message = {**message, "headers": headers}
                 elif kind == "websocket.close":
                     answered.append(403)
                 elif kind == "websocket.http.response.start":

@@ -16,12 +16,23 @@ Theory of operation:
    that it is logged and re-raised so the server aborts the response.
 5. The request body is read only when a layer yields :class:`ReadBody`, up
    to its limit; ``wsgi.input`` is then replaced by the bytes read followed
-   by the unread rest, so the app reads the same bytes.
+   by the unread rest, so the app reads the same bytes. Never past
+   ``CONTENT_LENGTH`` (PEP 3333): a server such as ``wsgiref`` hands over the
+   socket itself, where a read past the body waits for bytes that never
+   come. A request with no length whose server does not mark the stream's
+   end (``wsgi.input_terminated``) has no body we can read, as werkzeug
+   decides too, unless its stream is in memory (a test transport's).
+6. A list or tuple from the app keeps its length on the iterable the server
+   gets (servers add ``Content-Length`` to a one-chunk answer).
+7. A request stopped while its layers decide (a gevent ``Timeout``, a
+   layer's error under ``on_layer_error="raise"``) still tells every layer
+   that saw it (:mod:`seawall._run`).
 """
 
 from __future__ import annotations
 
 import io
+import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
@@ -75,20 +86,63 @@ def _apply(items: list[tuple[str, str]], head: ResponseHead) -> list[tuple[str, 
     return out
 
 
-class _Input:
-    """``wsgi.input`` that gives back bytes already read, then the rest."""
+def _content_length(environ: WSGIEnvironment) -> int | None:
+    """The body's length as ``CONTENT_LENGTH`` says, or ``None`` if it does not (validly)."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        return None
+    return length if length >= 0 else None
 
-    def __init__(self, head: bytes, rest: Any) -> None:
+
+def _may_block(stream: Any) -> bool:
+    """Whether reading *stream* past the body's end could wait forever (a socket's).
+
+    ``wsgiref`` passes the connection's own reader. In-memory streams (test
+    transports that send no length, such as httpx's) end with the body.
+    """
+    raw = getattr(stream, "raw", stream)
+    return isinstance(raw, socket.SocketIO) or isinstance(stream, socket.socket)
+
+
+def _unframed(environ: WSGIEnvironment, stream: Any) -> bool:
+    """A body of unknown length with no marked end on a stream that may block: none to read."""
+    return not environ.get("wsgi.input_terminated") and _may_block(stream)
+
+
+class _Input:
+    """``wsgi.input`` that gives back bytes already read, then the rest.
+
+    *left*: how many bytes the rest holds (``CONTENT_LENGTH`` minus what was
+    read), ``None`` if the stream itself ends with the body. Reads stop
+    there: past it, a socket's reader waits for bytes that never come.
+    """
+
+    def __init__(self, head: bytes, rest: Any, left: int | None = None) -> None:
         self._head = io.BytesIO(head)
         self._rest = rest
+        self._left = left
+
+    def _more(self, size: int) -> bytes:
+        """At most *size* bytes (all, if negative) of the rest."""
+        rest, left = self._rest, self._left
+        if rest is None:
+            return b""
+        if left is not None:
+            size = left if size < 0 else min(size, left)
+            if size <= 0:
+                return b""
+        data = rest.read(size) if size >= 0 else rest.read()
+        if left is not None:
+            self._left = left - len(data)
+        return bytes(data)
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            data = self._head.read()
-            return data + (self._rest.read() if self._rest is not None else b"")
+            return self._head.read() + self._more(-1)
         data = self._head.read(size)
-        if len(data) < size and self._rest is not None:
-            data += self._rest.read(size - len(data))
+        if len(data) < size:
+            data += self._more(size - len(data))
         return data
 
     def readline(self, size: int | None = -1) -> bytes:
@@ -99,8 +153,16 @@ class _Input:
             or (size is not None and 0 <= size <= len(line))
         ):
             return line
-        more = self._rest.readline(-1 if size is None or size < 0 else size - len(line))
-        return line + bytes(more)
+        want = -1 if size is None or size < 0 else size - len(line)
+        left = self._left
+        if left is not None:
+            want = left if want < 0 else min(want, left)
+            if want <= 0:
+                return line
+        more = bytes(self._rest.readline(want))
+        if left is not None:
+            self._left = left - len(more)
+        return line + more
 
     def readlines(self, hint: int = -1) -> list[bytes]:
         return list(iter(self.readline, b""))
@@ -119,10 +181,12 @@ class _Input:
 class _CountingInput:
     """``wsgi.input`` that stops the app with a 413 past *limit* bytes, without buffering."""
 
-    def __init__(self, stream: Any, limit: int) -> None:
+    def __init__(self, stream: Any, limit: int, environ: WSGIEnvironment | None = None) -> None:
         self._stream = stream
         self._limit = limit
         self._seen = 0
+        # For reads of no size only (rare): CONTENT_LENGTH is looked at then.
+        self._environ = environ
 
     def _count(self, data: bytes) -> bytes:
         self._seen += len(data)
@@ -130,15 +194,31 @@ class _CountingInput:
             raise BodyTooLarge(self._limit)
         return data
 
+    def _unsized(self) -> int:
+        """How much a read of no size may ask for: to the body's end, one byte past the limit."""
+        want = self._limit - self._seen + 1
+        if self._environ is None:
+            return want
+        length = _content_length(self._environ)
+        if length is not None:
+            return max(0, min(want, length - self._seen))
+        if _unframed(self._environ, self._stream):
+            return 0
+        return want
+
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            # Never read an unbounded body whole: one byte past the limit decides.
-            return self._count(self._stream.read(self._limit - self._seen + 1))
+            # Never read an unbounded body whole: one byte past the limit
+            # decides; never past the body's end (PEP 3333).
+            want = self._unsized()
+            return self._count(self._stream.read(want)) if want else b""
         return self._count(self._stream.read(size))
 
     def readline(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            size = self._limit - self._seen + 1
+            size = self._unsized()
+            if not size:
+                return b""
         return self._count(self._stream.readline(size))
 
     def readlines(self, hint: int = -1) -> list[bytes]:
@@ -423,6 +503,25 @@ class _Request:
         self.close()
 
 
+class _SizedRequest(_Request):
+    """:class:`_Request` for an app that returned a list or tuple: it has its length.
+
+    Servers add ``Content-Length`` to a one-chunk answer by ``len()`` of the
+    iterable (PEP 3333; wsgiref, waitress); without it they go chunked or
+    close-delimited. A class of its own, chosen once the app returned: a
+    ``__len__`` on :class:`_Request` would claim a length for a generator's
+    answer, and make an empty one false.
+    """
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self.result)  # type: ignore[arg-type]
+
+    def __bool__(self) -> bool:
+        return True
+
+
 class WSGIMiddleware(Seawall):
     """Seawall as WSGI middleware.
 
@@ -464,9 +563,11 @@ class WSGIMiddleware(Seawall):
 
         if stack._by_method[view.method]:
             try:
-                respond, depth = run_request(stack, view, state)
+                respond, depth = run_request(stack, view, state, state)
             except BaseException:
-                state.depth = 0
+                # run_request recorded the layer it was in: every layer up to
+                # it hears on_complete (a slot taken further out is given back).
+                state.depth = getattr(state, "depth", 0)
                 state.finish()
                 raise
             state.depth = depth
@@ -478,7 +579,7 @@ class WSGIMiddleware(Seawall):
 
         view.admitted = perf_counter()
         if view.max_body is not None and view.body is None and "wsgi.input" in environ:
-            environ["wsgi.input"] = _CountingInput(environ["wsgi.input"], view.max_body)
+            environ["wsgi.input"] = _CountingInput(environ["wsgi.input"], view.max_body, environ)
 
         try:
             result = self.app(environ, state.start_response)
@@ -521,6 +622,8 @@ class WSGIMiddleware(Seawall):
             else:
                 return result  # type: ignore[return-value]
         state.result = result
+        if isinstance(result, (list, tuple)):
+            state.__class__ = _SizedRequest
         return state
 
     @staticmethod
@@ -545,6 +648,7 @@ class WSGIMiddleware(Seawall):
         # A HEAD answer has the headers of a GET's, and no body (RFC 9110, 9.3.2).
         head = state.environ.get("REQUEST_METHOD") == "HEAD"
         state.result = [b"" if head else respond.body]
+        state.__class__ = _SizedRequest
         return state
 
     @staticmethod
@@ -553,14 +657,18 @@ class WSGIMiddleware(Seawall):
         if stream is None:
             view.body = b""
             return b""
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or -1)
-        except ValueError:
-            length = -1
+        known = _content_length(environ)
+        if known is None and _unframed(environ, stream):
+            # No length and no marked end (wsgiref, chunked): what follows on
+            # the socket is the framing, and then nothing. The app gets the
+            # stream as it was.
+            view.body = b""
+            return b""
+        length = -1 if known is None else known
         if length >= 0:
             want = min(length, limit + 1)
         else:
-            # Chunked or unknown length: never read more than one byte past the limit.
+            # Chunked, its end marked: never read more than one byte past the limit.
             want = limit + 1
         chunks: list[bytes] = []
         got = 0
@@ -573,10 +681,9 @@ class WSGIMiddleware(Seawall):
         data = b"".join(chunks)
         complete = got <= limit
         if length >= 0:
-            rest = stream if got < length else None
+            environ["wsgi.input"] = _Input(data, stream if got < length else None, length - got)
         else:
-            rest = stream if got >= want else None
-        environ["wsgi.input"] = _Input(data, rest)
+            environ["wsgi.input"] = _Input(data, stream if got >= want else None)
         if not complete:
             return None
         view.body = data
