@@ -45,6 +45,7 @@ from seawall._wire import (
     no_script_error,
     pexpire_frame,
     require_redis,
+    setup_timeout,
 )
 from seawall.exceptions import ConfigurationError, StorageError
 
@@ -266,6 +267,7 @@ class RedisBackend:
         self.uri = uri
         self._client_uri = _redis_client_uri(uri)
         self.timeout = timeout
+        self._setup = setup_timeout(timeout)
         self.options = dict(options or {})
         self._sync: Any = None
         self._sync_conn: Any = None
@@ -295,8 +297,10 @@ class RedisBackend:
                 from redis.backoff import NoBackoff
 
                 opts["retry"] = AsyncRetry(NoBackoff(), 0)
-                # ahit bounds the whole call itself (seawall._wire.DEADLINE).
+                # ahit bounds the whole call itself (seawall._wire.DEADLINE),
+                # and opening a connection apart (seawall._wire.setup_timeout).
                 opts["socket_timeout"] = None
+                opts["socket_connect_timeout"] = self._setup
             else:
                 from redis.backoff import NoBackoff
                 from redis.retry import Retry
@@ -418,6 +422,10 @@ class RedisBackend:
         deadline = side.deadline
         try:
             if deadline is not None:
+                fast = side.fast
+                if fast is not None and not fast.free:
+                    # A new connection opens under its own bound (seawall._wire.setup_timeout).
+                    await fast.open(self._setup)
                 async with deadline(self.timeout):
                     return await self._ahit(side, strategy, keys, quotas, cost, consume, ban)
             return await self._ahit(side, strategy, keys, quotas, cost, consume, ban)

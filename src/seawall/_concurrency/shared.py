@@ -66,6 +66,7 @@ from seawall._wire import (
     evalsha_head,
     kept,
     no_script_error,
+    setup_timeout,
 )
 from seawall.exceptions import ConfigurationError, StorageError
 
@@ -229,6 +230,7 @@ class RedisSlots:
         self.uri = uri
         self.scheme = scheme
         self.timeout = timeout
+        self._setup = setup_timeout(timeout)
         self.probe = probe
         self.slot_ttl = slot_ttl
         self._clock = clock
@@ -290,9 +292,12 @@ class RedisSlots:
 
             retry = Retry(NoBackoff(), 0)
         # No retries: one bounded attempt per call; the breaker handles outages.
+        deadline = asynchronous and self._deadline is not None
+        # With a deadline per call, opening a connection has its own bound
+        # (seawall._wire.setup_timeout).
         return {
-            "socket_timeout": None if asynchronous and self._deadline else self.timeout,
-            "socket_connect_timeout": self.timeout,
+            "socket_timeout": None if deadline else self.timeout,
+            "socket_connect_timeout": self._setup if deadline else self.timeout,
             "retry": retry,
         }
 
@@ -370,6 +375,9 @@ class RedisSlots:
         deadline = self._deadline
         if deadline is None:
             return await self._aeval_once(client, fast, args)
+        if fast is not None and not fast.free:
+            # A new connection opens under its own bound (seawall._wire.setup_timeout).
+            await fast.open(self._setup)
         async with deadline(self.timeout):
             return await self._aeval_once(client, fast, args)
 
