@@ -414,9 +414,10 @@ class RedisBackend:
         """The same on the event loop, with redis-py's asyncio client.
 
         The call (every write and read, and the script load when the server
-        lost the script) is bounded by one ``asyncio.timeout`` of the storage
-        timeout, in place of redis-py's per-operation socket timeouts (Redis
-        Cluster clients keep those).
+        lost the script) is bounded by one deadline of the storage timeout
+        (:class:`seawall._wire.Deadline`, which a busy event loop does not
+        trip), in place of redis-py's per-operation socket timeouts (Redis
+        Cluster clients keep those). A new connection opens before it.
         """
         side = self._asides.get()
         deadline = side.deadline

@@ -27,14 +27,17 @@ Theory of operation:
    try; a release lost altogether leaves the slot to expire.
 5. Script calls go out on connections kept out of redis-py's pool, as the
    rate limiter's do (:mod:`seawall._wire`: same invariants), and
-   an asyncio call is bounded by one ``asyncio.timeout``
-   rather than redis-py's per-operation socket timeouts (Redis Cluster
-   clients keep redis-py's ``execute_command`` and socket timeouts).
+   an asyncio call is bounded by one :class:`~seawall._wire.Deadline`
+   (which a busy event loop does not trip) rather than redis-py's
+   per-operation socket timeouts (Redis Cluster clients keep redis-py's
+   ``execute_command`` and socket timeouts).
 6. Every call is bounded by ``timeout``. After a failure the storage counts
    as down for ``probe`` seconds: calls fail at once (the layer
    applies ``on_storage_error``), then one call probes. So an outage costs
    one timeout per probe period, not one per request, and one log line per
    transition (``seawall.concurrency.storage_down`` / ``storage_up``).
+   A call that failed or was cancelled queues its slot's release: its
+   script may run after all (a stalled Redis runs it when it wakes).
 """
 
 from __future__ import annotations
