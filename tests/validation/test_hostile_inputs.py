@@ -310,3 +310,70 @@ class TestForms:
         assert info.value.problem_type.endswith("too-many-parameters")
         assert handler_doc(b"a=1&" * 1000, form) == {"a": ["1"] * 1000}
         assert len(handler_doc(b"a&" * 5000, form, max_fields=None)["a"]) == 5000
+
+
+def _json_post(interface: str, layer: Validation, doc: Any) -> Any:
+    body = json.dumps(doc, ensure_ascii=False).encode()
+    return echo_client(interface, [layer]).post(
+        "/", content=body, headers={"content-type": "application/json"}
+    )
+
+
+class TestThreatNormalisation:
+    """NFKC is linear in what it is given, and charged to the budget by what it gives back."""
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            pytest.param("\u0f75" * 32768, id="decomposing to non-starters"),
+            pytest.param("a" + "\u0301" * 32000 + "\u0316" * 32000, id="two classes of marks"),
+            pytest.param("x" + "\U0001d165" * 30000 + "\U0001d167" * 30000, id="non-BMP marks"),
+        ],
+    )
+    def test_runs_of_combining_marks_cost_linear_time(self, text: str) -> None:
+        # CPython sorts a run of marks by insertion: 6-11 s for each of these.
+        import time
+
+        from seawall.threats import Detector, normalize
+
+        started = time.perf_counter()
+        assert normalize(text)
+        assert Detector().scan(text + "' or 1=1 --")
+        assert time.perf_counter() - started < 1.0
+
+    def test_a_run_is_cut_to_thirty_marks(self) -> None:
+        from seawall.threats._decode import MAX_NON_STARTERS, stream_safe
+
+        assert stream_safe("e" + "\u0301" * 100 + "x") == "e" + "\u0301" * MAX_NON_STARTERS + "x"
+        assert stream_safe("e" + "\u0301" * 30) == "e" + "\u0301" * 30
+
+    def test_expansion_is_charged_to_the_budget(self, interface: str) -> None:
+        # 4000 U+FDFA decode to 72,000 characters: past the 65,536 budget,
+        # though 4000 were sent. Charged as sent, 65,536 of them decoded to
+        # 1.18 M characters (~0.45 s of matching).
+        layer = Validation(threats="monitor")
+        assert _json_post(interface, layer, {"q": "\ufdfa" * 4000}).status_code == 200
+        assert layer.stats()["scan_budget_exceeded"] == 1
+        many = Validation(threats="monitor")
+        assert _json_post(interface, many, {f"k{i}": "\ufdfa" * 300 for i in range(20)})
+        assert many.stats()["scan_budget_exceeded"] == 1
+        plain = Validation(threats="monitor")
+        assert _json_post(interface, plain, {f"k{i}": "é" * 3000 for i in range(20)})
+        assert plain.stats()["scan_budget_exceeded"] == 0
+
+    def test_decoded_text_is_cut_before_it_is_folded(self) -> None:
+        from seawall.threats import Detector, normalize
+
+        assert len(normalize("\ufdfa" * 65536, 1000)) == 1001
+        found, cost = Detector().scan_within("\ufdfa" * 65536, 65536)
+        assert found == ()
+        assert cost > 65536
+
+    def test_cutting_for_nfkc_changes_nothing_the_rules_read(self) -> None:
+        import unicodedata
+
+        from seawall.threats._decode import _nfkc
+
+        # Full-width letters, a ligature, marks, CJK, a circled digit.
+        text = ("\uff33\uff45\uff4c \ufb01le \u00e9e\u0301\u0323 \u4e2d\u6587 \u2460\u00b2") * 2000
+        assert _nfkc(text, 10**9) == unicodedata.normalize("NFKC", text)

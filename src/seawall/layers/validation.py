@@ -736,19 +736,25 @@ class Validation:
         return found
 
     def _scan(self, policy: Policy, value: str, budget: list[int]) -> tuple[str, ...]:
-        """Scan *value* within what is left of the request's budget (``budget[0]``)."""
+        """Scan *value* within what is left of the request's budget (``budget[0]``).
+
+        The budget is charged what the scan cost: the value's length, or
+        its length once decoded when that is more (NFKC expands U+FDFA 18x).
+        """
         left = budget[0]
-        if left <= 0 or len(value) > left:
-            if left >= 0 and value:
+        if left <= 0:
+            if left == 0 and value:
                 self.budget_exceeded += 1  # once per request: -1 marks it counted
                 budget[0] = -1
-            if left <= 0:
-                return ()
-            value = value[:left]
-        else:
-            budget[0] = left - len(value)
+            return ()
         assert policy.detector is not None
-        return policy.detector.scan(value)
+        found, cost = policy.detector.scan_within(value, left)
+        if cost > left or len(value) > left:
+            self.budget_exceeded += 1
+            budget[0] = -1
+        else:
+            budget[0] = left - cost
+        return found
 
     def _sanitize_query(self, request: RequestView, policy: Policy) -> None:
         names = policy.sanitize_query

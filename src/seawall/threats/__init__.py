@@ -31,9 +31,11 @@ __all__ = ["KINDS", "MAX_SCAN", "RULES", "Detector", "Rule", "normalize"]
 WINDOW = 4096
 #: Overlap between windows: longer than any rule's longest bounded gap.
 OVERLAP = 512
-#: At most this many characters of one value are scanned (its beginning):
-#: the rules cost up to a few microseconds per character on adversarial
-#: input, so an unbounded scan would let one request buy seconds of CPU.
+#: At most this many characters of one value are scanned (its beginning),
+#: counted both as sent and once decoded (NFKC writes U+FDFA as 18
+#: characters): the rules cost up to a few microseconds per character on
+#: adversarial input, so an unbounded scan would let one request buy
+#: seconds of CPU.
 MAX_SCAN = 65_536
 
 _SQL_COMMENT = re.compile(r"/\*!?\d{0,6}|\*/")
@@ -101,7 +103,7 @@ class Detector:
         needles = sorted({n for r in self.rules for n in needs[r.id]})
         bit = {n: 1 << i for i, n in enumerate(needles)}
         self._needles = tuple((n, bit[n]) for n in needles)
-        self._cache: dict[str, tuple[str, ...]] = {}
+        self._cache: dict[str, tuple[tuple[str, ...], int]] = {}
         self._masked = tuple((r, sum(bit[n] for n in set(needs[r.id]))) for r in self.rules)
 
     def __repr__(self) -> str:
@@ -112,22 +114,36 @@ class Detector:
 
         Only the first :data:`MAX_SCAN` characters are looked at.
         """
+        return self.scan_within(value, MAX_SCAN)[0]
+
+    def scan_within(self, value: str, budget: int) -> tuple[tuple[str, ...], int]:
+        """``(rule ids, cost)``: :meth:`scan` of at most *budget* characters of *value*.
+
+        The cost is the larger of the characters taken from *value* and the
+        characters they decode to: more than *budget* when the decoded text
+        was cut at it (NFKC writes U+FDFA as 18 characters). A caller with a
+        budget for many values charges it with the cost.
+        """
         short = len(value) <= _CACHEABLE
         if short:
             cached = self._cache.get(value)
-            if cached is not None:
+            if cached is not None and cached[1] <= budget:
                 return cached
-        found = self._scan(value[:MAX_SCAN] if len(value) > MAX_SCAN else value)
+        limit = budget if budget < MAX_SCAN else MAX_SCAN
+        found = self._scan(value[:limit] if len(value) > limit else value, limit)
         if short:
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[value] = found
         return found
 
-    def _scan(self, value: str) -> tuple[str, ...]:
-        text = normalize(value)
+    def _scan(self, value: str, limit: int) -> tuple[tuple[str, ...], int]:
+        text = normalize(value, limit)
+        cost = len(text) if len(text) > len(value) else len(value)
+        if len(text) > limit:
+            text = text[:limit]
         if _plain(text):
-            return ()
+            return (), cost
         if "/*" in text or "*/" in text:
             opened = text.rfind("/*")
             if opened >= 0 and "*/" not in text[opened:]:
@@ -136,7 +152,7 @@ class Detector:
                 text = f"{text[:opened]} -- {text[opened + 2 :]}"
             # MySQL runs /*!50000 union*/ and ignores /**/: keep the words, drop the markers.
             text = " ".join(_SQL_COMMENT.sub(" ", text).split())
-        return self._match(text)
+        return self._match(text), cost
 
     def _match(self, text: str) -> tuple[str, ...]:
         present = 0

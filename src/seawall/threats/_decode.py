@@ -6,6 +6,12 @@ database undoes later: URL encoding (often twice), HTML entities, IIS-style
 Unicode, null bytes and SQL comments. :func:`normalize` undoes each of these
 a bounded number of times (:data:`MAX_PASSES`), so the work per value stays
 linear in its length whatever it contains.
+
+NFKC puts combining marks in canonical order with an insertion sort, so its
+cost grows with the square of a run of them (32,768 U+0F75: 6 s).
+Text is first made Stream-Safe (UAX #15): a run of more than
+:data:`MAX_NON_STARTERS` non-starters keeps its first ones, the rest are
+dropped (no rule reads a combining mark).
 """
 
 from __future__ import annotations
@@ -15,7 +21,11 @@ import re
 import unicodedata
 from urllib.parse import unquote_to_bytes
 
-__all__ = ["MAX_PASSES", "normalize"]
+__all__ = ["MAX_NON_STARTERS", "MAX_PASSES", "normalize", "stream_safe"]
+
+#: Consecutive non-starters (combining marks) kept before NFKC, as UAX #15's
+#: Stream-Safe Text Format allows.
+MAX_NON_STARTERS = 30
 
 #: How many rounds of URL/entity decoding a value gets (double encoding is common,
 #: triple is rare; each round is linear in the value's length).
@@ -95,11 +105,110 @@ def _hex_escape(match: re.Match[str]) -> str:
     return chr(int(code, 16))
 
 
-def normalize(text: str) -> str:
+#: (runs of BMP non-starters, runs of any, the span of non-BMP ones), built once.
+_runs: tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]] | None = None
+
+
+def _char_class(points: list[int]) -> str:
+    ranges = []
+    start = prev = points[0]
+    for point in [*points[1:], -1]:
+        if point != prev + 1:
+            ranges.append(f"\\U{start:08x}-\\U{prev:08x}" if prev > start else f"\\U{start:08x}")
+            start = point
+        prev = point
+    return f"[{''.join(ranges)}]"
+
+
+def _non_starter_runs() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """Patterns for runs of more than MAX_NON_STARTERS non-starters, built once.
+
+    Built on the first non-ASCII text (~30 ms), not at import, from this
+    Python's own Unicode tables: a character whose combining class is not 0,
+    or that decomposes into such characters only (U+0F75, U+FF9E). A class
+    of BMP characters only is a bitmap to the regex engine (~8 ns a
+    character); with the others it is a list of ranges (~100 ns), so that
+    one runs only on text with a character in their span (U+101FD to
+    U+1E94A: not emoji, not CJK).
+    """
+    global _runs
+    if _runs is None:
+        combining = unicodedata.combining
+        decomposition = unicodedata.decomposition
+        marks = []
+        for point in range(0x300, 0x20000):
+            char = chr(point)
+            if combining(char) or (
+                decomposition(char)
+                and all(combining(c) for c in unicodedata.normalize("NFKD", char))
+            ):
+                marks.append(point)
+        bmp = [p for p in marks if p <= 0xFFFF]
+        wide = [p for p in marks if p > 0xFFFF]
+        run = f"{{{MAX_NON_STARTERS + 1},}}"
+        _runs = (
+            re.compile(_char_class(bmp) + run),
+            re.compile(_char_class(marks) + run),
+            re.compile(f"[\\U{wide[0]:08x}-\\U{wide[-1]:08x}]"),
+        )
+    return _runs
+
+
+def _keep_first(match: re.Match[str]) -> str:
+    return match.group()[:MAX_NON_STARTERS]
+
+
+def stream_safe(text: str) -> str:
+    """*text* with each run of non-starters cut to :data:`MAX_NON_STARTERS` (UAX #15).
+
+    Linear in the length of *text*; what NFKC then does with it is too.
+    """
+    if len(text) <= MAX_NON_STARTERS:
+        return text
+    bmp, every, wide = _non_starter_runs()
+    runs = every if wide.search(text) else bmp
+    if runs.search(text) is None:
+        return text
+    return runs.sub(_keep_first, text)
+
+
+#: Characters of text given to NFKC at a time, when its output is bounded.
+_NFKC_CHUNK = 4096
+
+
+def _nfkc(text: str, limit: int | None) -> str:
+    """NFKC of *text*, stopping once more than *limit* characters are out.
+
+    NFKC writes some characters as many (U+FDFA as 18): a bound on what goes
+    in is none on what comes out. Cut in pieces, each before a starter (a
+    Stream-Safe text has one within 31 characters); a composition across a
+    cut is missed, which changes no ASCII the rules read.
+    """
+    if limit is None or len(text) <= _NFKC_CHUNK:
+        return unicodedata.normalize("NFKC", text)
+    combining = unicodedata.combining
+    pieces = []
+    size = 0
+    pos = 0
+    end = len(text)
+    while pos < end and size <= limit:
+        cut = pos + _NFKC_CHUNK
+        while cut < end and combining(text[cut]):
+            cut += 1
+        piece = unicodedata.normalize("NFKC", text[pos:cut])
+        pieces.append(piece)
+        size += len(piece)
+        pos = cut
+    return "".join(pieces)
+
+
+def normalize(text: str, limit: int | None = None) -> str:
     """Decode *text* the ways a server, a browser or a database would, then fold it.
 
     Returns lower-case text with runs of blanks folded to one space and line
-    breaks to one newline (a newline separates shell commands).
+    breaks to one newline (a newline separates shell commands). With a
+    *limit*, at most ``limit + 1`` characters are returned: longer decoded
+    text is cut there (so the caller can tell), before the costlier steps.
     """
     for _ in range(MAX_PASSES):
         before = text
@@ -112,7 +221,10 @@ def normalize(text: str) -> str:
         if text == before:
             break
     if not text.isascii():
-        text = unicodedata.normalize("NFKC", text).translate(_LOOKALIKE)
+        text = _nfkc(stream_safe(text), limit)
+        if limit is not None and len(text) > limit:
+            text = text[: limit + 1]
+        text = text.translate(_LOOKALIKE)
     elif "\x00" in text:
         text = text.replace("\x00", "")
     text = text.lower()
