@@ -42,7 +42,7 @@ from seawall._core.layer import ORDER
 from seawall._core.request import RequestView
 from seawall._log import current_request, logger
 from seawall._validation.charsets import ascii_compatible
-from seawall._validation.fields import apply_to_fields, iter_strings, safe_loc
+from seawall._validation.fields import apply_to_fields, iter_strings, path_of, safe_loc
 from seawall._validation.jsonbody import JsonLimits, check_structure, parse_json
 from seawall._validation.multipart import MultipartError, TooManyParts, form_pairs
 from seawall._validation.policy import (
@@ -873,11 +873,13 @@ class Validation:
             # The body gets a budget of its own: the request part used little.
             budget = [policy.threat_budget]
             found: dict[str, set[str]] = {}
-            for path, value in iter_strings(doc, policy.threat_ignore):
+            for link, value in iter_strings(doc, policy.threat_ignore):
                 ids = self._scan(policy, value, budget)
                 if ids:
-                    where = ".".join(str(safe_loc(p)) for p in path.split(".")) if path else ""
+                    where = ".".join(str(safe_loc(p)) for p in path_of(link))
                     found.setdefault(f"body:{where}", set()).update(ids)
+                elif budget[0] < 0:
+                    break  # spent: the rest would go unscanned anyway
             if found:
                 answer = self._threat(request, policy, found)
                 if answer is not None:
