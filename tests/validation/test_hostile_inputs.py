@@ -465,3 +465,69 @@ class TestWalkingJson:
         assert error is not None
         assert error["loc"] == ["body", *loc]
         assert error["type"] == f"json_{kind}"
+
+
+class TestSanitizeBounds:
+    """Markup past the sanitizer's bounds is a 413, before nh3 spends seconds on it."""
+
+    def test_deeply_nested_markup_is_refused_not_cleaned_for_seconds(self, interface: str) -> None:
+        # nh3 is quadratic in nested open tags: this 95 KB body took 4.5-6 s.
+        layer = Validation(sanitize={"POST /": ["body"]})
+        response = _json_post(interface, layer, {"body": "<div>" * 19000})
+        assert response.status_code == 413
+        doc = problem(response)
+        assert doc["type"].endswith("sanitize-limits-exceeded")
+        assert doc["sanitize_max_length"] == 32768
+        assert layer.stats()["rejected_by_reason"] == {"sanitize_limits": 1}
+
+    def test_many_tags_many_fields_and_long_plain_text(self, interface: str) -> None:
+        layer = Validation(sanitize={"POST /": ["*"]})
+        tags = _json_post(interface, layer, {"a": "<i>" * 2049})
+        assert tags.status_code == 413
+        assert problem(tags)["sanitize_max_tags"] == 2048
+        # Six fields within the bounds, 72 KB to clean in all: past the total.
+        fields = {f"f{i}": "<b>" + "x" * 12000 + "</b>" for i in range(6)}
+        total = _json_post(interface, layer, fields)
+        assert total.status_code == 413
+        assert problem(total)["sanitize_max_total"] == 65536
+        # Text with nothing to clean is never bounded (and comes as sent).
+        plain = _json_post(interface, layer, {"a": "x" * 50000})
+        assert plain.status_code == 200
+        assert json.loads(plain.content) == {"a": "x" * 50000}
+        fine = _json_post(interface, layer, {"a": "<b>hi</b><script>x</script>" * 300})
+        assert json.loads(fine.content) == {"a": "<b>hi</b>" * 300}
+
+    def test_forms_and_queries_are_bounded_too(self, interface: str) -> None:
+        layer = Validation(sanitize={"POST /": ["a"]}, sanitize_query=["q"], max_url=None)
+        client = echo_client(interface, [layer])
+        form = client.post(
+            "/",
+            content=b"a=" + b"%3Cdiv%3E" * 7000,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert form.status_code == 413
+        assert client.get("/?q=" + "%3Cdiv%3E" * 7000).status_code == 413
+        assert client.get("/?q=%3Cb%3Ehi").status_code == 200
+
+    def test_bounds_are_settings(self, interface: str) -> None:
+        layer = Validation(
+            sanitize={"POST /": ["a"]},
+            sanitize_max_length=None,
+            sanitize_max_tags=None,
+            sanitize_max_total=None,
+        )
+        response = _json_post(interface, layer, {"a": "<b>x</b>" * 8000})
+        assert response.status_code == 200
+
+    def test_the_decorator_and_the_function(self) -> None:
+        from seawall.sanitize import SanitizeLimitExceeded, sanitize
+
+        with pytest.raises(ValidationFailed) as info:
+            handler_doc(
+                json.dumps({"a": "<div>" * 19000}).encode(), "application/json", sanitize=["a"]
+            )
+        assert info.value.status == 413
+        with pytest.raises(SanitizeLimitExceeded):
+            sanitize("<div>" * 19000)
+        with pytest.raises(seawall.ConfigurationError):
+            Sanitizer(max_tags=-1)

@@ -55,7 +55,7 @@ from seawall._validation.policy import (
 from seawall._validation.routes import RouteRule
 from seawall._validation.schema import compile_schema
 from seawall.exceptions import ConfigurationError, ValidationFailed
-from seawall.sanitize import Sanitizer
+from seawall.sanitize import MAX_LENGTH, MAX_TAGS, MAX_TOTAL, SanitizeLimitExceeded, Sanitizer
 
 __all__ = ["Validation", "validate"]
 
@@ -272,6 +272,10 @@ class Validation:
         allowed_tags: tags the sanitizer keeps (default: the backend's safe set).
         allowed_attributes: attributes it keeps, per tag.
         allowed_protocols: URL schemes it keeps in links.
+        sanitize_max_length: characters of one field or query value that
+            needs cleaning (has ``<``, ``&`` or ``>``), at most; 413.
+        sanitize_max_tags: ``<`` in one such value, at most; 413.
+        sanitize_max_total: characters cleaned per request, at most; 413.
         threats: ``"block"`` (403 ``abnormal-usage-detected``), ``"monitor"``
             (log and count only) or ``"off"`` (default).
         threat_level: 1 (default, specific rules) to 4 (every rule).
@@ -316,6 +320,9 @@ class Validation:
         allowed_tags: Sequence[str] | None = None,
         allowed_attributes: Mapping[str, Sequence[str]] | None = None,
         allowed_protocols: Sequence[str] | None = None,
+        sanitize_max_length: int | None = MAX_LENGTH,
+        sanitize_max_tags: int | None = MAX_TAGS,
+        sanitize_max_total: int | None = MAX_TOTAL,
         threats: Literal["block", "monitor", "off"] | bool = "off",
         threat_level: int = 1,
         threat_headers: Sequence[str] = DEFAULTS["threat_headers"],
@@ -350,7 +357,13 @@ class Validation:
         }
         self.shadow = shadow
         self.sanitizer = Sanitizer(
-            sanitizer, tags=allowed_tags, attributes=allowed_attributes, protocols=allowed_protocols
+            sanitizer,
+            tags=allowed_tags,
+            attributes=allowed_attributes,
+            protocols=allowed_protocols,
+            max_length=sanitize_max_length,
+            max_tags=sanitize_max_tags,
+            max_total=sanitize_max_total,
         )
         overrides = {k: check_overrides(k, v) for k, v in (routes or {}).items()}
         compiled = compile_schemas(schemas or {})
@@ -651,7 +664,10 @@ class Validation:
                 if answer is not None:
                     return answer
         if policy.sanitize_query and query:
-            self._sanitize_query(request, policy)
+            try:
+                self._sanitize_query(request, policy)
+            except SanitizeLimitExceeded as exc:
+                return self._too_much_markup(request, exc)
         kind = _body_kind(media) if has_body else None
         if kind is not None and policy.wants_body:
             coding = request.headers.get("content-encoding")
@@ -676,6 +692,18 @@ class Validation:
             # without Content-Length, so only a bodiless method is trusted.
             _count_body(request, policy.max_body)
         return None
+
+    def _too_much_markup(self, request: RequestView, exc: SanitizeLimitExceeded) -> Respond | None:
+        limit = getattr(self.sanitizer, exc.limit)
+        return self._reject(
+            request,
+            "sanitize_limits",
+            413,
+            "sanitize-limits-exceeded",
+            "Content Too Large",
+            "A value to sanitize is longer, or has more markup, than this server cleans.",
+            **{f"sanitize_{exc.limit}": limit},
+        )
 
     def _body_too_large(self, request: RequestView, limit: int) -> Respond | None:
         return self._reject(
@@ -758,7 +786,7 @@ class Validation:
 
     def _sanitize_query(self, request: RequestView, policy: Policy) -> None:
         names = policy.sanitize_query
-        query = rewrite_pairs(request.query_string, names.__contains__, self.sanitizer)
+        query = rewrite_pairs(request.query_string, names.__contains__, self.sanitizer.metered())
         if query is None:
             return
         # The request view is read-only; the query lives in the scope/environ
@@ -885,7 +913,10 @@ class Validation:
                 if answer is not None:
                     return answer
         if policy.sanitize_fields and not isinstance(doc, str):
-            new_body = self._sanitize_body(body, doc, form_text, policy)
+            try:
+                new_body = self._sanitize_body(body, doc, form_text, policy)
+            except SanitizeLimitExceeded as exc:
+                return self._too_much_markup(request, exc)
             if new_body is not None:
                 self.bodies_rewritten += 1
                 yield ReplaceBody(new_body)
@@ -900,13 +931,15 @@ class Validation:
         and the other JSON values their text (numbers as written, not as a
         float would print them; see :func:`rewrite_json`).
         """
+        clean = self.sanitizer.metered()
         if form_text is None:
-            _, changed = apply_to_fields(doc, policy.sanitize_fields, self.sanitizer)
+            _, changed = apply_to_fields(doc, policy.sanitize_fields, clean)
             if not changed:
                 return None
+            # The same values again, each already within the bounds.
             return rewrite_json(body, policy.sanitize_fields, self.sanitizer)
         names = {p[0] for p in policy.sanitize_fields if p}
-        text = rewrite_pairs(form_text, lambda name: name in names or "*" in names, self.sanitizer)
+        text = rewrite_pairs(form_text, lambda name: name in names or "*" in names, clean)
         if text is None:
             return None
         try:
@@ -1046,7 +1079,9 @@ def validate(
 
     Raises:
         ValidationFailed: 400 for a malformed body or one with too many
-            fields, 422 for one that does not fit.
+            fields, 413 for a field to sanitize past the sanitizer's bounds
+            (see :class:`~seawall.sanitize.Sanitizer`), 422 for one that
+            does not fit.
     """
     check = compile_schema(schema, where="validate(schema)") if schema is not None else None
     paths = tuple(tuple(p for p in f.split(".") if p) for f in sanitize)
@@ -1101,7 +1136,16 @@ def validate(
                     errors=errors,
                 )
         if paths and clean is not None:
-            doc, _ = apply_to_fields(doc, paths, clean)
+            try:
+                doc, _ = apply_to_fields(doc, paths, clean.metered())
+            except SanitizeLimitExceeded as exc:
+                raise ValidationFailed(
+                    "A value to sanitize is longer, or has more markup, than this server cleans.",
+                    status=413,
+                    problem_type="sanitize-limits-exceeded",
+                    title="Content Too Large",
+                    extensions={f"sanitize_{exc.limit}": getattr(clean, exc.limit)},
+                ) from None
         if is_model:
             return schema.model_validate(doc)
         return doc
