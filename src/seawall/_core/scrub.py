@@ -38,8 +38,16 @@ DEFAULT_KEY_PATTERN = (
 #: A run of digits, spaced or dashed, long enough to hold a card somewhere in it.
 _CARD = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,}(?!\d)")
 _GROUP = re.compile(r"\d+")
+_CARD_CHARS = frozenset("0123456789 -")
 _MAX_DEPTH = 32
 _MAX_ITEMS = 200
+#: Characters of one string value kept in what is logged; the rest is cut
+#: and counted (``...[+N characters]``): scrubbing costs per character, and
+#: a log line need not hold a client's megabyte.
+MAX_TEXT = 2048
+# Each digit's Luhn value, as is (position 0, 2, ... from the right) and doubled.
+_SINGLE = tuple(range(10))
+_DOUBLE = tuple(d * 2 - 9 if d > 4 else d * 2 for d in range(10))
 
 
 def _luhn(digits: str) -> bool:
@@ -52,6 +60,22 @@ def _luhn(digits: str) -> bool:
                 n -= 9
         total += n
     return total % 10 == 0
+
+
+def _sums(digits: str) -> tuple[int, int]:
+    """Luhn sums of *digits* with its last digit as is, and with it doubled."""
+    plain = doubled = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = ord(ch) - 48
+        if n > 9:
+            n = int(ch)  # \d is any decimal digit: "\u0663" is 3
+        if i % 2:
+            plain += _DOUBLE[n]
+            doubled += n
+        else:
+            plain += n
+            doubled += _DOUBLE[n]
+    return plain, doubled
 
 
 def _hide_cards(match: re.Match[str]) -> str:
@@ -71,22 +95,32 @@ def _hide_cards(match: re.Match[str]) -> str:
     if 13 <= len(whole) <= 19 and _luhn(whole):
         return SCRUBBED  # one card, however it is spaced
     groups = [(g.start(), g.end(), g.group()) for g in _GROUP.finditer(text)]
+    # Each group's Luhn sums, once: a candidate's are then added up from
+    # its groups' (appending n digits shifts the others' parity by n), not
+    # recomputed from a string per candidate (~2 us a character).
+    sums = [_sums(g[2]) if len(g[2]) <= 19 else (0, 0) for g in groups]
     out: list[str] = []
     pos = 0
     i = 0
     while i < len(groups):
         found = -1
         first = groups[i][2]
-        if 13 <= len(first) <= 19 and _luhn(first):
+        if 13 <= len(first) <= 19 and sums[i][0] % 10 == 0:
             found = i
         elif 3 <= len(first) <= 6:
-            digits = first
+            length = len(first)
+            plain, doubled = sums[i]
             for j in range(i + 1, len(groups)):
                 part = groups[j][2]
-                if len(part) > 6 or len(digits) + len(part) > 19:
+                if len(part) > 6 or length + len(part) > 19:
                     break
-                digits += part
-                if len(digits) >= 13 and _luhn(digits):
+                length += len(part)
+                add_plain, add_doubled = sums[j]
+                if len(part) % 2:
+                    plain, doubled = add_plain + doubled, add_doubled + plain
+                else:
+                    plain, doubled = add_plain + plain, add_doubled + doubled
+                if length >= 13 and plain % 10 == 0:
                     found = j  # the longest that passes
                 if len(part) < 3:
                     break  # a short group only ends a card (4-4-4-1)
@@ -145,11 +179,22 @@ class Scrubber:
         return bool(self._keys.search(key))
 
     def text(self, value: str) -> str:
-        """Hide card-like numbers inside *value*."""
-        if not self._cards or len(value) < 13:
-            return value
+        """Hide card-like numbers inside *value*, cut to :data:`MAX_TEXT` characters.
 
-        return _CARD.sub(_hide_cards, value)
+        A cut value ends ``...[+N characters]``; the cut is moved back past
+        digits and separators at it, so no card is logged in part.
+        """
+        cut = ""
+        if len(value) > MAX_TEXT:
+            end = MAX_TEXT
+            stop = end - 40  # a card with its separators is shorter
+            while end > stop and value[end - 1] in _CARD_CHARS:
+                end -= 1
+            cut = f"...[+{len(value) - end} characters]"
+            value = value[:end]
+        if self._cards and len(value) >= 13:
+            value = _CARD.sub(_hide_cards, value)
+        return value + cut
 
     def headers(self, headers: Mapping[str, Iterable[str]]) -> dict[str, str]:
         """Headers as ``{name: value}`` with secret values hidden."""
