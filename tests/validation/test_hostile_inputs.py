@@ -531,3 +531,11 @@ class TestSanitizeBounds:
             sanitize("<div>" * 19000)
         with pytest.raises(seawall.ConfigurationError):
             Sanitizer(max_tags=-1)
+
+
+def test_a_refusal_is_logged_at_debug(interface: str, logs: Any) -> None:
+    # At info, each cheap refused request wrote a line to the server's log.
+    client = echo_client(interface, [Validation(max_url=10)])
+    assert client.get("/" + "a" * 20).status_code == 414
+    rejected = [e for e in logs if e["event"] == "seawall.validation.rejected"]
+    assert [e["log_level"] for e in rejected] == ["debug"]

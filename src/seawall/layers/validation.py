@@ -439,7 +439,9 @@ class Validation:
             )
             return None
         self._counts[reason] = self._counts.get(reason, 0) + 1
-        logger.info(
+        # Debug: a refusal costs a client one cheap request, and a line per
+        # refusal at info would let it fill the server's logs (stats() counts them).
+        logger.debug(
             "seawall.validation.rejected",
             reason=reason,
             status=status,
