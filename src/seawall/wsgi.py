@@ -242,6 +242,37 @@ class _CountingInput:
             close()
 
 
+class _NoLength(AttributeError, TypeError):
+    """The iterable has no length: what ``hasattr`` and ``len()`` both take for "none".
+
+    ``hasattr(it, "__len__")`` (waitress) hides an ``AttributeError`` only;
+    ``len()`` callers (wsgiref) and ``list()``'s length hint expect a
+    ``TypeError``, as a generator gives.
+    """
+
+
+class _Length:
+    """``__len__`` of the iterable the server gets: the app's list's or tuple's, else none.
+
+    Servers add ``Content-Length`` to a one-chunk answer by its ``len()``
+    (PEP 3333; wsgiref, waitress), else they go chunked or close-delimited.
+    A descriptor: the length is looked up only when a server asks, so the
+    request path pays nothing, and an app's generator gets no length (a
+    plain ``__len__`` would have to claim one).
+    """
+
+    def __get__(self, state: Any, owner: Any = None) -> Any:
+        if state is None:
+            return self
+        try:
+            result = state.result
+        except AttributeError:
+            result = None
+        if isinstance(result, (list, tuple)):
+            return result.__len__
+        raise _NoLength("__len__")
+
+
 class _Request:
     """Per-request bookkeeping, and the closing iterable handed to the server.
 
@@ -296,6 +327,13 @@ class _Request:
     status: int | None
     ttfb: float
     ended: float
+
+    __len__ = _Length()
+
+    def __bool__(self) -> bool:
+        # With a __len__, truth would be len() != 0: an empty list's answer
+        # is still an answer (and a generator's has no len() at all).
+        return True
 
     def __call__(self, effect: Any) -> Any:
         """Run :class:`ReadBody`/:class:`ReplaceBody` for the layers (the ``body_io``).
@@ -503,25 +541,6 @@ class _Request:
         self.close()
 
 
-class _SizedRequest(_Request):
-    """:class:`_Request` for an app that returned a list or tuple: it has its length.
-
-    Servers add ``Content-Length`` to a one-chunk answer by ``len()`` of the
-    iterable (PEP 3333; wsgiref, waitress); without it they go chunked or
-    close-delimited. A class of its own, chosen once the app returned: a
-    ``__len__`` on :class:`_Request` would claim a length for a generator's
-    answer, and make an empty one false.
-    """
-
-    __slots__ = ()
-
-    def __len__(self) -> int:
-        return len(self.result)  # type: ignore[arg-type]
-
-    def __bool__(self) -> bool:
-        return True
-
-
 class WSGIMiddleware(Seawall):
     """Seawall as WSGI middleware.
 
@@ -622,8 +641,6 @@ class WSGIMiddleware(Seawall):
             else:
                 return result  # type: ignore[return-value]
         state.result = result
-        if isinstance(result, (list, tuple)):
-            state.__class__ = _SizedRequest
         return state
 
     @staticmethod
@@ -648,7 +665,6 @@ class WSGIMiddleware(Seawall):
         # A HEAD answer has the headers of a GET's, and no body (RFC 9110, 9.3.2).
         head = state.environ.get("REQUEST_METHOD") == "HEAD"
         state.result = [b"" if head else respond.body]
-        state.__class__ = _SizedRequest
         return state
 
     @staticmethod
