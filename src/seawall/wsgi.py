@@ -19,9 +19,11 @@ Theory of operation:
    by the unread rest, so the app reads the same bytes. Never past
    ``CONTENT_LENGTH`` (PEP 3333): a server such as ``wsgiref`` hands over the
    socket itself, where a read past the body waits for bytes that never
-   come. A request with no length whose server does not mark the stream's
-   end (``wsgi.input_terminated``) has no body we can read, as werkzeug
-   decides too, unless its stream is in memory (a test transport's).
+   come. For the same reason a request with no length whose server does not
+   mark the stream's end (``wsgi.input_terminated``) has no body we read
+   when its stream is a socket's (wsgiref: what follows is the chunk
+   framing, then nothing), as werkzeug decides for every such request.
+   Other streams (a test transport's in-memory body) are read to their end.
 6. A list or tuple from the app keeps its length on the iterable the server
    gets (servers add ``Content-Length`` to a one-chunk answer).
 7. A request stopped while its layers decide (a gevent ``Timeout``, a
