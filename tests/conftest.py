@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +18,7 @@ from hypothesis import HealthCheck, settings
 
 import seawall._workers
 from tests.apps import client_for, wrap
+from tests.redis_topologies.servers import RedisProcess, free_port, require_binary
 
 # The check for several workers arms a timer that logs from its own thread:
 # in this process it would land in whichever test captures logs two seconds
@@ -76,6 +80,27 @@ def key_prefix(redis_url: str) -> Iterator[str]:
     prefix = f"seawall-test-{uuid.uuid4().hex[:12]}"
     yield prefix
     delete_keys(redis_url, prefix)
+
+
+@pytest.fixture
+def unstarted_redis() -> Iterator[RedisProcess]:
+    """A redis-server of the test's own on a spare port, not started yet.
+
+    The test may start, kill, pause, stall and restart it (an outage first,
+    say). Never the shared server on 6379: other tests and processes use it.
+    """
+    require_binary()
+    workdir = Path(tempfile.mkdtemp(prefix="seawall-private-"))
+    server = RedisProcess(free_port(), workdir)
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_redis(unstarted_redis: RedisProcess) -> RedisProcess:
+    """:func:`unstarted_redis`, started."""
+    return unstarted_redis.start()
 
 
 def delete_keys(url: str, prefix: str) -> None:

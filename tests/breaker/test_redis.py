@@ -404,9 +404,9 @@ def test_a_stalled_server_costs_one_timeout_on_the_event_loop(key_prefix: str) -
     import os
     import signal
 
-    from tests.ratelimit.conftest import PrivateRedis, free_port
+    from tests.redis_topologies.servers import RedisProcess, free_port
 
-    server = PrivateRedis(free_port())
+    server = RedisProcess(free_port())
     server.start()
     try:
         b = Breaker("stalled", fail_max=5, storage=server.url, key_prefix=key_prefix)

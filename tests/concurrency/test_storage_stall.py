@@ -10,19 +10,15 @@ back. Each test runs its own redis-server: it blocks it for a second.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from seawall import ConcurrencyLimit
 from tests.concurrency.test_redis import aadmit, admit, finish, view
-from tests.redis_topologies.servers import RedisProcess, cli, free_port, require_binary
+from tests.redis_topologies.servers import RedisProcess, cli
 
 pytestmark = pytest.mark.slow
 
@@ -32,18 +28,6 @@ BUSY = (
     "local s=redis.call('TIME') local e=s[1]+s[2]/1e6+1 "
     "while true do local t=redis.call('TIME') if t[1]+t[2]/1e6>e then break end end"
 )
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisProcess]:
-    """A redis-server of this test only (it is blocked for a second)."""
-    require_binary()
-    workdir = Path(tempfile.mkdtemp(prefix="seawall-stall-"))
-    server = RedisProcess(free_port(), workdir)
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def stall(port: int) -> threading.Thread:
@@ -85,8 +69,8 @@ def freed_within(port: int, seconds: float) -> float | None:
 CLIENTS = 4  # requests in flight when the stall begins, each on its own connection
 
 
-def test_calls_that_timed_out_in_a_stall_give_their_slots_back(own_redis: RedisProcess) -> None:
-    layer = layer_for(own_redis.port)
+def test_calls_that_timed_out_in_a_stall_give_their_slots_back(private_redis: RedisProcess) -> None:
+    layer = layer_for(private_redis.port)
     stop = threading.Event()
 
     def client() -> None:
@@ -101,7 +85,7 @@ def test_calls_that_timed_out_in_a_stall_give_their_slots_back(own_redis: RedisP
     for t in threads:
         t.start()
     time.sleep(0.3)
-    busy = stall(own_redis.port)
+    busy = stall(private_redis.port)
     time.sleep(0.5)
     stop.set()
     for t in threads:
@@ -111,20 +95,22 @@ def test_calls_that_timed_out_in_a_stall_give_their_slots_back(own_redis: RedisP
     assert shared.errors >= 2  # calls whose scripts wait in Redis
     busy.join()
     # Back: the phantom slots go within the 2 s recovery promise, not slot_ttl (30 s).
-    assert freed_within(own_redis.port, 2.0) is not None, f"{slots(own_redis.port)} slots held"
+    assert freed_within(private_redis.port, 2.0) is not None, (
+        f"{slots(private_redis.port)} slots held"
+    )
     held = [view(), view()]
     assert [admit(layer, r) for r in held] == [True, True]
     assert not admit(layer, view())  # the limit still counts
     for r in held:
         finish(layer, r)
     layer.close()
-    assert slots(own_redis.port) == 0
+    assert slots(private_redis.port) == 0
 
 
 def test_async_calls_that_timed_out_in_a_stall_give_their_slots_back(
-    own_redis: RedisProcess,
+    private_redis: RedisProcess,
 ) -> None:
-    layer = layer_for(own_redis.port)
+    layer = layer_for(private_redis.port)
 
     async def main() -> tuple[int, float | None, list[bool]]:
         stop = False
@@ -139,7 +125,7 @@ def test_async_calls_that_timed_out_in_a_stall_give_their_slots_back(
 
         tasks = [asyncio.create_task(client()) for _ in range(CLIENTS)]
         await asyncio.sleep(0.3)
-        busy = await asyncio.to_thread(stall, own_redis.port)
+        busy = await asyncio.to_thread(stall, private_redis.port)
         await asyncio.sleep(0.5)
         stop = True
         await asyncio.gather(*tasks)
@@ -147,7 +133,7 @@ def test_async_calls_that_timed_out_in_a_stall_give_their_slots_back(
         assert shared is not None
         errors = shared.errors
         await asyncio.to_thread(busy.join)
-        freed = await asyncio.to_thread(freed_within, own_redis.port, 2.0)
+        freed = await asyncio.to_thread(freed_within, private_redis.port, 2.0)
         held = [view(), view(), view()]
         got = [await aadmit(layer, r) for r in held]
         for r in held:
@@ -157,17 +143,17 @@ def test_async_calls_that_timed_out_in_a_stall_give_their_slots_back(
 
     errors, freed, got = asyncio.run(main())
     assert errors >= 2
-    assert freed is not None, f"{slots(own_redis.port)} slots still held"
+    assert freed is not None, f"{slots(private_redis.port)} slots still held"
     assert got == [True, True, False]
     layer.close()
-    assert slots(own_redis.port) == 0
+    assert slots(private_redis.port) == 0
 
 
-def test_a_cancelled_acquire_gives_its_slot_back(own_redis: RedisProcess) -> None:
+def test_a_cancelled_acquire_gives_its_slot_back(private_redis: RedisProcess) -> None:
     """A request cancelled (client gone) while its acquire waits on a stalled Redis."""
     layer = ConcurrencyLimit(
         2,
-        storage=f"redis://127.0.0.1:{own_redis.port}/0",
+        storage=f"redis://127.0.0.1:{private_redis.port}/0",
         key_prefix="stall",
         storage_timeout=5.0,  # only the cancellation ends the call
     )
@@ -176,7 +162,7 @@ def test_a_cancelled_acquire_gives_its_slot_back(own_redis: RedisProcess) -> Non
         warm = view()
         assert await aadmit(layer, warm)
         finish(layer, warm)
-        busy = await asyncio.to_thread(stall, own_redis.port)
+        busy = await asyncio.to_thread(stall, private_redis.port)
         tasks = [asyncio.create_task(aadmit(layer, view())) for _ in range(2)]
         await asyncio.sleep(0.1)
         for task in tasks:
@@ -186,5 +172,7 @@ def test_a_cancelled_acquire_gives_its_slot_back(own_redis: RedisProcess) -> Non
         await layer.aclose()
 
     asyncio.run(main())
-    assert freed_within(own_redis.port, 2.0) is not None, f"{slots(own_redis.port)} slots held"
+    assert freed_within(private_redis.port, 2.0) is not None, (
+        f"{slots(private_redis.port)} slots held"
+    )
     layer.close()

@@ -19,7 +19,7 @@ from seawall.layers.ratelimit import Hit, Strike, _parse_ban
 from seawall.storage import LimitsBackend, MemoryBackend
 from seawall.testing import ManualClock
 from tests.apps import client_for, wrap
-from tests.ratelimit.conftest import PrivateRedis, free_port
+from tests.redis_topologies.servers import RedisProcess, free_port
 
 STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter", "gcra"]
 BAN = {"after": "3/10 minutes", "duration": "1 hour"}
@@ -249,7 +249,7 @@ def test_redis_bans_across_apps(
     assert (first.stats()["bans"], second.stats()["banned"]) == (1, 1)
 
 
-def test_redis_ban_check_costs_no_round_trip(interface: str, private_redis: PrivateRedis) -> None:
+def test_redis_ban_check_costs_no_round_trip(interface: str, private_redis: RedisProcess) -> None:
     """Admitted and banned requests: one round trip each; a refusal adds its strike."""
     layer = RateLimit("3/minute;100/hour", storage=private_redis.url, storage_timeout=1.0, ban=BAN)
     store = redis.Redis.from_url(private_redis.url)

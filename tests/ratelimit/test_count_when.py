@@ -21,7 +21,8 @@ from seawall.layers.ratelimit import Hit
 from seawall.storage import LimitsBackend, MemoryBackend
 from seawall.testing import ManualClock
 from tests.apps import client_for, lifespan, wrap
-from tests.ratelimit.conftest import PrivateRedis, free_port, serve
+from tests.ratelimit.conftest import serve
+from tests.redis_topologies.servers import RedisProcess, free_port
 
 STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter", "gcra"]
 
@@ -430,7 +431,7 @@ def test_counts_spare_a_storage_the_guard_knows_is_down() -> None:
     assert stats["counted"] == 6
 
 
-def test_redis_round_trips(interface: str, private_redis: PrivateRedis) -> None:
+def test_redis_round_trips(interface: str, private_redis: RedisProcess) -> None:
     """Two limits: a request that does not count is one round trip, one that counts two."""
     from seawall._ratelimit.lua import SCRIPTS
 

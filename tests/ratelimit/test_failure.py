@@ -11,7 +11,7 @@ import pytest
 from seawall import RateLimit
 from seawall.testing import ManualClock
 from tests.apps import client_for, wrap
-from tests.ratelimit.conftest import PrivateRedis, free_port
+from tests.redis_topologies.servers import RedisProcess, free_port
 
 
 def down_url() -> str:
@@ -84,7 +84,7 @@ def test_probe_once_per_period(interface: str, logs: list[dict[str, Any]]) -> No
 
 
 def test_recovers_when_redis_returns(
-    interface: str, unstarted_redis: PrivateRedis, logs: list[dict[str, Any]]
+    interface: str, unstarted_redis: RedisProcess, logs: list[dict[str, Any]]
 ) -> None:
     """Back to shared limits on the first probe after Redis returns; one storage_up line."""
     clock = ManualClock()

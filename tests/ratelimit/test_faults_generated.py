@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from seawall import CircuitBreaker, ConcurrencyLimit, RateLimit
 from tests.apps import client_for, wrap
-from tests.ratelimit.conftest import PrivateRedis, free_port
+from tests.redis_topologies.servers import RedisProcess, free_port
 
 PROBE = 0.1
 STEPS = st.lists(
@@ -82,7 +82,7 @@ class Server:
     """The private redis-server, with the faults a test can put it through."""
 
     def __init__(self) -> None:
-        self.redis = PrivateRedis(free_port())
+        self.redis = RedisProcess(free_port())
         self.redis.start()
         self.paused = False
 

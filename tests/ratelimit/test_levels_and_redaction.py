@@ -18,7 +18,7 @@ from seawall import CircuitBreaker, ConcurrencyLimit, RateLimit, Seawall
 from seawall.testing import ManualClock
 from tests.apps import client_for, wrap
 from tests.concurrency.test_redis import admit, finish, view
-from tests.ratelimit.conftest import PrivateRedis
+from tests.redis_topologies.servers import RedisProcess
 
 
 def levels(logs: list[dict[str, Any]], suffix: str) -> list[str]:
@@ -26,7 +26,7 @@ def levels(logs: list[dict[str, Any]], suffix: str) -> list[str]:
 
 
 def test_a_429_is_logged_at_debug(
-    interface: str, private_redis: PrivateRedis, logs: list[dict[str, Any]]
+    interface: str, private_redis: RedisProcess, logs: list[dict[str, Any]]
 ) -> None:
     layer = RateLimit("1/minute", storage=private_redis.url, storage_timeout=1.0)
     with client_for(wrap(interface, [layer])) as client:
@@ -36,7 +36,7 @@ def test_a_429_is_logged_at_debug(
 
 
 def test_ratelimit_transitions_are_warning_then_info(
-    unstarted_redis: PrivateRedis, logs: list[dict[str, Any]]
+    unstarted_redis: RedisProcess, logs: list[dict[str, Any]]
 ) -> None:
     clock = ManualClock()
     layer = RateLimit(
@@ -51,7 +51,7 @@ def test_ratelimit_transitions_are_warning_then_info(
     assert levels(logs, "ratelimit.storage_up") == ["info"]
 
 
-def test_concurrency_levels(unstarted_redis: PrivateRedis, logs: list[dict[str, Any]]) -> None:
+def test_concurrency_levels(unstarted_redis: RedisProcess, logs: list[dict[str, Any]]) -> None:
     layer = ConcurrencyLimit(
         1, storage=unstarted_redis.url, storage_timeout=1.0, storage_probe=0.05
     )

@@ -11,15 +11,11 @@ connection has its own bound, and a worker's first request imports nothing.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,25 +24,9 @@ import pytest
 from seawall import ConcurrencyLimit, RateLimit, Seawall
 from seawall._ratelimit.quota import parse_quotas
 from seawall.storage import RedisBackend
-from tests.redis_topologies.servers import RedisProcess, free_port, require_binary
+from tests.redis_topologies.servers import RedisProcess
 
 QUOTAS = parse_quotas("1000000/minute", "default", "limit")
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisProcess]:
-    """A redis-server of this test only (some tests pause it)."""
-    require_binary()
-    workdir = Path(tempfile.mkdtemp(prefix="seawall-lag-"))
-    server = RedisProcess(free_port(), workdir)
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
-
-
-def url(server: RedisProcess) -> str:
-    return f"redis://127.0.0.1:{server.port}/0"
 
 
 def burn(seconds: float) -> None:
@@ -108,13 +88,13 @@ def statuses_under_load(layer: Any) -> list[int]:
 
 @pytest.mark.parametrize("kind", ["ratelimit", "concurrency"])
 def test_a_cpu_heavy_handler_does_not_take_a_healthy_redis_down(
-    own_redis: RedisProcess, kind: str
+    private_redis: RedisProcess, kind: str
 ) -> None:
     layer: Any
     if kind == "ratelimit":
-        layer = RateLimit("1000000/minute", storage=url(own_redis), on_storage_error="deny")
+        layer = RateLimit("1000000/minute", storage=private_redis.url, on_storage_error="deny")
     else:
-        layer = ConcurrencyLimit(1000, storage=url(own_redis), on_storage_error="deny")
+        layer = ConcurrencyLimit(1000, storage=private_redis.url, on_storage_error="deny")
     codes = statuses_under_load(layer)
     assert codes == [200] * 40, f"{codes.count(503)} of 40 got a 503"
     stats = layer.stats()
@@ -126,14 +106,14 @@ def test_a_cpu_heavy_handler_does_not_take_a_healthy_redis_down(
         layer.close()
 
 
-def test_a_reply_that_came_while_the_loop_was_busy_is_read(own_redis: RedisProcess) -> None:
-    backend = RedisBackend(url(own_redis), timeout=0.02)
+def test_a_reply_that_came_while_the_loop_was_busy_is_read(private_redis: RedisProcess) -> None:
+    backend = RedisBackend(private_redis.url, timeout=0.02)
 
     async def main() -> list[Any]:
         await backend.ahit(0, ["lag:k"], QUOTAS, 1)  # connected
         results = []
         for _ in range(5):
-            late = LateReply(own_redis.port)
+            late = LateReply(private_redis.port)
             results.append(await backend.ahit(0, ["lag:k"], QUOTAS, 1))
             late.close()
         return results
@@ -143,15 +123,15 @@ def test_a_reply_that_came_while_the_loop_was_busy_is_read(own_redis: RedisProce
     backend.close()
 
 
-def test_a_slot_acquired_while_the_loop_was_busy_counts(own_redis: RedisProcess) -> None:
-    layer = ConcurrencyLimit(10, storage=url(own_redis), key_prefix="lag")
+def test_a_slot_acquired_while_the_loop_was_busy_counts(private_redis: RedisProcess) -> None:
+    layer = ConcurrencyLimit(10, storage=private_redis.url, key_prefix="lag")
     slots = layer._shared
     assert slots is not None
 
     async def main() -> list[int]:
         got = [await slots.aacquire(slots.keys_for(None), "warm")]
         for i in range(5):
-            late = LateReply(own_redis.port)
+            late = LateReply(private_redis.port)
             got.append(await slots.aacquire(slots.keys_for(None), f"s{i}"))
             late.close()
         await slots.aclose()
@@ -162,15 +142,15 @@ def test_a_slot_acquired_while_the_loop_was_busy_counts(own_redis: RedisProcess)
     layer.close()
 
 
-def test_a_paused_redis_still_costs_one_timeout(own_redis: RedisProcess) -> None:
+def test_a_paused_redis_still_costs_one_timeout(private_redis: RedisProcess) -> None:
     """The grace is one pass of the loop: a Redis that does not answer is not waited for."""
     from seawall._wire import setup_timeout
 
-    backend = RedisBackend(url(own_redis), timeout=0.02)
+    backend = RedisBackend(private_redis.url, timeout=0.02)
 
     async def main() -> tuple[float, float]:
         await backend.ahit(0, ["lag:p"], QUOTAS, 1)  # a kept connection
-        own_redis.pause()
+        private_redis.pause()
         try:
             t0 = time.perf_counter()
             with pytest.raises(Exception, match="storage call failed: TimeoutError"):
@@ -183,7 +163,7 @@ def test_a_paused_redis_still_costs_one_timeout(own_redis: RedisProcess) -> None
                 await backend.ahit(0, ["lag:p"], QUOTAS, 1)
             opening = time.perf_counter() - t0
         finally:
-            own_redis.resume()
+            private_redis.resume()
         return on_kept, opening
 
     on_kept, opening = asyncio.run(main())
@@ -232,14 +212,14 @@ def test_deadline_semantics() -> None:
     "layer", ["RateLimit('5/minute', storage=U)", "ConcurrencyLimit(5, storage=U)"]
 )
 def test_redis_py_is_imported_at_construction_not_by_the_first_request(
-    own_redis: RedisProcess, layer: str
+    private_redis: RedisProcess, layer: str
 ) -> None:
     """Importing redis-py's clients blocked a worker's loop for 100-200 ms at its first request."""
     script = textwrap.dedent(
         f"""
         import sys
         from seawall import ConcurrencyLimit, RateLimit
-        U = {url(own_redis)!r}
+        U = {private_redis.url!r}
         assert "redis.asyncio" not in sys.modules
         layer = {layer}
         before = set(sys.modules)

@@ -11,7 +11,8 @@ import redis
 
 from seawall import RateLimit
 from tests.apps import client_for, wrap
-from tests.ratelimit.conftest import PrivateRedis, redis_wall
+from tests.ratelimit.conftest import redis_wall
+from tests.redis_topologies.servers import RedisProcess
 
 STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter", "gcra"]
 
@@ -69,7 +70,7 @@ def _commands(client: redis.Redis) -> tuple[int, int]:
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_one_round_trip_per_request(
-    interface: str, private_redis: PrivateRedis, strategy: str
+    interface: str, private_redis: RedisProcess, strategy: str
 ) -> None:
     """Two limits and their header numbers cost one Redis round trip (INFO on a private server)."""
     wall = wrap(
@@ -140,7 +141,7 @@ def test_stats_count_on_redis(redis_url: str, key_prefix: str, interface: str) -
 
 
 def test_scripts_come_back_after_a_script_flush(
-    interface: str, private_redis: PrivateRedis
+    interface: str, private_redis: RedisProcess
 ) -> None:
     """Calls go straight to EVALSHA; a server that forgot the script (SCRIPT FLUSH,
     a failover to a fresh replica) gets it loaded again, and counting goes on.
@@ -177,7 +178,7 @@ def _calls(client: redis.Redis) -> dict[str, int]:
 
 
 def test_one_fixed_window_costs_three_plain_commands_in_one_round_trip(
-    interface: str, private_redis: PrivateRedis
+    interface: str, private_redis: RedisProcess
 ) -> None:
     """The default rule (one fixed window, cost 1) sends SET NX, INCR and PTTL in one
     write: one read event per request on the server and no script."""

@@ -21,7 +21,8 @@ from seawall._ratelimit.quota import FIXED, Quota
 from seawall.exceptions import StorageError
 from seawall.storage import RedisBackend
 from tests.apps import client_for
-from tests.ratelimit.conftest import PrivateRedis, redis_wall
+from tests.ratelimit.conftest import redis_wall
+from tests.redis_topologies.servers import RedisProcess
 
 QUOTAS = {
     "commands": [Quota(100, 60, "default")],
@@ -62,7 +63,7 @@ def test_a_connection_the_server_closed_is_replaced(
 
 
 def test_an_abandoned_async_call_leaves_no_reply_behind(
-    private_redis: PrivateRedis, path: str
+    private_redis: RedisProcess, path: str
 ) -> None:
     """A call cancelled while its reply is still coming (a request cancelled by
     its client, say) must not leave that reply for the next call to read."""
@@ -92,7 +93,7 @@ def test_an_abandoned_async_call_leaves_no_reply_behind(
 
 
 def test_a_stalled_server_costs_one_storage_timeout_on_the_event_loop(
-    private_redis: PrivateRedis, path: str
+    private_redis: RedisProcess, path: str
 ) -> None:
     """A server that stops answering (SIGSTOP: the socket stays open) ends an
     asyncio call after the storage timeout, whichever path the call takes
@@ -120,7 +121,7 @@ def test_a_stalled_server_costs_one_storage_timeout_on_the_event_loop(
 
 
 def test_a_timed_out_sync_call_leaves_no_reply_behind(
-    private_redis: PrivateRedis, path: str
+    private_redis: RedisProcess, path: str
 ) -> None:
     """The same on the sync path, where the storage timeout ends the call."""
     backend = RedisBackend(private_redis.url, timeout=0.1)

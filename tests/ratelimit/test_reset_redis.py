@@ -18,10 +18,10 @@ from seawall.fastapi import SeawallMiddleware, limit
 from seawall.layers import Timing
 from seawall.testing import reset
 from tests.apps import client_for, wrap
-from tests.ratelimit.conftest import PrivateRedis
+from tests.redis_topologies.servers import RedisProcess
 
 
-def test_reset_refills_a_redis_dependency_limit(private_redis: PrivateRedis) -> None:
+def test_reset_refills_a_redis_dependency_limit(private_redis: RedisProcess) -> None:
     app = FastAPI()
     app.add_middleware(SeawallMiddleware, layers=[Timing()])
     url = private_redis.url
@@ -43,7 +43,7 @@ def test_reset_refills_a_redis_dependency_limit(private_redis: PrivateRedis) -> 
 
 
 def test_reset_deletes_only_the_layers_own_keys(
-    interface: str, private_redis: PrivateRedis
+    interface: str, private_redis: RedisProcess
 ) -> None:
     url = private_redis.url
     mine = RateLimit(

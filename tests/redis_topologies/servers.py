@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -87,13 +88,26 @@ def cli(port: int, *args: str, timeout: float = 10.0) -> str:
 class RedisProcess:
     """One redis-server on *port*, with its files in *workdir*."""
 
-    def __init__(self, port: int, workdir: Path, *extra: str, config: Path | None = None) -> None:
+    def __init__(
+        self, port: int, workdir: Path | None = None, *extra: str, config: Path | None = None
+    ) -> None:
         self.port = port
-        self.workdir = workdir
+        # Its own directory unless given one (the server's log goes there).
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="seawall-redis-"))
         self.extra = extra
         self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = workdir / f"redis-{port}.log"
+        self.log = self.workdir / f"redis-{port}.log"
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running server's process, or ``None``."""
+        return self.proc
+
+    @property
+    def url(self) -> str:
+        """The server's ``redis://`` URI (database 0)."""
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisProcess:
         if port_in_use(self.port):
