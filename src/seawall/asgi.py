@@ -47,7 +47,15 @@ from seawall._core import background
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import Outcome, ResponseHead
 from seawall._core.request import RequestView, _new, asgi_view
-from seawall._log import _current, _structlog_request_id, bind_request, logger, unbind_request
+from seawall._log import (
+    bind_request,
+    logger,
+    reset_current,
+    reset_structlog_request_id,
+    set_current,
+    set_structlog_request_id,
+    unbind_request,
+)
 from seawall._run import arun_request, start_request
 from seawall.exceptions import Rejected, RequestTimeout, ValidationFailed
 
@@ -804,8 +812,8 @@ class ASGIMiddleware(Seawall):
         # The finally below runs in this coroutine's context, so the resets
         # cannot meet another context's tokens.
         holder: list[RequestView | None] = [view]
-        current_token = _current.set(holder)
-        rid_token = _structlog_request_id.set(rid)
+        current_token = set_current(holder)
+        rid_token = set_structlog_request_id(rid)
         try:
             if stack._by_method[view.method]:
                 respond, cycle.depth, flow = start_request(stack, view, cycle)
@@ -913,8 +921,8 @@ class ASGIMiddleware(Seawall):
                         stack.after_response(view, outcome)
             finally:
                 holder[0] = None
-                _current.reset(current_token)
-                _structlog_request_id.reset(rid_token)
+                reset_current(current_token)
+                reset_structlog_request_id(rid_token)
                 self.in_flight -= 1
 
     def _lifespan_receive(self, receive: Receive) -> Receive:

@@ -45,7 +45,12 @@ from seawall._app import Seawall
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import Outcome, ResponseHead
 from seawall._core.request import RequestView, wsgi_view
-from seawall._log import _current, _structlog_request_id
+from seawall._log import (
+    reset_current,
+    reset_structlog_request_id,
+    set_current,
+    set_structlog_request_id,
+)
 from seawall._run import run_request
 from seawall.asgi import BodyTooLarge
 from seawall.exceptions import Rejected
@@ -529,13 +534,13 @@ class _Request:
                     # seawall._log.unbind_request inline (keep the two in step).
                     holder[0] = None
                     try:
-                        _current.reset(self.log_token)
-                        _structlog_request_id.reset(self.rid_token)
+                        reset_current(self.log_token)
+                        reset_structlog_request_id(self.rid_token)
                     except ValueError:
                         # A WSGI server may call close() from another context:
                         # forget the id rather than fail the response.
-                        _current.set(None)
-                        _structlog_request_id.set(...)
+                        set_current(None)
+                        set_structlog_request_id(...)
 
     def finish(self) -> None:
         """Finish the bookkeeping of a request whose iterable the server never closes."""
@@ -579,8 +584,8 @@ class WSGIMiddleware(Seawall):
         # driver does): one call and one tuple fewer per request.
         holder: list[RequestView | None] = [view]
         state.holder = holder
-        state.log_token = _current.set(holder)
-        state.rid_token = _structlog_request_id.set(rid)
+        state.log_token = set_current(holder)
+        state.rid_token = set_structlog_request_id(rid)
 
         if stack._by_method[view.method]:
             try:
