@@ -773,7 +773,7 @@ class ASGIMiddleware(Seawall):
                 break
         if incoming is None:
             # RequestIds.new inline: most requests bring no id of their own.
-            rid = "%x" % next(self.ids._counter)  # noqa: UP031
+            rid = next(self.ids._ids)
         else:
             rid = self.ids.accept(incoming.decode("latin-1"))
         view.request_id = rid

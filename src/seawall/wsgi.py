@@ -570,7 +570,7 @@ class WSGIMiddleware(Seawall):
         view = wsgi_view(RequestView, environ, self.resolver, started)
         incoming = environ.get(self._rid_environ)
         # RequestIds.new inline, as in the ASGI driver: most requests bring no id.
-        rid = "%x" % next(self.ids._counter) if incoming is None else self.ids.accept(incoming)  # noqa: UP031
+        rid = next(self.ids._ids) if incoming is None else self.ids.accept(incoming)
         view.request_id = rid
         environ["seawall.request_id"] = rid
         state = _Request()

@@ -15,8 +15,9 @@ import contextlib
 import os
 import re
 import weakref
-from collections.abc import Callable, Mapping
-from itertools import count
+from collections.abc import Callable, Iterator, Mapping
+from itertools import chain, count, repeat
+from operator import add
 from typing import Any, Literal
 
 from seawall._core.client import UNKNOWN_CLIENT, ClientResolver, normalize_address
@@ -132,6 +133,10 @@ _TOTALS_SKIP = _NOT_HEADER_KEYS | _CGI_NAMES.keys()
 _PLAIN_HEADER_KEYS = frozenset(key for key, name in _ENV_NAMES.items() if name not in _FRAMING)
 
 
+# The last two hex digits of the generated ids (see RequestIds._reseed).
+_TAILS = ["%02x" % i for i in range(256)]  # noqa: UP031
+
+
 class RequestIds:
     """Accept a well-formed incoming request id or generate one.
 
@@ -142,7 +147,7 @@ class RequestIds:
     across workers and cheap per request.
     """
 
-    __slots__ = ("__weakref__", "_counter", "_prefix", "header")
+    __slots__ = ("__weakref__", "_ids", "_prefix", "header")
 
     def __init__(self, header: str = "x-request-id") -> None:
         self.header = header.lower()
@@ -159,23 +164,36 @@ class RequestIds:
 
     def _reseed(self) -> None:
         # The random prefix and the counter are one integer: the top bit set
-        # keeps every id 20 hex digits, and one "%x" of an int costs 60% of
-        # formatting a prefix string and a zero-padded counter (measured).
-        self._prefix = (int.from_bytes(os.urandom(6), "big") | 1 << 47) << 32
-        self._counter = count(self._prefix + 1)
+        # keeps every id 20 hex digits. The ids are "%x" % (prefix + n) for
+        # n = 1, 2, ...; the prefix's low 32 bits are zero, so 256 ids in a
+        # row share all but their last two digits. They are made 256 at a
+        # time, a head formatted once followed by each of 256 precomputed
+        # tails, by C iterators alone: one next() is a string concatenation
+        # where formatting an 80-bit integer cost twice as much (callgrind:
+        # ~1.1k instructions a request less). No Python code runs inside
+        # next(), so it is as atomic under the GIL as next() of a count().
+        prefix = (int.from_bytes(os.urandom(6), "big") | 1 << 47) << 32
+        self._prefix = prefix
+        heads = map("%x".__mod__, count(prefix >> 8))
+        blocks: Iterator[Iterator[str]] = map(
+            map, repeat(add), map(repeat, heads, repeat(256)), repeat(_TAILS)
+        )
+        ids = chain.from_iterable(blocks)
+        next(ids)  # n = 0: ids start at 1
+        self._ids = ids
 
     def accept(self, incoming: str | None) -> str:
         """Return *incoming* if it is a safe id, else a fresh one."""
         if incoming is not None and _SAFE_ID.fullmatch(incoming):
             return incoming
-        return "%x" % next(self._counter)  # noqa: UP031 - cheaper than format()
+        return next(self._ids)
 
     def new(self) -> str:
         """Return a fresh id, unique across processes.
 
-        Both drivers inline this (``"%x" % next(ids._counter)``): keep them in step.
+        Both drivers inline this (``next(ids._ids)``): keep them in step.
         """
-        return "%x" % next(self._counter)  # noqa: UP031
+        return next(self._ids)
 
 
 class RequestView:
