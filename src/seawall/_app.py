@@ -67,6 +67,24 @@ class Seawall:
 
     interface: Literal["asgi", "wsgi"]
 
+    #: The instance attributes a copy of the wall takes (the adapters' twins,
+    #: seawall.contrib): those __init__ sets and the one adapters set. A
+    #: subclass that adds one adds it here (tests/contrib checks).
+    _twin_fields: tuple[str, ...] = (
+        "app",
+        "stack",
+        "resolver",
+        "ids",
+        "in_flight",
+        "draining",
+        "_rid_header",
+        "_rid_lower",
+        "_rid_len",
+        "_rid_key",
+        "_rid_environ",
+        "app_renders_errors",
+    )
+
     def __new__(cls, app: Any, *args: Any, **kwargs: Any) -> Seawall:
         if cls is Seawall:
             interface = kwargs.get("interface", "auto")

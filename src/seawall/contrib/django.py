@@ -108,6 +108,8 @@ class DjangoWall(Seawall):
     Not callable as an app: the middleware drives it.
     """
 
+    _twin_fields = (*Seawall._twin_fields, "interface")
+
     def __init__(self, app: Any, interface: Literal["asgi", "wsgi"], **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.interface = interface
