@@ -78,7 +78,7 @@ except ModuleNotFoundError as exc:  # the framework's extra is not installed
 from seawall._app import Seawall
 from seawall._core.decisions import ReadBody, ReplaceBody, Respond
 from seawall._core.layer import Outcome, ResponseHead
-from seawall._core.request import RequestView
+from seawall._core.request import RequestView, wsgi_view
 from seawall._log import bind_request, current_request, unbind_request
 from seawall._run import arun_request, run_request, start_request
 from seawall.asgi import BodyTooLarge, DeadlineExpired, with_deadline
@@ -397,7 +397,8 @@ class SeawallMiddleware:
         # META has the same keys under WSGI and ASGI (Django fills it from the
         # scope), and is well-formed even where a test client's scope is not.
         meta = request.META
-        view = RequestView.from_wsgi(meta, resolver=wall.resolver, started=started)
+        # wsgi_view, not the from_wsgi classmethod: a plain call by position.
+        view = wsgi_view(RequestView, meta, wall.resolver, started)
         view.interface = wall.interface
         rid = wall.ids.accept(meta.get(wall._rid_environ))
         view.request_id = rid
@@ -515,7 +516,10 @@ class SeawallMiddleware:
                 if view.max_body is not None and view.body is None:
                     response = self._admit(request, state, view.max_body)
                 if response is None:
-                    response = self.get_response(request)
+                    # A local: 3.11 cannot specialise a method load of an
+                    # instance attribute, a plain attribute load it can.
+                    get_response = self.get_response
+                    response = get_response(request)
             self._finish_head(state, response)
         except BaseException as exc:
             state.exception = state.exception or exc
